@@ -1,0 +1,3 @@
+from deepfake_cli.cli import app
+
+app(prog_name="dfd")

@@ -1,0 +1,422 @@
+"""The `dfd` command line: each command parses options, calls one core function, renders."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from deepfake_cli import __version__
+from deepfake_cli.progress import Reporter
+
+app = typer.Typer(
+    name="dfd",
+    help="Tell whether a video of a face has been manipulated (deepfake detection).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Exit codes (documented in the README).
+EXIT_OK = 0
+EXIT_ERROR = 1  # bad store, bad model, nothing could be done
+EXIT_USAGE = 2  # bad options (Typer's own code)
+EXIT_UNREADABLE = 3  # predict: a video could not be read
+EXIT_NO_FACE = 4  # predict: no face found in a video
+
+StoreOption = typer.Option(None, "--store", envvar="DFD_STORE", help="HDF5 store [default: dfd.h5]")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
+JsonOption = typer.Option(False, "--json", help="Print the summary as JSON on stdout.")
+
+
+class RichReporter(Reporter):
+    """Progress bars on stderr; warnings printed above them."""
+
+    def __init__(self, console: Console, quiet: bool):
+        self.console = console
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task = None
+
+    def start(self, total: int, description: str) -> None:
+        self.finish()
+        if self.quiet:
+            return
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[item]}"),
+                                 console=self.console, transient=False)
+        self.progress.start()
+        self.task = self.progress.add_task(description, total=total, item="")
+
+    def advance(self, item: str = "") -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, item=item[-40:])
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _consoles(quiet: bool) -> tuple[Console, Console]:
+    return Console(), Console(stderr=True, quiet=quiet)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _summary_table(title: str, rows: dict) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in rows.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        table.add_row(key, str(value))
+    return table
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(_json_safe(data), indent=2, default=str) + "\n")
+
+
+def _json_safe(value):
+    """NaN is not JSON: write null instead."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"dfd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """dfd: deepfake detection for face videos. Run a command with --help for its options."""
+
+
+def _open_store(store: Optional[Path], write: bool, wait: bool = False):
+    from deepfake_cli.store import Store, StoreError
+
+    try:
+        return Store.open(store, write=write, wait=wait)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def extract(
+    paths: list[Path] = typer.Argument(..., help="Video/image files or folders (dataset layouts are recognised)."),
+    fpv: int = typer.Option(25, "--fpv", help="Frames sampled per video."),
+    sampling: str = typer.Option("consecutive", "--sampling", help="consecutive | uniform | random"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with path,label[,split,method,compression,group]."),
+    seed: int = typer.Option(0, "--seed", help="Seed for random sampling and identity-group splits."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again videos that failed before."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Read videos, sample frames and record label, split, method, compression and identity group."""
+    from deepfake_cli.datasets import DatasetError
+    from deepfake_cli.extract import ExtractOptions, extract as run_extract
+    from deepfake_cli.store import StoreError
+
+    out, err = _consoles(quiet)
+    options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, labels_csv=labels, retry_failed=retry_failed)
+    with _open_store(store, write=True, wait=wait) as opened:
+        try:
+            summary = run_extract(opened, paths, options, RichReporter(err, quiet))
+        except (DatasetError, StoreError, ValueError) as exc:
+            fail(str(exc))
+        store_path = opened.path
+    if as_json:
+        _print_json(summary.as_dict() | {"store": str(store_path)})
+    elif not quiet:
+        rows = {"store": store_path, "videos found": summary.found, "added": summary.added,
+                "already in store": summary.already_done, "duplicates": summary.duplicates,
+                "failed": summary.failed, f"shorter than {fpv} frames": summary.short, "frames stored": summary.frames}
+        rows |= {f"label {k}": v for k, v in sorted(summary.by_label.items())}
+        out.print(_summary_table("extract", rows))
+        for path, error in summary.failures:
+            out.print(f"[red]failed[/] {error}", highlight=False)
+        if summary.found and not summary.added and not summary.failed:
+            out.print("Nothing to do: every video is already in the store.")
+    if summary.failed and not summary.added and not summary.already_done:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def crop(
+    size: int = typer.Option(160, "--size", help="Output face size in pixels (299 for Xception, 380/600 for EfficientNet-B4/B7)."),
+    align: bool = typer.Option(True, "--align/--no-align", help="Align by the 5 landmarks (similarity transform) or crop the box."),
+    margin: float = typer.Option(0.2, "--margin", help="Context around the face, as a fraction of its size on each side."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    detect_max_side: int = typer.Option(640, "--detect-size", help="Detect on frames downscaled to this longest side."),
+    force: bool = typer.Option(False, "--force", help="Crop again videos that already have faces."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Find, track, align and crop the main face of every stored video (MTCNN)."""
+    from deepfake_cli.crop import CropOptions, crop as run_crop
+    from deepfake_cli.store import StoreError
+
+    out, err = _consoles(quiet)
+    options = CropOptions(size=size, align=align, margin=margin, device=device,
+                          detect_max_side=detect_max_side, force=force)
+    with _open_store(store, write=True, wait=wait) as opened:
+        try:
+            summary = run_crop(opened, options, RichReporter(err, quiet))
+        except (StoreError, ValueError) as exc:
+            fail(str(exc))
+    if as_json:
+        _print_json(summary.as_dict())
+    elif not quiet:
+        out.print(_summary_table("crop", {
+            "videos with frames": summary.videos, "cropped now": summary.cropped,
+            "already cropped": summary.already_done, "frames searched": summary.frames,
+            "frames with the main face": summary.faces,
+            "face rate": f"{summary.face_rate:.1%}" if summary.frames else "-",
+            "videos without any face": len(summary.no_face_videos), "device": summary.device}))
+        if not summary.cropped:
+            out.print("Nothing to do: every video already has faces.")
+
+
+def _bundle_dir(model: str, models_dir: Path) -> Path:
+    path = Path(model)
+    return path if (path.is_absolute() or len(path.parts) > 1 or path.exists()) else models_dir / model
+
+
+ModelsDirOption = typer.Option(Path("models"), "--models-dir", help="Where bundles are saved.")
+
+
+@app.command("train-cnn")
+def train_cnn(
+    model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name (under --models-dir) or directory."),
+    backbone: str = typer.Option("efficientnet-b0", "--backbone", help="See `dfd train-cnn --list-backbones`."),
+    weights: str = typer.Option("none", "--weights", help="imagenet | none | PATH to a weights file."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size [default: the backbone's native size]."),
+    epochs: int = typer.Option(20, "--epochs"),
+    patience: int = typer.Option(5, "--patience", help="Early-stopping patience on validation AUC."),
+    rounds: int = typer.Option(2, "--rounds", help="Round 2+ restarts from the previous round's best weights."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    learning_rate: float = typer.Option(1e-4, "--lr"),
+    warmup_epochs: int = typer.Option(0, "--warmup-epochs", help="Epochs with a frozen backbone first."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames-per-video", help="Use at most this many faces per video."),
+    augment: bool = typer.Option(True, "--augment/--no-augment"),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
+    list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Transfer-learn a Keras CNN on the stored faces (train split; validated on val)."""
+    from deepfake_cli.backbones import BACKBONES
+
+    out, err = _consoles(quiet)
+    if list_backbones:
+        table = Table("backbone", "input size", "features")
+        for name, spec in BACKBONES.items():
+            table.add_row(name, str(spec.input_size), str(spec.feature_dim))
+        out.print(table)
+        return
+    from deepfake_cli.bundle import BundleError
+    from deepfake_cli.cnn import CNNTrainOptions, train_cnn as run_train
+    from deepfake_cli.backbones import WeightsError
+    from deepfake_cli.store import StoreError
+
+    options = CNNTrainOptions(backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
+                              patience=patience, rounds=rounds, batch_size=batch_size, learning_rate=learning_rate,
+                              warmup_epochs=warmup_epochs, seed=seed, augment=augment, max_frames_per_video=max_frames)
+
+    def on_epoch(info: dict) -> None:
+        if not quiet:
+            err.print("round {round} epoch {epoch}: loss {loss:.4f}  val AUC {val_auc:.4f}  "
+                      "val loss {val_loss:.4f}  best {best_val_auc:.4f}  ({seconds:.0f}s)".format(**info),
+                      highlight=False)
+
+    with _open_store(store, write=False) as opened:
+        try:
+            summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch)
+        except (BundleError, WeightsError, StoreError, ValueError, KeyError) as exc:
+            fail(str(exc).strip("'\""))
+    _render_summary(out, "train-cnn", summary, quiet, as_json)
+
+
+def _render_summary(out: Console, title: str, summary: dict, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        _print_json(summary)
+    elif not quiet:
+        flat = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
+        out.print(_summary_table(title, flat))
+
+
+@app.command("export-features")
+def export_features(
+    model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    force: bool = typer.Option(False, "--force", help="Recompute features that exist already."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Store per-frame CNN features and scores of every face sequence under the model's name."""
+    from deepfake_cli.bundle import BundleError
+    from deepfake_cli.store import StoreError
+    from deepfake_cli.temporal import export_features as run_export
+
+    out, err = _consoles(quiet)
+    reporter = RichReporter(err, quiet)
+    with _open_store(store, write=True, wait=wait) as opened:
+        try:
+            summary = run_export(opened, _bundle_dir(model, models_dir), batch_size=batch_size, force=force,
+                                 reporter=reporter)
+        except (BundleError, StoreError, ValueError) as exc:
+            fail(str(exc))
+        finally:
+            reporter.finish()
+    _render_summary(out, "export-features", summary, quiet, as_json)
+
+
+@app.command("train-lstm")
+def train_lstm(
+    model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory (features exported)."),
+    units: int = typer.Option(128, "--units"),
+    epochs: int = typer.Option(30, "--epochs"),
+    patience: int = typer.Option(5, "--patience"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    learning_rate: float = typer.Option(1e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Train the bidirectional LSTM over each video's sequence of CNN features."""
+    from deepfake_cli.bundle import BundleError
+    from deepfake_cli.store import StoreError
+    from deepfake_cli.temporal import LSTMTrainOptions, train_lstm as run_train
+
+    out, err = _consoles(quiet)
+    options = LSTMTrainOptions(units=units, epochs=epochs, patience=patience, batch_size=batch_size,
+                               learning_rate=learning_rate, seed=seed)
+
+    def on_epoch(info: dict) -> None:
+        if not quiet:
+            err.print("epoch {epoch}: loss {loss:.4f}  val AUC {val_auc:.4f}  best {best_val_auc:.4f}".format(**info),
+                      highlight=False)
+
+    with _open_store(store, write=False) as opened:
+        try:
+            summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch)
+        except (BundleError, StoreError, ValueError) as exc:
+            fail(str(exc))
+    _render_summary(out, "train-lstm", summary, quiet, as_json)
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write metrics.json, scores.csv and plots here."),
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """ACC, AUC, EER, AP and log-loss at frame and video level, per split, dataset, method and compression."""
+    from deepfake_cli.bundle import BundleError
+    from deepfake_cli.evaluate import evaluate as run_evaluate
+    from deepfake_cli.report import metrics_table, write_report
+    from deepfake_cli.store import StoreError
+
+    out, _ = _consoles(quiet)
+    with _open_store(store, write=False) as opened:
+        try:
+            evaluation = run_evaluate(opened, _bundle_dir(model, models_dir))
+        except (BundleError, StoreError, ValueError) as exc:
+            fail(str(exc))
+    written = write_report(out_dir, evaluation.results, evaluation.rows) if out_dir else []
+    if as_json:
+        _print_json({"results": evaluation.results, "files": [str(p) for p in written]})
+        return
+    if not quiet:
+        out.print(metrics_table("overall (by split / level / model)", evaluation.results["overall"]))
+        for by in ("dataset", "method", "compression"):
+            if evaluation.results.get(by):
+                out.print(metrics_table(f"video level by {by} (test split, or all when there is none)",
+                                        evaluation.results[by]))
+        for path in written:
+            out.print(f"wrote {path}")
+
+
+@app.command()
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="Video or image files, or folders of them."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or directory [default: the bundled model]."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the bundle's decision threshold."),
+    max_fpr: Optional[float] = typer.Option(None, "--max-fpr", help="Use the bundle's threshold for this false-positive rate (e.g. 0.01)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (face detection)."),
+    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the (first) video with face boxes and scores drawn."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per input here."),
+    models_dir: Path = ModelsDirOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Print whether each clip is real or fake, with the probability that it is fake."""
+    from deepfake_cli.bundle import BundleError
+    from deepfake_cli.predict import PredictError, Predictor, expand_inputs, write_csv
+
+    out, err = _consoles(quiet)
+    try:
+        files = expand_inputs(inputs)
+        predictor = Predictor.load(model, models_dir=models_dir, device=device, threshold=threshold, max_fpr=max_fpr)
+    except (BundleError, PredictError, ValueError) as exc:
+        fail(str(exc))
+    results = []
+    reporter = RichReporter(err, quiet or len(files) == 1)
+    reporter.start(len(files), "predict")
+    for i, path in enumerate(files):
+        results.append(predictor.predict(path, annotate=annotate if i == 0 else None))
+        reporter.advance(path.name)
+    reporter.finish()
+    if csv_path:
+        write_csv(csv_path, results)
+    if as_json:
+        _print_json([r.as_dict() for r in results] if len(results) > 1 else results[0].as_dict())
+    else:
+        for r in results:
+            if r.error:
+                err.print(f"[bold red]error:[/] {r.path}: {r.error}", highlight=False)
+            else:
+                colour = "red" if r.verdict == "fake" else "green"
+                out.print(f"{r.path}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
+                          f"threshold {r.threshold:.3f}, {r.faces} faces in {r.frames} frames)", highlight=False)
+    codes = [r.exit_code for r in results if r.exit_code]
+    raise typer.Exit(max(codes) if codes else EXIT_OK)

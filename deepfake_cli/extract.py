@@ -1,0 +1,134 @@
+"""`dfd extract`: find videos, sample frames, record what each video is."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepfake_cli.datasets import VideoRecord, assign_splits, discover
+from deepfake_cli.progress import Reporter
+from deepfake_cli.store import FRAME_STATUS_FAILED, Frames, Store, VideoEntry
+from deepfake_cli.video import VideoError, choose_indices, probe, read_frames
+
+SAMPLINGS = ("consecutive", "uniform", "random")
+
+
+@dataclass
+class ExtractOptions:
+    fpv: int = 25
+    sampling: str = "consecutive"
+    seed: int = 0
+    labels_csv: Path | None = None
+    retry_failed: bool = False
+
+
+@dataclass
+class ExtractSummary:
+    found: int = 0
+    added: int = 0
+    already_done: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    short: int = 0
+    frames: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    by_dataset: Counter = field(default_factory=Counter)
+    by_label: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["failures"] = [{"path": p, "error": e} for p, e in self.failures]
+        d["by_dataset"] = dict(self.by_dataset)
+        d["by_label"] = dict(self.by_label)
+        return d
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def video_id_for(sha256: str) -> str:
+    return sha256[:16]
+
+
+def _failed_id(path: Path) -> str:
+    return "f" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:15]
+
+
+def extract(store: Store, paths: list[Path], options: ExtractOptions, reporter: Reporter | None = None) -> ExtractSummary:
+    """Add every video under `paths` to the store; videos already there are skipped."""
+    if options.sampling not in SAMPLINGS:
+        raise ValueError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {options.sampling!r}")
+    if options.fpv < 1:
+        raise ValueError("--fpv must be at least 1")
+    reporter = reporter or Reporter()
+    records = assign_splits(discover(paths, options.labels_csv), seed=options.seed)
+    summary = ExtractSummary(found=len(records))
+    known = {(e.path, e.size, e.mtime): e for e in store.entries()}
+    reporter.start(len(records), "extract")
+    for record in records:
+        _extract_one(store, record, options, known, summary, reporter)
+        reporter.advance(record.path.name)
+    reporter.finish()
+    return summary
+
+
+def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, known: dict,
+                 summary: ExtractSummary, reporter: Reporter) -> None:
+    path = record.path.resolve()
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        summary.failed += 1
+        summary.failures.append((str(record.path), f"cannot read: {exc.strerror}"))
+        return
+    cached = known.get((str(path), stat.st_size, stat.st_mtime))
+    if cached is not None and (cached.ok or not options.retry_failed):
+        summary.already_done += 1
+        return
+    sha = file_sha256(path)
+    entry = VideoEntry(
+        video_id=video_id_for(sha), path=str(path), sha256=sha, size=stat.st_size, mtime=stat.st_mtime,
+        label=record.label, split=record.split, dataset=record.dataset, method=record.method,
+        compression=record.compression, group=record.group, identities=",".join(record.identities),
+        sampling=options.sampling, fpv=options.fpv,
+    )
+    if store.has(entry.video_id, "frames"):
+        previous = store.entry(entry.video_id)
+        if previous.path != entry.path and previous.ok:
+            summary.duplicates += 1
+            reporter.warn(f"{record.path}: same content as {previous.path}, skipped")
+            return
+        if previous.ok or not options.retry_failed:
+            summary.already_done += 1
+            return
+    try:
+        info = probe(path)
+        indices = choose_indices(info.frame_count, options.fpv, options.sampling, seed=options.seed)
+        kept, pixels = read_frames(path, indices, info)
+    except VideoError as exc:
+        entry.video_id = _failed_id(path)
+        entry.status, entry.error = FRAME_STATUS_FAILED, str(exc)
+        store.write_frames(entry, None)
+        summary.failed += 1
+        summary.failures.append((str(record.path), str(exc)))
+        reporter.warn(str(exc))
+        return
+    entry.fps, entry.frame_count = info.fps, info.frame_count
+    entry.height, entry.width = int(pixels.shape[1]), int(pixels.shape[2])
+    entry.rotation = info.rotation
+    store.write_frames(entry, Frames(kept, pixels))
+    if len(kept) < options.fpv:
+        summary.short += 1
+        if info.frame_count > 1:
+            reporter.warn(f"{record.path}: only {len(kept)} of {options.fpv} frames available")
+    summary.added += 1
+    summary.frames += len(kept)
+    summary.by_dataset[record.dataset] += 1
+    summary.by_label[record.label] += 1

@@ -1,0 +1,453 @@
+"""The dfd store: one HDF5 index file plus immutable per-video HDF5 segments.
+
+Layout on disk (``--store dfd.h5``)::
+
+    dfd.h5            index: the video table and external links to every segment
+    dfd.h5.d/         segments, one HDF5 file per (video, stage), never modified once written
+        <vid>.frames.h5           sampled frames of one video (or the reason it failed)
+        <vid>.faces.h5            aligned face crops, boxes, landmarks, scores, track ids
+        <vid>.features.<model>.h5 per-frame CNN features and scores of one model
+    dfd.h5.lock       writer lock (holds the writer's pid)
+
+Why this shape: HDF5 files are not crash safe while being modified, so nothing that
+holds data is ever modified. A segment is written to a temporary file and renamed into
+place only when complete (``os.replace`` is atomic), so a killed run leaves either a
+whole segment or none. The index is derived data: it is rewritten to a temporary file
+and renamed too, and every segment carries its own metadata, so the index can always be
+rebuilt from the segments. Readers never need the lock. See docs/store.md for the schema.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = 1
+DEFAULT_STORE = "dfd.h5"
+STORE_ENV = "DFD_STORE"
+FRAME_STATUS_OK = "ok"
+FRAME_STATUS_FAILED = "failed"
+
+
+class StoreError(Exception):
+    """A store cannot be opened, read or written; the message says why."""
+
+
+class StoreLockedError(StoreError):
+    def __init__(self, path: Path, pid: str):
+        super().__init__(
+            f"store {path} is locked by pid {pid or '?'} (another dfd is writing it); "
+            "wait for it, or pass --wait"
+        )
+        self.pid = pid
+
+
+@dataclass
+class VideoEntry:
+    """One row of the video table."""
+
+    video_id: str
+    path: str
+    sha256: str = ""
+    size: int = 0
+    mtime: float = 0.0
+    label: str = "unknown"  # real | fake | unknown
+    split: str = ""  # train | val | test
+    dataset: str = ""
+    method: str = ""
+    compression: str = ""
+    group: str = ""
+    identities: str = ""  # comma-separated identity ids, e.g. "ffpp:071,ffpp:054"
+    fps: float = 0.0
+    frame_count: int = 0
+    width: int = 0
+    height: int = 0
+    rotation: int = 0
+    sampling: str = ""
+    fpv: int = 0
+    status: str = FRAME_STATUS_OK  # ok | failed
+    error: str = ""
+    stored_frames: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == FRAME_STATUS_OK
+
+
+_COLUMNS = [f.name for f in fields(VideoEntry)]
+_STR_COLUMNS = [f.name for f in fields(VideoEntry) if f.type == "str"]
+
+
+@dataclass
+class Frames:
+    indices: np.ndarray  # (n,) int64 frame numbers in the source video
+    pixels: np.ndarray  # (n, H, W, 3) uint8 RGB
+
+
+@dataclass
+class Faces:
+    """The main face track of a video: one row per frame where it was found."""
+
+    crops: np.ndarray  # (n, S, S, 3) uint8 RGB
+    frame_indices: np.ndarray  # (n,) int64
+    boxes: np.ndarray  # (n, 4) float32 x1, y1, x2, y2 in source-frame pixels
+    landmarks: np.ndarray  # (n, 5, 2) float32, source-frame pixels
+    scores: np.ndarray  # (n,) float32 detector confidence
+    track_ids: np.ndarray  # (n,) int32
+    missing_frames: np.ndarray  # (m,) int64 frame numbers where no face of the track was found
+    settings: dict = field(default_factory=dict)  # size, align, margin, detector
+
+
+@dataclass
+class Features:
+    frame_indices: np.ndarray  # (n,)
+    features: np.ndarray  # (n, D) float32
+    scores: np.ndarray  # (n,) float32, CNN probability of "fake"
+    settings: dict = field(default_factory=dict)
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get(STORE_ENV, DEFAULT_STORE))
+
+
+def _segment_name(video_id: str, stage: str) -> str:
+    return f"{video_id}.{stage}.h5"
+
+
+def _check_version(attrs, what: Path) -> None:
+    version = int(attrs.get("schema_version", 0))
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{what} was written with store schema version {version}; this dfd reads "
+            f"up to version {SCHEMA_VERSION}. Upgrade dfd to read it."
+        )
+    if version < 1:
+        raise StoreError(f"{what} is an HDF5 file but not a dfd store (no schema_version)")
+
+
+def _open_h5(path: Path, mode: str = "r") -> h5py.File:
+    try:
+        return h5py.File(path, mode)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"{path} is not a readable HDF5 file ({exc}); it may be truncated or not a dfd store") from exc
+
+
+class Store:
+    """Open with :meth:`Store.open`. Writers hold an exclusive lock; readers do not."""
+
+    COMMIT_EVERY_S = 30.0
+
+    def __init__(self, path: Path, writable: bool):
+        self.path = Path(path)
+        self.segments = self.path.with_name(self.path.name + ".d")
+        self.writable = writable
+        self._lock_fd: int | None = None
+        self._entries: dict[str, VideoEntry] = {}
+        self._stages: dict[str, set[str]] = {}
+        self._dirty = False
+        self._last_commit = time.monotonic()
+
+    # ------------------------------------------------------------------ open / close
+    @classmethod
+    def open(cls, path: Path | str | None = None, *, write: bool = False, wait: bool = False,
+             create: bool | None = None) -> "Store":
+        path = Path(path) if path is not None else default_store_path()
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory; --store must name a file such as dfd.h5")
+        create = write if create is None else create
+        if not path.exists() and not create and not path.with_name(path.name + ".d").is_dir():
+            raise StoreError(f"no store at {path}: run `dfd extract` first, or pass --store")
+        store = cls(path, writable=write)
+        if write:
+            store._acquire_lock(wait)
+        try:
+            store._load()
+        except BaseException:
+            store._release_lock()
+            raise
+        return store
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            if self.writable and self._dirty:
+                self.commit()
+        finally:
+            self._release_lock()
+
+    def _acquire_lock(self, wait: bool) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise StoreLockedError(self.path, pid) from None
+        # The kernel drops a flock when its process dies, so a lock left by a killed
+        # run is never stale: whatever pid the file still names, we now hold it.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ loading
+    def _load(self) -> None:
+        if self.path.exists():
+            with _open_h5(self.path) as f:
+                _check_version(f.attrs, self.path)
+                if "videos" in f:
+                    table = f["videos"]
+                    n = table.attrs.get("rows", 0)
+                    columns = {name: table[name][()] for name in _COLUMNS if name in table}
+                    for i in range(int(n)):
+                        row = {}
+                        for name, col in columns.items():
+                            value = col[i]
+                            row[name] = value.decode() if isinstance(value, bytes) else value.item() if hasattr(value, "item") else value
+                        entry = VideoEntry(**row)
+                        self._entries[entry.video_id] = entry
+        if self.writable:
+            self.segments.mkdir(exist_ok=True)
+            for stale in self.segments.glob("*.tmp*"):
+                stale.unlink(missing_ok=True)  # half-written segment of a killed run
+        self._scan_segments()
+        if self.writable and (self._dirty or not self.path.exists()):
+            self.commit()
+
+    def _scan_segments(self) -> None:
+        """Pick up segments that the index does not list yet (a run killed before commit)."""
+        if not self.segments.is_dir():
+            return
+        for seg in self.segments.glob("*.h5"):
+            parts = seg.name[:-3].split(".", 2)
+            if len(parts) < 2:
+                continue
+            video_id, stage = parts[0], ".".join(parts[1:])
+            self._stages.setdefault(video_id, set()).add(stage)
+            if stage == "frames" and video_id not in self._entries:
+                try:
+                    with _open_h5(seg) as f:
+                        _check_version(f.attrs, seg)
+                        self._entries[video_id] = VideoEntry(**json.loads(f.attrs["entry"]))
+                    self._dirty = True
+                except (StoreError, KeyError, TypeError, ValueError):
+                    if self.writable:
+                        seg.unlink(missing_ok=True)  # unreadable segment: treat as never written
+                    self._stages[video_id].discard(stage)
+
+    # ------------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[VideoEntry]:
+        return list(self._entries.values())
+
+    def entry(self, video_id: str) -> VideoEntry:
+        try:
+            return self._entries[video_id]
+        except KeyError:
+            raise StoreError(f"video {video_id} is not in store {self.path}") from None
+
+    def has(self, video_id: str, stage: str = "frames") -> bool:
+        return stage in self._stages.get(video_id, ())
+
+    def feature_models(self) -> list[str]:
+        names = {s.split(".", 1)[1] for st in self._stages.values() for s in st if s.startswith("features.")}
+        return sorted(names)
+
+    # ------------------------------------------------------------------ segment I/O
+    def _seg_path(self, video_id: str, stage: str) -> Path:
+        return self.segments / _segment_name(video_id, stage)
+
+    def _write_segment(self, video_id: str, stage: str, arrays: dict[str, np.ndarray],
+                       attrs: dict, chunk_rows: dict[str, bool] | None = None) -> None:
+        if not self.writable:
+            raise StoreError("store was opened read-only")
+        final = self._seg_path(video_id, stage)
+        tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["schema_version"] = SCHEMA_VERSION
+                for key, value in attrs.items():
+                    f.attrs[key] = value
+                for name, array in arrays.items():
+                    array = np.ascontiguousarray(array)
+                    kwargs = {}
+                    if array.ndim >= 1 and array.shape[0] > 0 and array.nbytes > 4096:
+                        kwargs = dict(chunks=(1,) + array.shape[1:] if array.ndim >= 3 else True,
+                                      compression="gzip", compression_opts=1)
+                    f.create_dataset(name, data=array, **kwargs)
+                f.flush()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(self.segments)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space" in str(exc)):
+                raise StoreError(f"disk full while writing {final.name}; the store is intact, free space and rerun") from exc
+            raise
+        self._stages.setdefault(video_id, set()).add(stage)
+        self._dirty = True
+
+    def _read_segment(self, video_id: str, stage: str) -> h5py.File:
+        seg = self._seg_path(video_id, stage)
+        if not seg.exists():
+            raise StoreError(f"video {video_id} has no {stage} in store {self.path}")
+        f = _open_h5(seg)
+        _check_version(f.attrs, seg)
+        return f
+
+    # frames ------------------------------------------------------------
+    def write_frames(self, entry: VideoEntry, frames: Frames | None) -> None:
+        """Record one video: its frames, or (frames=None) the failure in entry.error."""
+        if frames is None:
+            frames = Frames(np.zeros((0,), np.int64), np.zeros((0, 0, 0, 3), np.uint8))
+        entry.stored_frames = int(len(frames.indices))
+        attrs = {"entry": json.dumps(asdict(entry))}
+        self._write_segment(entry.video_id, "frames", {"indices": frames.indices.astype(np.int64),
+                                                        "pixels": frames.pixels.astype(np.uint8)}, attrs)
+        self._entries[entry.video_id] = entry
+        self._maybe_commit()
+
+    def read_frames(self, video_id: str) -> Frames:
+        with self._read_segment(video_id, "frames") as f:
+            return Frames(f["indices"][()], f["pixels"][()])
+
+    def iter_frames(self, video_id: str) -> Iterator[tuple[int, np.ndarray]]:
+        """Stream one frame at a time (a 4K video's frames never all sit in memory)."""
+        with self._read_segment(video_id, "frames") as f:
+            indices = f["indices"][()]
+            pixels = f["pixels"]
+            for i, index in enumerate(indices):
+                yield int(index), pixels[i]
+
+    # faces -------------------------------------------------------------
+    def write_faces(self, video_id: str, faces: Faces) -> None:
+        self.entry(video_id)
+        arrays = {
+            "crops": faces.crops.astype(np.uint8),
+            "frame_indices": faces.frame_indices.astype(np.int64),
+            "boxes": faces.boxes.astype(np.float32),
+            "landmarks": faces.landmarks.astype(np.float32),
+            "scores": faces.scores.astype(np.float32),
+            "track_ids": faces.track_ids.astype(np.int32),
+            "missing_frames": faces.missing_frames.astype(np.int64),
+        }
+        self._write_segment(video_id, "faces", arrays, {"settings": json.dumps(faces.settings)})
+        self._maybe_commit()
+
+    def read_faces(self, video_id: str) -> Faces:
+        with self._read_segment(video_id, "faces") as f:
+            return Faces(**{k: f[k][()] for k in ("crops", "frame_indices", "boxes", "landmarks",
+                                                  "scores", "track_ids", "missing_frames")},
+                         settings=json.loads(f.attrs["settings"]))
+
+    def faces_settings(self, video_id: str) -> dict:
+        with self._read_segment(video_id, "faces") as f:
+            return json.loads(f.attrs["settings"])
+
+    # features ----------------------------------------------------------
+    def write_features(self, video_id: str, model: str, features: Features) -> None:
+        self.entry(video_id)
+        _check_model_name(model)
+        arrays = {"frame_indices": features.frame_indices.astype(np.int64),
+                  "features": features.features.astype(np.float32),
+                  "scores": features.scores.astype(np.float32)}
+        self._write_segment(video_id, f"features.{model}", arrays, {"settings": json.dumps(features.settings)})
+        self._maybe_commit()
+
+    def read_features(self, video_id: str, model: str) -> Features:
+        with self._read_segment(video_id, f"features.{model}") as f:
+            return Features(f["frame_indices"][()], f["features"][()], f["scores"][()],
+                            settings=json.loads(f.attrs["settings"]))
+
+    def delete_stage(self, video_id: str, stage: str) -> None:
+        """Remove one stage of a video (used to redo it with other settings)."""
+        if not self.writable:
+            raise StoreError("store was opened read-only")
+        self._seg_path(video_id, stage).unlink(missing_ok=True)
+        self._stages.get(video_id, set()).discard(stage)
+        self._dirty = True
+
+    # ------------------------------------------------------------------ index
+    def _maybe_commit(self) -> None:
+        if time.monotonic() - self._last_commit > self.COMMIT_EVERY_S:
+            self.commit()
+
+    def commit(self) -> None:
+        """Rewrite the index atomically from what is on disk now."""
+        if not self.writable:
+            return
+        tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
+        entries = sorted(self._entries.values(), key=lambda e: e.video_id)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["schema_version"] = SCHEMA_VERSION
+                f.attrs["layout"] = "index + immutable segments in <store>.d/ (docs/store.md)"
+                table = f.create_group("videos")
+                table.attrs["rows"] = len(entries)
+                for name in _COLUMNS:
+                    values = [getattr(e, name) for e in entries]
+                    if name in _STR_COLUMNS:
+                        table.create_dataset(name, data=np.array(values, dtype=object),
+                                             dtype=h5py.string_dtype(), shape=(len(values),))
+                    else:
+                        table.create_dataset(name, data=np.array(values, dtype=np.float64 if name in ("fps", "mtime") else np.int64))
+                media = f.create_group("media")
+                rel = self.segments.name
+                for e in entries:
+                    group = media.create_group(e.video_id)
+                    for stage in sorted(self._stages.get(e.video_id, ())):
+                        link = h5py.ExternalLink(f"{rel}/{_segment_name(e.video_id, stage)}", "/")
+                        if stage.startswith("features."):
+                            group.require_group("features")[stage.split(".", 1)[1]] = link
+                        else:
+                            group[stage] = link
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space" in str(exc)):
+                raise StoreError(f"disk full while writing the index of {self.path}; segments are intact, free space and rerun") from exc
+            raise
+        self._dirty = False
+        self._last_commit = time.monotonic()
+
+
+def _check_model_name(name: str) -> None:
+    if not name or any(c in name for c in "/\\. ") :
+        raise StoreError(f"model name {name!r} may not contain '/', '\\', '.' or spaces")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

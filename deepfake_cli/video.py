@@ -1,0 +1,212 @@
+"""Probe videos, choose which frames to sample, and decode only those frames.
+
+Images count as one-frame videos. Frames come out as RGB uint8, upright: OpenCV's
+automatic orientation is switched off and the rotation from the container metadata
+is applied here, exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+SAMPLINGS = ("consecutive", "uniform", "random")
+
+SEEK_MIN_JUMP = 50  # seek instead of grab() when the next wanted frame is further away
+MAX_COUNTED_FRAMES = 200_000  # cap when frames must be counted one by one
+
+_ROTATE_FLAGS = {
+    90: cv2.ROTATE_90_CLOCKWISE,
+    180: cv2.ROTATE_180,
+    270: cv2.ROTATE_90_COUNTERCLOCKWISE,
+}
+
+
+class VideoError(Exception):
+    """A file that cannot be read as a video or image."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What probe() learns about a video; width and height are of the upright frames."""
+
+    fps: float
+    frame_count: int
+    width: int
+    height: int
+    rotation: int  # degrees from the metadata: 0, 90, 180 or 270
+
+
+def is_image(path: Path | str) -> bool:
+    """True when the file name says it is a still image."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_video(path: Path | str) -> bool:
+    """True when the file name says it is a video."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_media(path: Path | str) -> bool:
+    """True for a video or an image file name."""
+    return is_image(path) or is_video(path)
+
+
+def _check_file(path: Path) -> None:
+    """Raise VideoError for a missing, non-regular or empty file."""
+    if not path.exists():
+        raise VideoError(path, "no such file")
+    if not path.is_file():
+        raise VideoError(path, "not a file")
+    if path.stat().st_size == 0:
+        raise VideoError(path, "empty file (0 bytes)")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """Decode an image file to RGB uint8 (EXIF orientation applied by OpenCV)."""
+    _check_file(path)
+    data = np.fromfile(path, dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise VideoError(path, "not a decodable image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _open(path: Path) -> cv2.VideoCapture:
+    """Open a capture with orientation handling switched off (we rotate ourselves)."""
+    _check_file(path)
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoError(path, "cannot be opened as a video (not a video file, or unsupported codec)")
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+    return cap
+
+
+def _metadata_rotation(cap: cv2.VideoCapture) -> int:
+    """Rotation recorded in the container (0/90/180/270), whoever applies it."""
+    angle = int(round(cap.get(cv2.CAP_PROP_ORIENTATION_META))) % 360
+    return angle if angle in _ROTATE_FLAGS else 0
+
+
+def _rotation(cap: cv2.VideoCapture) -> int:
+    """Rotation still to apply to frames retrieved from cap (0 if the backend rotates)."""
+    if cap.get(cv2.CAP_PROP_ORIENTATION_AUTO) != 0:
+        return 0
+    return _metadata_rotation(cap)
+
+
+def _upright(bgr: np.ndarray, rotation: int) -> np.ndarray:
+    """Rotate a decoded BGR frame upright and convert it to RGB."""
+    if rotation:
+        bgr = cv2.rotate(bgr, _ROTATE_FLAGS[rotation])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _count_frames(cap: cv2.VideoCapture) -> int:
+    """Count frames by grabbing them all (only when the container does not say)."""
+    count = 0
+    while count < MAX_COUNTED_FRAMES and cap.grab():
+        count += 1
+    return count
+
+
+def probe(path: Path) -> VideoInfo:
+    """Read fps, frame count, upright size and rotation; check the first frame decodes."""
+    path = Path(path)
+    if is_image(path):
+        image = _read_image(path)
+        return VideoInfo(fps=0.0, frame_count=1, width=image.shape[1], height=image.shape[0], rotation=0)
+    cap = _open(path)
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        fps = float(fps) if np.isfinite(fps) and fps > 0 else 0.0
+        reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        rotation = _metadata_rotation(cap)
+        ok, first = cap.read()
+        if not ok or first is None:
+            raise VideoError(path, "no video frame could be decoded (no video stream, or corrupt)")
+        first = _upright(first, _rotation(cap))
+        frame_count = reported if reported > 0 else 1 + _count_frames(cap)
+    finally:
+        cap.release()
+    return VideoInfo(fps=fps, frame_count=frame_count, width=first.shape[1], height=first.shape[0], rotation=rotation)
+
+
+def choose_indices(frame_count: int, fpv: int, sampling: str, seed: int = 0) -> list[int]:
+    """Pick up to fpv sorted frame indices out of frame_count; all of them when fewer."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
+    if fpv < 1:
+        raise ValueError(f"frames per video must be at least 1, got {fpv}")
+    if frame_count < 0:
+        raise ValueError(f"frame count cannot be negative, got {frame_count}")
+    if frame_count <= fpv:
+        return list(range(frame_count))
+    if sampling == "consecutive":
+        start = (frame_count - fpv) // 2
+        return list(range(start, start + fpv))
+    if sampling == "uniform":
+        spread = np.linspace(0, frame_count - 1, fpv).round().astype(np.int64)
+        return [int(i) for i in np.unique(spread)]
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(frame_count, size=fpv, replace=False))
+
+
+def _decode_wanted(cap: cv2.VideoCapture, wanted: list[int]) -> tuple[list[int], list[np.ndarray]]:
+    """Walk the stream, decoding only the wanted frames; stop at the first unreadable one."""
+    rotation = _rotation(cap)
+    kept: list[int] = []
+    frames: list[np.ndarray] = []
+    position = 0  # index of the frame the next grab() returns
+    for index in wanted:
+        if index - position > SEEK_MIN_JUMP and cap.set(cv2.CAP_PROP_POS_FRAMES, index):
+            position = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+            if position > index:  # seek overshot: this frame is gone, later ones are not
+                continue
+        while position < index and cap.grab():
+            position += 1
+        if position < index or not cap.grab():
+            break
+        position += 1
+        ok, bgr = cap.retrieve()
+        if not ok or bgr is None:
+            break
+        kept.append(index)
+        frames.append(_upright(bgr, rotation))
+    return kept, frames
+
+
+def read_frames(path: Path, indices: list[int], info: VideoInfo | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the given frames: (kept indices int64 (n,), RGB frames uint8 (n, H, W, 3)).
+
+    Indices are de-duplicated and sorted. Frames the file cannot deliver (truncated file,
+    wrong frame count) are left out; VideoError if none could be decoded.
+    """
+    path = Path(path)
+    if is_image(path):
+        return np.zeros(1, dtype=np.int64), _read_image(path)[None]
+    wanted = sorted({int(i) for i in indices if int(i) >= 0})
+    if info is not None and info.frame_count > 0:
+        wanted = [i for i in wanted if i < info.frame_count]
+    if not wanted:
+        raise ValueError(f"{path}: no valid frame indices to read")
+    cap = _open(path)
+    try:
+        kept, frames = _decode_wanted(cap, wanted)
+    finally:
+        cap.release()
+    if not frames:
+        raise VideoError(path, f"none of the {len(wanted)} requested frames could be decoded")
+    return np.asarray(kept, dtype=np.int64), np.stack(frames)

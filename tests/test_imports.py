@@ -1,0 +1,38 @@
+"""The pinned dependency set must import in either order without crashing.
+
+TensorFlow >= 2.20 segfaults when triton (pulled in by CUDA builds of torch) is imported
+after it (tensorflow#124205); these run in subprocesses so a crash is a failure, not a dead
+test runner.
+"""
+
+import subprocess
+import sys
+
+import pytest
+
+ORDERS = {
+    "tensorflow-then-torch": "import tensorflow, keras; import torch; import triton; from facenet_pytorch import MTCNN",
+    "torch-then-tensorflow": "import torch; import triton; from facenet_pytorch import MTCNN; import tensorflow, keras",
+}
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+def test_import_order_does_not_crash(order):
+    code = ORDERS[order] + "; print('ok')"
+    if "triton" in code:
+        try:
+            import importlib.util
+
+            if importlib.util.find_spec("triton") is None:  # CPU-only torch builds have no triton
+                code = code.replace("import triton; ", "")
+        except ValueError:
+            pass
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{order} crashed with code {proc.returncode}:\n{proc.stderr[-2000:]}"
+    assert proc.stdout.strip().endswith("ok")
+
+
+def test_dfd_cli_imports_both_frameworks():
+    code = "import deepfake_cli.faces, deepfake_cli.backbones; import keras; print(keras.backend.backend())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,0 +1,156 @@
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from deepfake_cli.store import Faces, Features, Frames, Store, StoreError, StoreLockedError, VideoEntry
+
+
+def _entry(vid="v1", **kw):
+    return VideoEntry(video_id=vid, path=f"/videos/{vid}.mp4", label="fake", split="train", **kw)
+
+
+def _frames(n=3, h=8, w=10):
+    rng = np.random.default_rng(0)
+    return Frames(np.arange(n, dtype=np.int64) * 2, rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8))
+
+
+def _faces(n=3, size=16):
+    return Faces(
+        crops=np.full((n, size, size, 3), 7, np.uint8),
+        frame_indices=np.arange(n),
+        boxes=np.zeros((n, 4)),
+        landmarks=np.zeros((n, 5, 2)),
+        scores=np.ones(n),
+        track_ids=np.zeros(n),
+        missing_frames=np.array([9]),
+        settings={"size": size, "align": True},
+    )
+
+
+def test_roundtrip_frames_faces_features(tmp_path):
+    path = tmp_path / "s.h5"
+    frames = _frames()
+    with Store.open(path, write=True) as store:
+        store.write_frames(_entry(), frames)
+        store.write_faces("v1", _faces())
+        store.write_features("v1", "m1", Features(np.arange(3), np.ones((3, 4)), np.full(3, 0.7)))
+    with Store.open(path) as store:
+        (entry,) = store.entries()
+        assert entry.label == "fake" and entry.stored_frames == 3
+        got = store.read_frames("v1")
+        np.testing.assert_array_equal(got.pixels, frames.pixels)
+        np.testing.assert_array_equal(got.indices, frames.indices)
+        assert [i for i, _ in store.iter_frames("v1")] == [0, 2, 4]
+        faces = store.read_faces("v1")
+        assert faces.crops.shape == (3, 16, 16, 3) and faces.settings["size"] == 16
+        assert faces.missing_frames.tolist() == [9]
+        assert store.read_features("v1", "m1").features.shape == (3, 4)
+        assert store.feature_models() == ["m1"]
+    # the index shows the documented schema through external links
+    with h5py.File(path) as f:
+        assert f.attrs["schema_version"] == 1
+        assert f["videos/label"][0].decode() == "fake"
+        assert f["media/v1/frames/pixels"].shape == (3, 8, 10, 3)
+        assert f["media/v1/faces/crops"].shape == (3, 16, 16, 3)
+        assert f["media/v1/features/m1/features"].shape == (3, 4)
+
+
+def test_segments_without_index_are_recovered(tmp_path):
+    path = tmp_path / "s.h5"
+    store = Store.open(path, write=True)
+    store.write_frames(_entry(), _frames())
+    # simulate a kill before the index was committed: no close()
+    store._release_lock()
+    with h5py.File(path) as f:
+        assert f["videos"].attrs["rows"] == 0
+    with Store.open(path, write=True) as again:
+        assert [e.video_id for e in again.entries()] == ["v1"]
+    with Store.open(path) as reader:
+        assert reader.has("v1", "frames")
+
+
+def test_half_written_segment_is_ignored_and_removed(tmp_path):
+    path = tmp_path / "s.h5"
+    with Store.open(path, write=True) as store:
+        store.write_frames(_entry(), _frames())
+    tmp = path.with_name("s.h5.d") / "v2.frames.h5.tmp123"
+    tmp.write_bytes(b"\x89HDF half")
+    with Store.open(path, write=True) as store:
+        assert len(store) == 1
+    assert not tmp.exists()
+
+
+def test_second_writer_is_refused_with_pid(tmp_path):
+    path = tmp_path / "s.h5"
+    code = (
+        "import sys,time; from deepfake_cli.store import Store; "
+        f"s=Store.open({str(path)!r}, write=True); print('locked', flush=True); time.sleep(30)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreLockedError, match=f"locked by pid {proc.pid}"):
+            Store.open(path, write=True)
+        Store.open(path).close()  # readers never need the lock
+    finally:
+        proc.kill()
+        proc.wait()
+    # the kernel released the killed writer's lock: a stale lock file does not block us
+    Store.open(path, write=True).close()
+
+
+def test_bad_stores_get_clear_errors(tmp_path):
+    not_h5 = tmp_path / "x.h5"
+    not_h5.write_text("hello")
+    with pytest.raises(StoreError, match="not a readable HDF5"):
+        Store.open(not_h5)
+    newer = tmp_path / "new.h5"
+    with h5py.File(newer, "w") as f:
+        f.attrs["schema_version"] = 99
+    with pytest.raises(StoreError, match="schema version 99"):
+        Store.open(newer)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = 1
+    with pytest.raises(StoreError, match="not a dfd store"):
+        Store.open(foreign)
+    with pytest.raises(StoreError, match="no store"):
+        Store.open(tmp_path / "missing.h5")
+    good = tmp_path / "good.h5"
+    with Store.open(good, write=True) as store:
+        store.write_frames(_entry(), _frames())
+    truncated = tmp_path / "trunc.h5"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(StoreError):
+        Store.open(truncated)
+
+
+def test_failed_video_is_recorded(tmp_path):
+    path = tmp_path / "s.h5"
+    with Store.open(path, write=True) as store:
+        store.write_frames(_entry("bad", status="failed", error="zero-byte file"), None)
+    with Store.open(path) as store:
+        (entry,) = store.entries()
+        assert not entry.ok and entry.error == "zero-byte file" and entry.stored_frames == 0
+
+
+def test_disk_full_leaves_store_intact(tmp_path, monkeypatch):
+    path = tmp_path / "s.h5"
+    with Store.open(path, write=True) as store:
+        store.write_frames(_entry("v1"), _frames())
+        real_create = h5py.File.create_dataset if hasattr(h5py.File, "create_dataset") else None
+
+        def full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(h5py.Group, "create_dataset", full)
+        with pytest.raises(StoreError, match="disk full"):
+            store.write_frames(_entry("v2"), _frames())
+        monkeypatch.undo()
+    assert not list(path.with_name("s.h5.d").glob("*.tmp*"))
+    with Store.open(path) as store:
+        assert [e.video_id for e in store.entries()] == ["v1"]

@@ -221,7 +221,7 @@ class _Track:
     dets: dict[int, Detection] = field(default_factory=dict)
 
     def last_positions(self) -> list[int]:
-        return sorted(self.dets)[-2:]
+        return list(self.dets)[-2:]  # frames are added in increasing order
 
     def predict(self, t: int) -> np.ndarray:
         """Box expected at frame ``t``: last box moved at the last observed velocity."""
@@ -301,7 +301,7 @@ def build_tracks(
     iou_min: float = 0.3,
     max_gap: int = 3,
     max_scale: float = 1.5,
-    max_center: float = 0.5,
+    max_center: float = 1.0,
     frame_shapes: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Detection | None]]:
     """Link detections into identity tracks, most important first.
@@ -395,12 +395,12 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 160,
     """(size, size, 3) uint8 face warped so its landmarks sit on :func:`template_points`.
 
     Outside the image is black (BORDER_CONSTANT 0), like :func:`crop_face`. When the face
-    is shrunk by more than 2x it is warped at an intermediate size first and then reduced
-    with INTER_AREA, to avoid aliasing.
+    is shrunk, it is warped at about its native resolution (at most 16x ``size``) and
+    then reduced with INTER_AREA, to avoid aliasing.
     """
     matrix = similarity_matrix(landmarks, size, margin)
     scale = float(np.hypot(matrix[0, 0], matrix[0, 1]))
-    work = int(min(4 * size, np.ceil(size / scale))) if scale < 0.5 else size
+    work = int(min(16 * size, np.ceil(size / scale))) if scale < 1.0 else size
     if work > size:
         matrix = matrix * (work / size)
     out = cv2.warpAffine(image, matrix, (work, work), flags=cv2.INTER_LINEAR,

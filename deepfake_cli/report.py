@@ -25,8 +25,16 @@ MISSING = "–"  # en dash, shown for NaN / missing metrics
 METRICS_JSON = "metrics.json"
 SCORES_CSV = "scores.csv"
 CSV_COLUMNS = (
-    "video_id", "split", "level", "model", "label", "score", "dataset", "method", "compression",
-)  # fmt: skip
+    "video_id",
+    "split",
+    "level",
+    "model",
+    "label",
+    "score",
+    "dataset",
+    "method",
+    "compression",
+)
 PLOT_KEYS = ("split", "level", "model")
 HIST_BINS = 20
 PLOT_DPI = 100
@@ -161,12 +169,16 @@ def plot_roc(path: Path, key: tuple[str, ...], rows: Sequence[Mapping]) -> Path:
     ax = fig.subplots()
     for name, (y, s) in _roc_curves(rows).items():
         fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, lw=2 if name == "all" else 1.2,
-                label=f"{name} (AUC = {roc_auc_score(y, s):.4f}, n = {y.size})")  # fmt: skip
+        label = f"{name} (AUC = {roc_auc_score(y, s):.4f}, n = {y.size})"
+        ax.plot(fpr, tpr, lw=2 if name == "all" else 1.2, label=label)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", lw=1, label="chance")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.02), title=f"ROC: {_title(key)}",
-           xlabel="False positive rate (reals called fake)",
-           ylabel="True positive rate (fakes caught)")  # fmt: skip
+    ax.set(
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.02),
+        title=f"ROC: {_title(key)}",
+        xlabel="False positive rate (reals called fake)",
+        ylabel="True positive rate (fakes caught)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     fig.savefig(path, dpi=PLOT_DPI)
@@ -179,11 +191,10 @@ def plot_score_histogram(path: Path, key: tuple[str, ...], rows: Sequence[Mappin
     ax = fig.subplots()
     bins = np.linspace(0.0, 1.0, HIST_BINS + 1)
     for label, name, color in ((0, "real", "tab:blue"), (1, "fake", "tab:red")):
-        if (y == label).any():
-            ax.hist(s[y == label], bins=bins, alpha=0.6, color=color,
-                    label=f"{name} (n = {int((y == label).sum())})")  # fmt: skip
-    ax.set(xlim=(0, 1), title=f"Scores: {_title(key)}", xlabel="score = P(fake)",
-           ylabel="count")  # fmt: skip
+        chosen = s[y == label]
+        if chosen.size:
+            ax.hist(chosen, bins=bins, alpha=0.6, color=color, label=f"{name} (n = {chosen.size})")
+    ax.set(xlim=(0, 1), title=f"Scores: {_title(key)}", xlabel="score = P(fake)", ylabel="count")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=PLOT_DPI)
     return path

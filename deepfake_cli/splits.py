@@ -53,7 +53,7 @@ def carve_validation(train: list[VideoEntry], seed: int,
     target = max(1, round(val_fraction * len(train)))
     chosen: list[str] = []
     for key in order:
-        if sum(len(groups[k]) for k in chosen) >= target:
+        if sum(len(groups[k]) for k in chosen) >= target or len(chosen) == len(order) - 1:
             break
         chosen.append(key)
     chosen = _cover_both_labels(groups, order, chosen)

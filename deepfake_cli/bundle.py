@@ -1,0 +1,417 @@
+"""A trained model on disk: a directory holding ``config.json`` and Keras weight files.
+
+Layout (``models/<name>/``)::
+
+    config.json          everything needed to use the model (see BundleConfig)
+    cnn.weights.h5       frame classifier: feature extractor -> Dropout -> Dense(1, sigmoid)
+    lstm.weights.h5      bidirectional LSTM over per-frame features (after `train_lstm`)
+    checkpoints/         per-epoch training state, so a killed run can resume
+
+Models are always rebuilt from the config with the public Keras API and only their
+weights are read from disk (``load_weights``), so opening a bundle never runs code from
+a file. Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import h5py
+import numpy as np
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+CNN_WEIGHTS = "cnn.weights.h5"
+LSTM_WEIGHTS = "lstm.weights.h5"
+CHECKPOINT_DIR = "checkpoints"
+CLASSES = ["real", "fake"]
+FEATURE_LAYER = "pooled features before the classifier head"
+HEAD_LAYERS = ("features", "head_dropout", "score")
+AGGREGATIONS = ("mean",)
+
+
+class BundleError(Exception):
+    """A model bundle is missing, malformed, or does not match its weights."""
+
+
+def _default_lstm() -> dict:
+    return {"units": 128, "dropout": 0.3, "seq_len": 0, "feature_model": "", "trained": False}
+
+
+@dataclass
+class BundleConfig:
+    """The contents of config.json. Score = P(fake) = sigmoid output (class order real, fake)."""
+
+    name: str
+    backbone: str
+    input_size: int
+    feature_dim: int
+    format_version: int = FORMAT_VERSION
+    weights_origin: str = "none"
+    face: dict = field(default_factory=dict)  # size, align, margin, detector of the stored crops
+    fpv: int = 0
+    sampling: str = ""
+    feature_layer: str = FEATURE_LAYER
+    head_dropout: float = 0.2
+    classes: list = field(default_factory=lambda: list(CLASSES))
+    score: str = "P(fake): sigmoid output of the classifier head"
+    threshold: float = 0.5
+    temperature: float = 1.0
+    video_aggregation: str = "mean"
+    thresholds_at_fpr: dict = field(default_factory=dict)  # {"0.01": threshold, ...} when calibrated
+    lstm: dict = field(default_factory=_default_lstm)
+    split_ids: dict = field(default_factory=dict)  # {"train": [video ids], "val": [video ids]}
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    commands: list = field(default_factory=list)
+    dfd_version: str = ""
+    keras_backend: str = ""
+    created: str = ""
+    updated: str = ""
+
+    @property
+    def aggregation(self) -> str:
+        """How frame scores become a video score (alias of video_aggregation)."""
+        return self.video_aggregation
+
+    def to_json(self) -> str:
+        """Serialise as indented JSON."""
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config.json") -> "BundleConfig":
+        """Parse and validate; raise BundleError saying what is wrong."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{source} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise BundleError(f"{source} must hold a JSON object, not {type(data).__name__}")
+        _check_format_version(data, source)
+        _check_keys(data, source)
+        _check_types(data, source)
+        config = cls(**data)
+        _check_values(config, source)
+        return config
+
+
+def _check_format_version(data: dict, source: str) -> None:
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{source}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{source} was written by a newer dfd (bundle format {version}); this dfd "
+                          f"reads up to format {FORMAT_VERSION}. Upgrade dfd to use this model.")
+
+
+def _check_keys(data: dict, source: str) -> None:
+    known = [f.name for f in fields(BundleConfig)]
+    missing = [k for k in known if k not in data]
+    unknown = sorted(set(data) - set(known))
+    if missing:
+        raise BundleError(f"{source} is missing key(s): {', '.join(missing)}")
+    if unknown:
+        raise BundleError(f"{source} has unknown key(s): {', '.join(unknown)}")
+
+
+def _check_types(data: dict, source: str) -> None:
+    for name, kind in get_type_hints(BundleConfig).items():
+        value = data[name]
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise BundleError(f"{source}: {name} must be of type {kind.__name__}, "
+                              f"got {type(value).__name__} ({value!r})")
+
+
+def _check_values(config: BundleConfig, source: str) -> None:
+    problems = []
+    if config.classes != CLASSES:
+        problems.append(f"classes must be {CLASSES}")
+    if config.input_size <= 0 or config.feature_dim <= 0:
+        problems.append("input_size and feature_dim must be positive")
+    if not 0.0 <= config.threshold <= 1.0:
+        problems.append("threshold must lie in [0, 1]")
+    if config.temperature <= 0:
+        problems.append("temperature must be positive")
+    if config.video_aggregation not in AGGREGATIONS:
+        problems.append(f"video_aggregation must be one of {list(AGGREGATIONS)}")
+    missing_lstm = [k for k in _default_lstm() if k not in config.lstm]
+    if missing_lstm:
+        problems.append(f"lstm is missing {', '.join(missing_lstm)}")
+    if problems:
+        raise BundleError(f"{source}: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------- files
+def now_iso() -> str:
+    """Local time as an ISO 8601 string (seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to ``path`` via a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_config(bundle_dir: Path, config: BundleConfig) -> Path:
+    """Write ``config.json`` atomically (stamping ``updated``); return its path."""
+    bundle_dir = Path(bundle_dir)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    config.updated = now_iso()
+    config.created = config.created or config.updated
+    path = bundle_dir / CONFIG_FILE
+    atomic_write_text(path, config.to_json())
+    return path
+
+
+def read_config(bundle_dir: Path) -> BundleConfig:
+    """Read and validate ``bundle_dir/config.json``."""
+    path = Path(bundle_dir) / CONFIG_FILE
+    if not Path(bundle_dir).is_dir():
+        raise BundleError(f"no model bundle at {bundle_dir} (not a directory)")
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir} is not a model bundle: it has no {CONFIG_FILE}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from None
+    return BundleConfig.from_json(text, source=str(path))
+
+
+def weights_tag(model_kind: str, config: BundleConfig) -> dict:
+    """Attributes written into a weights file to tell which model it belongs to."""
+    return {"dfd_model": model_kind, "dfd_backbone": config.backbone,
+            "dfd_input_size": int(config.input_size), "dfd_feature_dim": int(config.feature_dim)}
+
+
+def save_weights_atomic(model, path: Path, tag: dict | None = None) -> None:
+    """``model.save_weights`` to a temporary file, tag it, then rename into place."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")  # Keras wants the .weights.h5 suffix
+    try:
+        model.save_weights(tmp)
+        if tag:
+            with h5py.File(tmp, "r+") as f:
+                for key, value in tag.items():
+                    f.attrs[key] = value
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_weights_tag(path: Path) -> dict:
+    """The dfd attributes of a weights file (empty when it has none)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()
+                    if k.startswith("dfd_")}
+    except OSError as exc:
+        raise BundleError(f"{path} is not a readable weights file ({exc})") from None
+
+
+def load_weights_checked(model, path: Path, expected: dict) -> None:
+    """Load weights into ``model``; raise BundleError if they belong to another model."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"missing weights file {path}: this part of the model was not trained "
+                          "(or training has not finished)")
+    tag = read_weights_tag(path)
+    for key, want in expected.items():
+        if key in tag and tag[key] != want:
+            raise BundleError(f"{path} holds weights for {key[4:]}={tag[key]!r}, but the bundle "
+                              f"declares {key[4:]}={want!r} (backbone {expected.get('dfd_backbone')})")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except (ValueError, KeyError, OSError, TypeError) as exc:
+            raise BundleError(f"{path} does not fit backbone {expected.get('dfd_backbone')!r}: "
+                              f"{str(exc).splitlines()[0]}") from None
+    skipped = [str(w.message) for w in caught if "Skipping" in str(w.message) or "could not" in str(w.message)]
+    if skipped:
+        raise BundleError(f"{path} does not fit backbone {expected.get('dfd_backbone')!r}: {skipped[0]}")
+
+
+def save_optimizer_state(optimizer, path: Path) -> None:
+    """Save an optimizer's variables (after building it) as an .npz, atomically."""
+    path = Path(path)
+    import keras
+
+    arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
+    names = np.array([v.path for v in optimizer.variables])
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, __names__=names, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_optimizer_state(optimizer, path: Path) -> None:
+    """Assign the variables saved by :func:`save_optimizer_state` to a built optimizer."""
+    with np.load(path, allow_pickle=False) as data:
+        values = [data[f"v{i:05d}"] for i in range(len(data.files) - 1)]
+    variables = optimizer.variables
+    if len(values) != len(variables):
+        raise BundleError(f"{path} holds {len(values)} optimizer variables, expected {len(variables)}")
+    for var, value in zip(variables, values):
+        if tuple(var.shape) != tuple(value.shape):
+            raise BundleError(f"{path}: optimizer variable {var.path} has shape {value.shape}, "
+                              f"expected {tuple(var.shape)}")
+        var.assign(value.astype(var.dtype))
+
+
+# ---------------------------------------------------------------------- models
+def build_classifier(backbone: str, input_size: int, weights: str = "none", dropout: float = 0.2):
+    """(classifier, feature_model) sharing layers: image -> P(fake), image -> [features, P(fake)]."""
+    import keras
+
+    from deepfake_cli.backbones import build_feature_extractor
+
+    extractor = build_feature_extractor(backbone, weights=weights, input_size=input_size)
+    image = keras.Input((input_size, input_size, 3), name="face")
+    features = keras.layers.Activation("linear", dtype="float32", name="features")(extractor(image))
+    hidden = keras.layers.Dropout(dropout, name="head_dropout")(features)
+    score = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="score")(hidden)
+    classifier = keras.Model(image, score, name="dfd_cnn")
+    feature_model = keras.Model(image, [features, score], name="dfd_cnn_features")
+    return classifier, feature_model
+
+
+def set_backbone_trainable(model, trainable: bool) -> None:
+    """Freeze or unfreeze everything but the classifier head."""
+    for layer in model.layers:
+        layer.trainable = trainable or layer.name in HEAD_LAYERS
+
+
+def build_lstm_model(seq_len: int, feature_dim: int, units: int = 128, dropout: float = 0.3):
+    """(seq_len, D) -> Masking(0) -> BiLSTM(units) -> Dropout -> Dense(1, sigmoid)."""
+    import keras
+
+    sequence = keras.Input((seq_len, feature_dim), name="features")
+    x = keras.layers.Masking(mask_value=0.0, name="mask")(sequence)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(units), name="bilstm")(x)
+    x = keras.layers.Dropout(dropout, name="lstm_dropout")(x)
+    score = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="score")(x)
+    return keras.Model(sequence, score, name="dfd_lstm")
+
+
+# ---------------------------------------------------------------------- bundle
+@dataclass
+class Bundle:
+    """An opened bundle: its directory and validated config; builds models on demand."""
+
+    path: Path
+    config: BundleConfig
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def cnn_weights(self) -> Path:
+        return self.path / CNN_WEIGHTS
+
+    @property
+    def lstm_weights(self) -> Path:
+        return self.path / LSTM_WEIGHTS
+
+    @property
+    def has_lstm(self) -> bool:
+        return bool(self.config.lstm.get("trained")) and self.lstm_weights.is_file()
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.config.lstm.get("seq_len") or self.config.fpv)
+
+    @property
+    def feature_model_name(self) -> str:
+        """Name under which this bundle's features are stored (default: directory name)."""
+        return self.config.lstm.get("feature_model") or self.path.name
+
+    def _cnn_models(self):
+        classifier, feature_model = build_classifier(self.config.backbone, self.config.input_size,
+                                                     "none", self.config.head_dropout)
+        load_weights_checked(classifier, self.cnn_weights, weights_tag("cnn", self.config))
+        return classifier, feature_model
+
+    def build_cnn(self):
+        """The frame classifier (image in [0, 255] -> P(fake)) with trained weights."""
+        return self._cnn_models()[0]
+
+    def build_feature_model(self):
+        """One model, image -> [pooled features (D,), P(fake)], with trained weights."""
+        return self._cnn_models()[1]
+
+    def build_lstm(self):
+        """The sequence classifier ((seq_len, D) -> P(fake)) with trained weights."""
+        lstm = self.config.lstm
+        model = build_lstm_model(self.seq_len, self.config.feature_dim, int(lstm["units"]),
+                                 float(lstm["dropout"]))
+        load_weights_checked(model, self.lstm_weights, weights_tag("lstm", self.config))
+        return model
+
+
+    def score_sequence(self, lstm, features: np.ndarray) -> float:
+        """LSTM P(fake) of one ordered (n, D) feature sequence, with ``lstm`` from build_lstm()."""
+        from deepfake_cli.temporal import lstm_probability
+
+        return lstm_probability(lstm, features, self.seq_len)
+
+
+def load_bundle(path: Path | str) -> Bundle:
+    """Open the bundle directory at ``path`` (config validated; weights read lazily)."""
+    path = Path(path)
+    return Bundle(path=path, config=read_config(path))
+
+
+def resolve_bundle(name_or_path: str | Path, models_dir: Path | str) -> Path:
+    """The bundle directory for a path to one, or for a name under ``models_dir``."""
+    candidate = Path(name_or_path)
+    if (candidate / CONFIG_FILE).is_file():
+        return candidate
+    named = Path(models_dir) / str(name_or_path)
+    if (named / CONFIG_FILE).is_file():
+        return named
+    available = sorted(p.parent.name for p in Path(models_dir).glob(f"*/{CONFIG_FILE}"))
+    hint = f"; models in {models_dir}: {', '.join(available)}" if available else f"; {models_dir} has no models"
+    raise BundleError(f"no model bundle {str(name_or_path)!r} (not a bundle directory, "
+                      f"nor a name under {models_dir}){hint}")
+
+
+def dfd_version() -> str:
+    """The installed dfd version string."""
+    from deepfake_cli import __version__
+
+    return __version__
+
+
+def keras_backend() -> str:
+    """The active Keras backend name."""
+    import keras
+
+    return keras.backend.backend()

@@ -1,0 +1,83 @@
+"""`dfd evaluate`: the numbers a researcher reports, from exported features.
+
+Frame level: each face's CNN score. Video level: the CNN alone (mean of its frame scores)
+and CNN + BiLSTM (the LSTM over the ordered feature sequence, temperature-calibrated as
+`predict` reports it). Splits are the ones the bundle was trained with (its config records
+the train and val video ids); every other video counts under its stored split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_cli.bundle import load_bundle
+from deepfake_cli.metrics import aggregate_video_scores, binary_metrics, breakdown
+from deepfake_cli.predict import calibrate
+from deepfake_cli.store import Store
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass
+class Evaluation:
+    results: dict  # {"overall": {"<split> / <level> / <model>": metrics}, "dataset": {...}, ...}
+    rows: list[dict]  # one per frame and per video and model, for scores.csv and plots
+
+
+def split_of(video_id: str, stored_split: str, trained: dict[str, set[str]]) -> str:
+    """The split a video was used in: the bundle's record first, then the store's."""
+    for split, ids in trained.items():
+        if video_id in ids:
+            return split
+    return "test" if stored_split == "test" else (stored_split or "unassigned") + " (unused)"
+
+
+def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
+    bundle = load_bundle(bundle_dir)
+    config = bundle.config
+    model_name = config.name
+    trained = {split: set(ids) for split, ids in (config.split_ids or {}).items() if split in ("train", "val")}
+    lstm = bundle.build_lstm() if bundle.has_lstm else None
+    rows: list[dict] = []
+    for entry in store.entries():
+        if not entry.ok or entry.label not in ("real", "fake") or not store.has(entry.video_id, f"features.{model_name}"):
+            continue
+        feats = store.read_features(entry.video_id, model_name)
+        if not len(feats.scores):
+            continue
+        base = {"video_id": entry.video_id, "split": split_of(entry.video_id, entry.split, trained),
+                "label": entry.label, "dataset": entry.dataset, "method": entry.method,
+                "compression": entry.compression, "path": entry.path}
+        for index, score in zip(feats.frame_indices, feats.scores):
+            rows.append(base | {"level": "frame", "model": "cnn", "frame": int(index), "score": float(score)})
+        rows.append(base | {"level": "video", "model": "cnn", "score": aggregate_video_scores(feats.scores, config.aggregation)})
+        if lstm is not None:
+            raw = bundle.score_sequence(lstm, feats.features)
+            rows.append(base | {"level": "video", "model": "cnn+lstm", "score": calibrate(raw, config.temperature)})
+    if not rows:
+        raise ValueError(f"no labelled video in {store.path} has features of model {model_name!r}: "
+                         f"run `dfd export-features --model {model_name}` first")
+    return Evaluation(results=_results(rows, float(config.threshold)), rows=rows)
+
+
+def _results(rows: list[dict], threshold: float) -> dict:
+    overall = {}
+    splits = sorted({r["split"] for r in rows}, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 9, s))
+    for split in splits:
+        for level, model in (("frame", "cnn"), ("video", "cnn"), ("video", "cnn+lstm")):
+            chosen = [r for r in rows if r["split"] == split and r["level"] == level and r["model"] == model]
+            if chosen:
+                cut = threshold if model == "cnn+lstm" else 0.5
+                overall[f"{split} / {level} / {model}"] = binary_metrics(
+                    np.array([r["label"] == "fake" for r in chosen], int), np.array([r["score"] for r in chosen]), cut)
+    best_model = "cnn+lstm" if any(r["model"] == "cnn+lstm" for r in rows) else "cnn"
+    video = [r for r in rows if r["level"] == "video" and r["model"] == best_model]
+    held_out = [r for r in video if r["split"] == "test"] or [r for r in video if r["split"] == "val"] or video
+    results = {"overall": overall, "breakdown_rows": f"video / {best_model} / {held_out[0]['split']}"}
+    cut = threshold if best_model == "cnn+lstm" else 0.5
+    for by in ("dataset", "method", "compression"):
+        results[by] = breakdown(held_out, by, threshold=cut)
+    return results

@@ -1,0 +1,225 @@
+"""`dfd predict`: one video in, one calibrated probability out.
+
+The same steps as the training pipeline, read from the bundle's config.json: sample the
+bundle's `fpv` frames the way it was trained, find every face track (MTCNN), crop each the
+way the bundle's faces were cropped, score each track with CNN + BiLSTM and report the most
+suspicious one. A failure is an error with its own exit code, never a silent 0.5.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deepfake_cli.bundle import Bundle, BundleError, load_bundle, resolve_bundle
+from deepfake_cli.faces import MTCNNDetector, build_tracks, faces_from_track, resolve_device
+from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choose_indices, probe, read_frames
+
+EXIT_UNREADABLE = 3
+EXIT_NO_FACE = 4
+MIN_TRACK_FRACTION = 0.25  # a track seen in fewer of the sampled frames is a passer-by or a false detection
+
+
+class PredictError(Exception):
+    """The inputs or the model cannot be used; the message says why."""
+
+
+@dataclass
+class PredictResult:
+    path: str
+    verdict: str = ""  # real | fake | "" on error
+    probability: float = float("nan")  # calibrated P(fake)
+    threshold: float = float("nan")
+    cnn_probability: float = float("nan")  # mean of the main track's frame scores
+    frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    track_probabilities: list[float] = field(default_factory=list)
+    error: str = ""
+    exit_code: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the videos and images inside, sorted."""
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                           and p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+            if not found:
+                raise PredictError(f"{path}: no video or image files in this folder")
+            files.extend(found)
+        else:
+            files.append(path)  # a missing or broken file is reported per file, not here
+    return files
+
+
+def default_bundle_dirs(models_dir: Path) -> list[Path]:
+    """Where the bundled default model is looked for: --models-dir, then the source tree's models/."""
+    return [models_dir / "default", Path(__file__).resolve().parent.parent / "models" / "default"]
+
+
+class Predictor:
+    """Holds the loaded models, so a batch of videos loads them once."""
+
+    def __init__(self, bundle: Bundle, device: str = "auto", threshold: float | None = None,
+                 max_fpr: float | None = None):
+        self.bundle = bundle
+        self.config = bundle.config
+        self.feature_model = bundle.build_feature_model()
+        self.lstm = bundle.build_lstm() if bundle.has_lstm else None
+        self.detector = MTCNNDetector(device=resolve_device(device),
+                                      detect_max_side=int(self.config.face.get("detect_max_side", 640)))
+        self.threshold = self._threshold(threshold, max_fpr)
+
+    @classmethod
+    def load(cls, model: str | None, models_dir: Path = Path("models"), **kwargs) -> "Predictor":
+        if model is None:
+            candidates = [d for d in default_bundle_dirs(models_dir) if (d / "config.json").exists()]
+            if not candidates:
+                raise PredictError("no default model is installed (looked in "
+                                   + ", ".join(str(d) for d in default_bundle_dirs(models_dir))
+                                   + "); pass --model NAME or train one with `dfd train-cnn`")
+            path = candidates[0]
+        else:
+            path = resolve_bundle(model, models_dir)
+        return cls(load_bundle(path), **kwargs)
+
+    def _threshold(self, threshold: float | None, max_fpr: float | None) -> float:
+        if threshold is not None and max_fpr is not None:
+            raise PredictError("give --threshold or --max-fpr, not both")
+        if threshold is not None:
+            if not 0.0 < threshold < 1.0:
+                raise PredictError("--threshold must be between 0 and 1")
+            return float(threshold)
+        if max_fpr is not None:
+            table = {float(k): float(v) for k, v in (self.config.thresholds_at_fpr or {}).items()}
+            if max_fpr not in table:
+                raise PredictError(f"the bundle has no threshold calibrated for --max-fpr {max_fpr}; "
+                                   f"it has: {', '.join(str(k) for k in sorted(table)) or 'none'}")
+            return table[max_fpr]
+        return float(self.config.threshold)
+
+    # ---------------------------------------------------------------------- one video
+    def predict(self, path: Path, annotate: Path | None = None) -> PredictResult:
+        result = PredictResult(path=str(path), threshold=self.threshold)
+        clock = time.perf_counter()
+        try:
+            info = probe(path)
+            indices = choose_indices(info.frame_count, self.config.fpv, self.config.sampling)
+            kept, frames = read_frames(path, indices, info)
+        except VideoError as exc:
+            result.error, result.exit_code = str(exc), EXIT_UNREADABLE
+            return result
+        result.frames = len(kept)
+        result.seconds["decode"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        frame_list = list(frames)
+        tracks = self._tracks(frame_list)
+        result.seconds["detect"] = time.perf_counter() - clock
+        if not tracks:
+            result.error = f"{path}: no face found in any of the {len(kept)} sampled frames"
+            result.exit_code = EXIT_NO_FACE
+            return result
+
+        clock = time.perf_counter()
+        face = self.config.face
+        crops = [faces_from_track(frame_list, track, size=int(face["size"]), align=bool(face["align"]),
+                                  margin=float(face["margin"])) for track in tracks]
+        features, scores = self._cnn(np.concatenate([c.crops for c in crops]))
+        result.seconds["cnn"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        probabilities, offset = [], 0
+        for track_crops in crops:
+            n = len(track_crops.crops)
+            probabilities.append(self._video_probability(features[offset:offset + n], scores[offset:offset + n]))
+            offset += n
+        result.seconds["lstm"] = time.perf_counter() - clock
+
+        worst = int(np.argmax(probabilities))
+        result.tracks = len(tracks)
+        result.track_probabilities = [round(float(p), 6) for p in probabilities]
+        result.probability = float(probabilities[worst])
+        result.faces = int(len(crops[worst].crops))
+        start = sum(len(c.crops) for c in crops[:worst])
+        result.cnn_probability = float(np.mean(scores[start:start + result.faces]))
+        result.verdict = "fake" if result.probability >= self.threshold else "real"
+        if annotate is not None:
+            write_annotated(annotate, frame_list, crops[worst], scores[start:start + result.faces],
+                            result, fps=info.fps or 5.0)
+        return result
+
+    def _tracks(self, frames: list[np.ndarray]) -> list[list]:
+        tracks = build_tracks(self.detector.detect(frames), frame_shapes=[f.shape[:2] for f in frames])
+        seen = [sum(d is not None for d in track) for track in tracks]
+        keep = [t for t, n in zip(tracks, seen) if n >= max(1, MIN_TRACK_FRACTION * len(frames))]
+        return keep or tracks[:1]
+
+    def _cnn(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = int(self.config.input_size)
+        if crops.shape[1] != size:
+            crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA if crops.shape[1] > size
+                                         else cv2.INTER_CUBIC) for c in crops])
+        features, scores = self.feature_model.predict(crops.astype(np.float32), batch_size=32, verbose=0)
+        return np.asarray(features, np.float32), np.asarray(scores, np.float32).reshape(-1)
+
+    def _video_probability(self, features: np.ndarray, scores: np.ndarray) -> float:
+        if self.lstm is not None:
+            raw = self.bundle.score_sequence(self.lstm, features)
+        else:
+            raw = float(np.mean(scores))
+        return calibrate(raw, float(self.config.temperature))
+
+
+def calibrate(probability: float, temperature: float) -> float:
+    """Temperature scaling of a probability: sigmoid(logit(p) / T)."""
+    p = min(max(probability, 1e-7), 1 - 1e-7)
+    return float(1.0 / (1.0 + math.exp(-math.log(p / (1 - p)) / temperature)))
+
+
+def write_annotated(out: Path, frames: list[np.ndarray], faces, scores: np.ndarray, result: PredictResult,
+                    fps: float) -> None:
+    """The frames dfd looked at, with the scored face box and per-frame CNN score drawn on them."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), max(1.0, fps), (width, height))
+    if not writer.isOpened():
+        raise PredictError(f"cannot write {out}")
+    by_position = {int(p): i for i, p in enumerate(faces.frame_positions)}
+    thickness = max(2, width // 400)
+    for position, frame in enumerate(frames):
+        image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        if position in by_position:
+            i = by_position[position]
+            x1, y1, x2, y2 = (int(v) for v in faces.boxes[i])
+            fake = scores[i] >= result.threshold
+            colour = (0, 0, 255) if fake else (0, 200, 0)
+            cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness)
+            cv2.putText(image, f"frame P(fake) {scores[i]:.2f}", (x1, max(20, y1 - 10)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thickness, colour, thickness)
+        cv2.putText(image, f"video: {result.verdict} P(fake)={result.probability:.2f}", (10, 30),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thickness, (255, 255, 255), thickness)
+        writer.write(image)
+    writer.release()
+
+
+def write_csv(path: Path, results: list[PredictResult]) -> None:
+    columns = ["path", "verdict", "probability", "threshold", "cnn_probability", "frames", "faces", "tracks",
+               "error", "exit_code"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for r in results:
+            writer.writerow(r.as_dict())

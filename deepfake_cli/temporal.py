@@ -1,0 +1,258 @@
+"""Per-frame CNN features into the store, and the bidirectional LSTM over them.
+
+``export_features`` runs a bundle's feature model over every video's face sequence (in
+frame order) and stores (n, D) features plus per-frame scores under the model's name.
+``train_lstm`` learns P(fake) of a video from that sequence, on the same train / val
+videos the CNN was trained with (recorded in the bundle), with early stopping on val
+AUC and per-epoch checkpoints like the CNN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from deepfake_cli.augment import resize_crop
+from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_WEIGHTS, Bundle, build_lstm_model, load_bundle,
+                                 save_config, weights_tag)
+from deepfake_cli.cnn import (Checkpoints, Loop, Phase, class_weights, log_loss, new_state,
+                              record_command, run_phases, safe_auc)
+from deepfake_cli.progress import Reporter
+from deepfake_cli.store import Features, Store
+
+LSTM_CHECKPOINTS = "lstm"  # bundle_dir/checkpoints/lstm
+
+
+@dataclass
+class LSTMTrainOptions:
+    """Settings of one `train_lstm` run."""
+
+    units: int = 128
+    dropout: float = 0.3
+    epochs: int = 30
+    patience: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    seq_len: int | None = None  # default: the bundle's frames per video
+    features_model: str | None = None  # stored features to use; default: the bundle's
+
+
+# ---------------------------------------------------------------------- sequences
+def pad_sequence(features: np.ndarray, seq_len: int) -> np.ndarray:
+    """(seq_len, D): the first ``seq_len`` rows, zero-padded at the end (masked by the LSTM)."""
+    features = np.asarray(features, np.float32)
+    out = np.zeros((seq_len, features.shape[-1]), np.float32)
+    n = min(seq_len, len(features))
+    out[:n] = features[:n]
+    return out
+
+
+def lstm_probability(lstm, features: np.ndarray, seq_len: int) -> float:
+    """P(fake) of one ordered (n, D) sequence under a built LSTM model."""
+    if len(features) == 0:
+        raise ValueError("cannot score an empty feature sequence")
+    batch = pad_sequence(features, seq_len)[None]
+    return float(np.asarray(lstm.predict_on_batch(batch)).reshape(-1)[0])
+
+
+def score_sequence(bundle: Bundle, features: np.ndarray, lstm=None) -> float:
+    """LSTM P(fake) for one (n, D) sequence; pass ``lstm`` (bundle.build_lstm()) to reuse it."""
+    return lstm_probability(lstm if lstm is not None else bundle.build_lstm(), features, bundle.seq_len)
+
+
+class SequenceDataset(keras.utils.PyDataset):
+    """Batches of padded feature sequences read from the store one batch at a time."""
+
+    def __init__(self, store: Store, video_ids: list[str], labels: dict[str, int], model_name: str,
+                 seq_len: int, batch_size: int, *, shuffle: bool = False,
+                 weights: dict[int, float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.store, self.items, self.labels = store, list(video_ids), labels
+        self.model_name, self.seq_len, self.batch_size = model_name, seq_len, batch_size
+        self.shuffle, self.weights = shuffle, weights
+        self._order = list(self.items)
+
+    def set_epoch(self, key: tuple[int, ...]) -> None:
+        """Fix this epoch's order from ``key``."""
+        if self.shuffle:
+            self._order = list(self.items)
+            np.random.default_rng(tuple(int(k) for k in key)).shuffle(self._order)
+
+    def ordered_items(self) -> list[str]:
+        return list(self._order)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self._order) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        batch = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        x = np.stack([pad_sequence(self.store.read_features(v, self.model_name).features, self.seq_len)
+                      for v in batch])
+        y = np.array([self.labels[v] for v in batch], np.float32)
+        if self.weights is None:
+            return x, y[:, None]
+        return x, y[:, None], np.array([self.weights[int(v)] for v in y], np.float32)
+
+
+def evaluate_sequences(model, dataset: SequenceDataset) -> dict:
+    """Video-level validation AUC and loss."""
+    scores = np.asarray(model.predict(dataset, verbose=0), np.float32).reshape(-1)
+    labels = np.array([dataset.labels[v] for v in dataset.ordered_items()], np.float32)
+    return {"val_auc": safe_auc(labels, scores), "val_loss": log_loss(labels, scores)}
+
+
+# ---------------------------------------------------------------------- export
+def ordered_faces(store: Store, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(frame_indices, crops) of a video sorted by frame index."""
+    faces = store.read_faces(video_id)
+    order = np.argsort(faces.frame_indices, kind="stable")
+    return faces.frame_indices[order], faces.crops[order]
+
+
+def run_feature_model(model, crops: np.ndarray, input_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, D), scores (n,)) of a crop sequence, one batch at a time."""
+    feats, scores = [], []
+    for start in range(0, len(crops), batch_size):
+        x = np.stack([resize_crop(c, input_size) for c in crops[start:start + batch_size]]).astype(np.float32)
+        f, s = model.predict_on_batch(x)
+        feats.append(np.asarray(f, np.float32))
+        scores.append(np.asarray(s, np.float32).reshape(-1))
+    return np.concatenate(feats), np.concatenate(scores)
+
+
+def export_settings(bundle: Bundle) -> dict:
+    """What the stored features are (saved with every feature segment)."""
+    c = bundle.config
+    return {"bundle": c.name, "backbone": c.backbone, "input_size": c.input_size,
+            "feature_dim": c.feature_dim, "feature_layer": c.feature_layer,
+            "score": "P(fake), uncalibrated", "cnn_trained": c.updated}
+
+
+def export_targets(store: Store, stage: str, force: bool, counts: dict) -> list[str]:
+    """Video ids to export; counts the ones left out by reason."""
+    todo = []
+    for entry in store.entries():
+        if not entry.ok:
+            counts["failed"] += 1
+        elif not store.has(entry.video_id, "faces"):
+            counts["missing_faces"] += 1
+        elif store.has(entry.video_id, stage) and not force:
+            counts["skipped"] += 1
+        else:
+            todo.append(entry.video_id)
+    return todo
+
+
+def export_features(store: Store, bundle_dir: Path, model_name: str | None = None, batch_size: int = 32,
+                    on_video: Callable[[str], None] | None = None, force: bool = False,
+                    reporter: Reporter | None = None) -> dict:
+    """Store features and per-frame scores of every face sequence (resumable; see module doc)."""
+    bundle = load_bundle(bundle_dir)
+    name = model_name or bundle.feature_model_name
+    model = bundle.build_feature_model()
+    reporter = reporter or Reporter()
+    counts = {"exported": 0, "skipped": 0, "no_faces": 0, "missing_faces": 0, "failed": 0, "faces": 0}
+    todo = export_targets(store, f"features.{name}", force, counts)
+    settings = export_settings(bundle)
+    reporter.start(len(todo), "features")
+    for vid in todo:
+        indices, crops = ordered_faces(store, vid)
+        if len(crops):
+            feats, scores = run_feature_model(model, crops, bundle.config.input_size, batch_size)
+            store.write_features(vid, name, Features(indices, feats, scores, settings=settings))
+            counts["exported"] += 1
+            counts["faces"] += len(crops)
+        else:
+            counts["no_faces"] += 1
+        reporter.advance(vid)
+        if on_video is not None:
+            on_video(vid)
+    reporter.finish()
+    store.commit()
+    return {"model": name, "bundle": str(bundle_dir), "feature_dim": bundle.config.feature_dim, **counts}
+
+
+# ---------------------------------------------------------------------- train_lstm
+def lstm_splits(store: Store, bundle: Bundle, model_name: str) -> dict[str, list[str]]:
+    """The CNN's train / val videos that have stored features of ``model_name``."""
+    recorded = bundle.config.split_ids
+    if not recorded.get("train") or not recorded.get("val"):
+        raise ValueError(f"bundle {bundle.path} records no train/val videos: train its CNN first")
+    stage = f"features.{model_name}"
+    splits = {s: [v for v in recorded[s] if store.has(v, stage)] for s in ("train", "val")}
+    for s in ("train", "val"):
+        labels = {store.entry(v).label for v in splits[s]}
+        if labels != {"real", "fake"}:
+            raise ValueError(f"the {s} videos with features of {model_name!r} are labelled "
+                             f"{sorted(labels) or 'nothing'}; run `dfd export-features` first")
+    return splits
+
+
+def lstm_datasets(store: Store, splits: dict, model_name: str, seq_len: int,
+                  options: LSTMTrainOptions) -> tuple[SequenceDataset, SequenceDataset]:
+    """Training (shuffled, class-weighted) and validation sequence datasets."""
+    labels = {v: int(store.entry(v).label == "fake") for v in splits["train"] + splits["val"]}
+    weights = class_weights(np.array([labels[v] for v in splits["train"]]))
+    train = SequenceDataset(store, splits["train"], labels, model_name, seq_len, options.batch_size,
+                            shuffle=True, weights=weights)
+    val = SequenceDataset(store, splits["val"], labels, model_name, seq_len, options.batch_size)
+    return train, val
+
+
+def prepare_lstm_state(checkpoints: Checkpoints, resume: bool, options: LSTMTrainOptions,
+                       splits_fn: Callable[[], dict]) -> tuple[dict, LSTMTrainOptions, int | None]:
+    """Checkpointed state and options when resuming, else fresh ones."""
+    state = checkpoints.load() if resume else None
+    if state is not None and state.get("kind") == "lstm":
+        checkpoints.prune(state)
+        known = {f.name for f in fields(LSTMTrainOptions)}
+        return state, LSTMTrainOptions(**{k: v for k, v in state["options"].items() if k in known}), len(state["history"])
+    checkpoints.clear()
+    return new_state("lstm", asdict(options), splits_fn()), options, None
+
+
+def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume: bool = False,
+               on_epoch: Callable[[dict], None] | None = None, command: str | None = None) -> dict:
+    """Train the BiLSTM of a bundle on its stored features; returns a summary."""
+    bundle_dir = Path(bundle_dir)
+    bundle = load_bundle(bundle_dir)
+    config = bundle.config
+    model_name = options.features_model or bundle.feature_model_name
+    checkpoints = Checkpoints(bundle_dir / CHECKPOINT_DIR / LSTM_CHECKPOINTS)
+    state, options, resumed_at = prepare_lstm_state(checkpoints, resume, options,
+                                                    lambda: lstm_splits(store, bundle, model_name))
+    model_name = options.features_model or bundle.feature_model_name
+    seq_len = int(options.seq_len or config.fpv or config.lstm.get("seq_len") or 0)
+    if seq_len <= 0:
+        raise ValueError("the bundle records no frames per video; pass seq_len")
+    train, val = lstm_datasets(store, state["splits"], model_name, seq_len, options)
+    config.lstm = {"units": options.units, "dropout": options.dropout, "seq_len": seq_len,
+                   "feature_model": model_name, "trained": False}
+    config.training["lstm_options"] = asdict(options)
+    config.training["lstm_data"] = {"train_videos": len(train.items), "val_videos": len(val.items)}
+    record_command(config, "train-lstm" + (" --resume" if resumed_at is not None else ""), command)
+    save_config(bundle_dir, config)
+    model = build_lstm_model(seq_len, config.feature_dim, options.units, options.dropout)
+    loop = Loop(model=model, train=train, evaluate=lambda m: evaluate_sequences(m, val),
+                checkpoints=checkpoints, final_weights=bundle_dir / LSTM_WEIGHTS,
+                tag=weights_tag("lstm", config), patience=options.patience, seed=options.seed,
+                on_epoch=on_epoch)
+    if not state["done"]:
+        phase = Phase("lstm", 1, options.epochs, options.learning_rate)
+        state = run_phases(loop, [phase], state)
+    best = state.get("best") or {}
+    config.lstm["trained"] = bool(best)
+    config.metrics["lstm"] = {k: best[k] for k in best if k.startswith("val_") or k == "epoch"} | {
+        "epochs_run": len(state["history"])}
+    save_config(bundle_dir, config)
+    return {"bundle": str(bundle_dir), "features_model": model_name, "seq_len": seq_len,
+            "train_videos": len(train.items), "val_videos": len(val.items),
+            "epochs_run": len(state["history"]), "best_val_auc": best.get("val_auc", float("nan")),
+            "best_epoch": best.get("epoch", 0), "resumed_from_epoch": resumed_at,
+            "weights": str(bundle_dir / LSTM_WEIGHTS), "history": state["history"]}

@@ -209,7 +209,7 @@ def save_weights_atomic(model, path: Path, tag: dict | None = None) -> None:
     path = Path(path)
     tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")  # Keras wants the .weights.h5 suffix
     try:
-        model.save_weights(tmp)
+        weights_only(model).save_weights(tmp)
         if tag:
             with h5py.File(tmp, "r+") as f:
                 for key, value in tag.items():
@@ -218,6 +218,15 @@ def save_weights_atomic(model, path: Path, tag: dict | None = None) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def weights_only(model):
+    """An uncompiled view of a functional model (same layers), so saving skips the optimizer."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    import keras
+
+    return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
 def read_weights_tag(path: Path) -> dict:

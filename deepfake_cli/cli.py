@@ -126,7 +126,7 @@ def _open_store(store: Optional[Path], write: bool, wait: bool = False):
 
 @app.command()
 def extract(
-    paths: list[Path] = typer.Argument(..., help="Video/image files or folders (dataset layouts are recognised)."),
+    paths: Optional[list[Path]] = typer.Argument(None, help="Video/image files or folders (dataset layouts are recognised)."),
     fpv: int = typer.Option(25, "--fpv", help="Frames sampled per video."),
     sampling: str = typer.Option("consecutive", "--sampling", help="consecutive | uniform | random"),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with path,label[,split,method,compression,group]."),
@@ -143,10 +143,12 @@ def extract(
     from deepfake_cli.store import StoreError
 
     out, err = _consoles(quiet)
+    if not paths and labels is None:
+        fail("give video files or folders, or --labels file.csv", EXIT_USAGE)
     options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, labels_csv=labels, retry_failed=retry_failed)
     with _open_store(store, write=True, wait=wait) as opened:
         try:
-            summary = run_extract(opened, paths, options, RichReporter(err, quiet))
+            summary = run_extract(opened, paths or [], options, RichReporter(err, quiet))
         except (DatasetError, StoreError, ValueError) as exc:
             fail(str(exc))
         store_path = opened.path

@@ -26,7 +26,6 @@ import shlex
 import sys
 import threading
 import time
-import zlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -121,11 +120,6 @@ def windowed_order(items: list[tuple[str, int]], rng: np.random.Generator,
         rng.shuffle(chunk)
         order.extend(chunk)
     return order
-
-
-def epoch_seed(*key: int) -> int:
-    """A 31-bit seed derived from integers (run seed, phase, epoch, ...)."""
-    return zlib.crc32(np.asarray(key, dtype=np.int64).tobytes()) & 0x7FFFFFFF
 
 
 class FaceDataset(keras.utils.PyDataset):
@@ -335,8 +329,9 @@ def new_state(kind: str, options: dict, splits: dict) -> dict:
     """The loop state of a run that has not trained yet."""
     return {"kind": kind, "options": options, "splits": splits, "phase": 0, "phase_epoch": 0,
             "bad_epochs": 0, "best": None, "last": None, "history": [], "done": False,
-            "train_images": 0, "train_seconds": 0.0, "rng": {"seed": options["seed"],
-                                                             "epoch_seed": "crc32(seed, phase, epoch)"}}
+            "train_images": 0, "train_seconds": 0.0,
+            "rng": {"seed": options["seed"], "epoch_order_and_augmentation": "numpy default_rng((seed, phase, epoch))",
+                    "dropout": "Keras seed-generator state, saved with the weights"}}
 
 
 # ---------------------------------------------------------------------- training loop
@@ -380,7 +375,8 @@ class Loop:
     seed: int
     on_epoch: Callable[[dict], None] | None = None
     trainable: Callable[[object, bool], None] | None = None
-    fresh_model: bool = True
+    fresh_model: bool = True  # weights not yet restored from the checkpoint
+    compiled_frozen: bool | None = None  # backbone state the model was last compiled with
 
 
 def compile_model(model, learning_rate: float) -> None:
@@ -397,12 +393,30 @@ def start_phase(loop: Loop, phase: Phase, state: dict) -> None:
     loop.fresh_model = False
     if phase.start_from_best and state["phase_epoch"] == 0 and state["best"]:
         load_weights_checked(loop.model, ckpt.path(state["best"]["file"]), loop.tag)
-    if loop.trainable is not None:
-        loop.trainable(loop.model, not phase.frozen)
-    compile_model(loop.model, phase.learning_rate)
+    if loop.compiled_frozen != phase.frozen:
+        if loop.trainable is not None:
+            loop.trainable(loop.model, not phase.frozen)
+        compile_model(loop.model, phase.learning_rate)
+    elif not reset_optimizer(loop.model, phase.learning_rate):
+        compile_model(loop.model, phase.learning_rate)
+    loop.compiled_frozen = phase.frozen
     if state["phase_epoch"] > 0 and state["last"] and state["last"].get("optimizer"):
         loop.model.optimizer.build(loop.model.trainable_variables)
         load_optimizer_state(loop.model.optimizer, ckpt.path(state["last"]["optimizer"]))
+
+
+def reset_optimizer(model, learning_rate: float) -> bool:
+    """Make the compiled optimizer as new (zero state, new learning rate); False if it cannot.
+
+    Equivalent to a fresh Adam, but keeps the traced training function (no recompile).
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not optimizer.built or isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return False
+    for variable in optimizer.variables:
+        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+    optimizer.learning_rate = learning_rate
+    return True
 
 
 def improved(metrics: dict, best: dict | None) -> bool:
@@ -415,9 +429,7 @@ def improved(metrics: dict, best: dict | None) -> bool:
 
 def train_one_epoch(loop: Loop, index: int, state: dict) -> tuple[float, float]:
     """One pass over the training data; returns (loss, seconds)."""
-    key = (loop.seed, index, state["phase_epoch"])
-    keras.utils.set_random_seed(epoch_seed(*key))
-    loop.train.set_epoch(key)
+    loop.train.set_epoch((loop.seed, index, state["phase_epoch"]))
     clock = time.perf_counter()
     history = loop.model.fit(loop.train, epochs=1, verbose=0)
     return float(history.history["loss"][-1]), time.perf_counter() - clock
@@ -582,6 +594,12 @@ def cnn_metrics(state: dict) -> dict:
         "epochs_run": len(state["history"])}
 
 
+def images_per_second(state: dict) -> float:
+    """Median training throughput over epochs (robust to the first epoch's graph tracing)."""
+    rates = [r["images_per_second"] for r in state["history"] if r.get("images_per_second")]
+    return float(np.median(rates)) if rates else 0.0
+
+
 def cnn_summary(bundle_dir: Path, state: dict, config: BundleConfig, resumed_at: int | None) -> dict:
     """What train_cnn returns."""
     best = state.get("best") or {}
@@ -593,7 +611,8 @@ def cnn_summary(bundle_dir: Path, state: dict, config: BundleConfig, resumed_at:
             "epochs_run": len(state["history"]), "best_val_auc": best.get("val_auc", float("nan")),
             "best_val_video_auc": best.get("val_video_auc", float("nan")),
             "best_round": best.get("round", 0), "best_epoch": best.get("epoch", 0),
-            "images_per_second": state["train_images"] / seconds if seconds > 0 else 0.0,
+            "images_per_second": images_per_second(state),
+            "images_per_second_overall": state["train_images"] / seconds if seconds > 0 else 0.0,
             "resumed_from_epoch": resumed_at, "stopped_early": state.get("stopped_early", []),
             "weights": str(bundle_dir / CNN_WEIGHTS), "history": state["history"]}
 
@@ -624,6 +643,7 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
     check_splits(store, splits)
     input_size = resolve_input_size(options)
     train, val, weights = make_datasets(store, splits, options, input_size)
+    keras.utils.set_random_seed(options.seed)
     with accelerator_scope(options.mixed_precision) as device:
         classifier, feature_model = build_classifier(options.backbone, input_size, options.weights,
                                                      options.dropout)
@@ -640,6 +660,6 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
         if not state["done"]:
             state = run_phases(loop, cnn_phases(options), state)
     config.metrics["cnn"] = cnn_metrics(state)
-    config.training["images_per_second"] = state["train_images"] / max(state["train_seconds"], 1e-9)
+    config.training["images_per_second"] = images_per_second(state)
     save_config(bundle_dir, config)
     return cnn_summary(bundle_dir, state, config, resumed_at)

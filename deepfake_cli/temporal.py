@@ -238,6 +238,7 @@ def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume
     config.training["lstm_data"] = {"train_videos": len(train.items), "val_videos": len(val.items)}
     record_command(config, "train-lstm" + (" --resume" if resumed_at is not None else ""), command)
     save_config(bundle_dir, config)
+    keras.utils.set_random_seed(options.seed)
     model = build_lstm_model(seq_len, config.feature_dim, options.units, options.dropout)
     loop = Loop(model=model, train=train, evaluate=lambda m: evaluate_sequences(m, val),
                 checkpoints=checkpoints, final_weights=bundle_dir / LSTM_WEIGHTS,

@@ -1,0 +1,132 @@
+"""The whole chain through the command line, on clips the test makes from a real face."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from deepfake_cli.cli import app
+
+runner = CliRunner()
+
+
+def write_face_clip(path: Path, shift: int, fake: bool, frames: int = 6, size: int = 200) -> Path:
+    """A short clip of the astronaut's face; "fake" clips get a blocky, re-quantised face."""
+    from skimage.data import astronaut
+
+    image = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (size, size))
+    for t in range(frames):
+        x0, y0 = 120 + shift + t, 30 + shift
+        frame = cv2.resize(image[y0:y0 + 200, x0:x0 + 200], (size, size))
+        if fake:
+            face = frame[50:150, 50:150]
+            small = cv2.resize(face, (12, 12), interpolation=cv2.INTER_AREA)
+            frame[50:150, 50:150] = cv2.resize(small, (100, 100), interpolation=cv2.INTER_NEAREST)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("clips")
+    for label in ("real", "fake"):
+        (root / label).mkdir()
+        for i in range(4):
+            write_face_clip(root / label / f"{label}{i}.mp4", shift=4 * i, fake=label == "fake")
+    (root / "real" / "empty.mp4").write_bytes(b"")
+    # explicit splits (both classes in val), as a user with their own data would give them
+    lines = ["path,label,split"] + [f"{label}/{label}{i}.mp4,{label},{'val' if i == 3 else 'train'}"
+                                    for label in ("real", "fake") for i in range(4)]
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run(*args, expect: int = 0):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == expect, f"dfd {' '.join(map(str, args))} -> {result.exit_code}\n{result.output}\n{result.exception!r}"
+    return result
+
+
+def test_version_and_help():
+    assert "dfd 0.1.0" in run("--version").output
+    out = run("--help").output
+    for command in ("extract", "crop", "train-cnn", "export-features", "train-lstm", "evaluate", "predict"):
+        assert command in out
+
+
+def test_whole_chain(dataset, tmp_path):
+    store = tmp_path / "s.h5"
+    models = tmp_path / "models"
+    labels = ("--labels", dataset / "labels.csv")
+    summary = json.loads(run("extract", dataset, *labels, "--fpv", 4, "--store", store, "--json", "--quiet").stdout)
+    assert summary["added"] == 8 and summary["failed"] == 1  # the empty file is recorded, the rest carry on
+    assert "already in store" in run("extract", dataset, *labels, "--fpv", 4, "--store", store).output
+    again = json.loads(run("extract", dataset, *labels, "--fpv", 4, "--store", store, "--json").stdout)
+    assert again["added"] == 0 and again["already_done"] == 9
+
+    crop = json.loads(run("crop", "--store", store, "--size", 64, "--json", "--quiet").stdout)
+    assert crop["cropped"] == 8 and crop["face_rate"] >= 0.9
+    with h5py.File(store) as f:
+        labels = {v.decode() for v in f["videos/label"][()]}
+        assert labels == {"real", "fake"}
+        vid = f["videos/video_id"][0].decode()
+        status = f["videos/status"][0].decode()
+        if status == "ok":
+            assert f[f"media/{vid}/faces/crops"].shape[1:] == (64, 64, 3)
+
+    common = ["--store", store, "--models-dir", models, "--model", "tiny", "--quiet"]
+    run("train-cnn", *common, "--backbone", "efficientnet-b0", "--weights", "none", "--input-size", 32,
+        "--epochs", 1, "--rounds", 2, "--batch-size", 8, "--max-frames-per-video", 4)
+    config = json.loads((models / "tiny" / "config.json").read_text())
+    assert config["backbone"] == "efficientnet-b0" and config["input_size"] == 32
+    assert config["face"]["size"] == 64 and config["fpv"] == 4
+
+    exported = json.loads(run("export-features", *common, "--json").stdout)
+    assert exported["exported"] == 8
+    run("train-lstm", *common, "--epochs", 1, "--units", 8)
+
+    report = tmp_path / "report"
+    evaluation = json.loads(run("evaluate", *common, "--out", report, "--json").stdout)
+    assert any("video / cnn+lstm" in key for key in evaluation["results"]["overall"])
+    assert (report / "metrics.json").exists() and (report / "scores.csv").exists()
+    assert list(report.glob("*.png"))
+
+    clip = dataset / "fake" / "fake0.mp4"
+    out = json.loads(run("predict", clip, "--models-dir", models, "--model", "tiny", "--json").stdout)
+    assert out["verdict"] in ("real", "fake") and 0.0 <= out["probability"] <= 1.0
+    assert out["frames"] == 4 and out["faces"] >= 3
+
+    # bad inputs: a clear error and its own exit code, never a made-up probability
+    bad = run("predict", dataset / "real" / "empty.mp4", "--models-dir", models, "--model", "tiny", expect=3)
+    assert "empty" in bad.output or "zero" in bad.output
+    noface = tmp_path / "noface.mp4"
+    writer = cv2.VideoWriter(str(noface), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 64))
+    for _ in range(5):
+        writer.write(np.full((64, 64, 3), 127, np.uint8))
+    writer.release()
+    run("predict", noface, "--models-dir", models, "--model", "tiny", expect=4)
+    run("predict", tmp_path / "missing.mp4", "--models-dir", models, "--model", "tiny", expect=3)
+
+
+def test_predict_without_model_says_none_is_installed(tmp_path, dataset, monkeypatch):
+    import deepfake_cli.predict as predict
+
+    monkeypatch.setattr(predict, "default_bundle_dirs", lambda models_dir: [tmp_path / "nothing"])
+    result = run("predict", dataset / "real" / "real0.mp4", "--models-dir", tmp_path, expect=1)
+    assert "no default model" in result.output
+
+
+def test_bad_store_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not hdf5")
+    result = run("crop", "--store", bad, expect=1)
+    assert "not a readable HDF5" in result.output

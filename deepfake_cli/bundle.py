@@ -221,7 +221,7 @@ def save_weights_atomic(model, path: Path, tag: dict | None = None) -> None:
 
 
 def weights_only(model):
-    """An uncompiled view of a functional model (same layers), so saving skips the optimizer."""
+    """An uncompiled view of a functional model (same layers): its weight files hold no optimizer."""
     if getattr(model, "optimizer", None) is None:
         return model
     import keras
@@ -253,7 +253,7 @@ def load_weights_checked(model, path: Path, expected: dict) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model.load_weights(path)
+            weights_only(model).load_weights(path)
         except (ValueError, KeyError, OSError, TypeError) as exc:
             raise BundleError(f"{path} does not fit backbone {expected.get('dfd_backbone')!r}: "
                               f"{str(exc).splitlines()[0]}") from None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -113,15 +115,26 @@ def _version_callback(value: bool) -> None:
 def main(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """dfd: deepfake detection for face videos. Run a command with --help for its options."""
+    # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is not for our users;
+    # set TF_CPP_MIN_LOG_LEVEL yourself to see it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+@contextmanager
 def _open_store(store: Optional[Path], write: bool, wait: bool = False):
     from deepfake_cli.store import Store, StoreError
 
     try:
-        return Store.open(store, write=write, wait=wait)
+        opened = Store.open(store, write=write, wait=wait)
     except StoreError as exc:
         fail(str(exc))
+    try:
+        yield opened
+    finally:
+        try:
+            opened.close()  # a writer commits the index here, which can fail (disk full)
+        except StoreError as exc:
+            fail(str(exc))
 
 
 @app.command()
@@ -321,9 +334,10 @@ def train_lstm(
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Train the bidirectional LSTM over each video's sequence of CNN features."""
+    """Train the bidirectional LSTM over each video's CNN features, then calibrate it on val."""
     from deepfake_cli.bundle import BundleError
     from deepfake_cli.store import StoreError
+    from deepfake_cli.calibrate import calibrate_bundle
     from deepfake_cli.temporal import LSTMTrainOptions, train_lstm as run_train
 
     out, err = _consoles(quiet)
@@ -337,10 +351,12 @@ def train_lstm(
 
     with _open_store(store, write=False) as opened:
         try:
-            summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch)
+            bundle_dir = _bundle_dir(model, models_dir)
+            summary = run_train(opened, bundle_dir, options, resume=resume, on_epoch=on_epoch)
+            summary["calibration"] = calibrate_bundle(opened, bundle_dir)
         except (BundleError, StoreError, ValueError) as exc:
             fail(str(exc))
-    _render_summary(out, "train-lstm", summary, quiet, as_json)
+    _render_summary(out, "train-lstm", summary | summary["calibration"], quiet, as_json)
 
 
 @app.command()
@@ -385,6 +401,8 @@ def predict(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the bundle's decision threshold."),
     max_fpr: Optional[float] = typer.Option(None, "--max-fpr", help="Use the bundle's threshold for this false-positive rate (e.g. 0.01)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (face detection)."),
+    detect_every: int = typer.Option(4, "--detect-every", help="Run the face detector on every Nth sampled frame "
+                                     "and interpolate between (consecutive sampling only); 1 = every frame."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the (first) video with face boxes and scores drawn."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per input here."),
     models_dir: Path = ModelsDirOption,
@@ -398,7 +416,8 @@ def predict(
     out, err = _consoles(quiet)
     try:
         files = expand_inputs(inputs)
-        predictor = Predictor.load(model, models_dir=models_dir, device=device, threshold=threshold, max_fpr=max_fpr)
+        predictor = Predictor.load(model, models_dir=models_dir, device=device, threshold=threshold, max_fpr=max_fpr,
+                                   detect_every=detect_every)
     except (BundleError, PredictError, ValueError) as exc:
         fail(str(exc))
     results = []

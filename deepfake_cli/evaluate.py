@@ -38,7 +38,7 @@ def split_of(video_id: str, stored_split: str, trained: dict[str, set[str]]) -> 
 def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
     bundle = load_bundle(bundle_dir)
     config = bundle.config
-    model_name = config.name
+    model_name = bundle.feature_model_name
     trained = {split: set(ids) for split, ids in (config.split_ids or {}).items() if split in ("train", "val")}
     lstm = bundle.build_lstm() if bundle.has_lstm else None
     rows: list[dict] = []
@@ -53,7 +53,8 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
                 "compression": entry.compression, "path": entry.path}
         for index, score in zip(feats.frame_indices, feats.scores):
             rows.append(base | {"level": "frame", "model": "cnn", "frame": int(index), "score": float(score)})
-        rows.append(base | {"level": "video", "model": "cnn", "score": aggregate_video_scores(feats.scores, config.aggregation)})
+        rows.append(base | {"level": "video", "model": "cnn",
+                            "score": aggregate_video_scores(feats.scores, config.aggregation)})
         if lstm is not None:
             raw = bundle.score_sequence(lstm, feats.features)
             rows.append(base | {"level": "video", "model": "cnn+lstm", "score": calibrate(raw, config.temperature)})

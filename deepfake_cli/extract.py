@@ -124,10 +124,9 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
     entry.height, entry.width = int(pixels.shape[1]), int(pixels.shape[2])
     entry.rotation = info.rotation
     store.write_frames(entry, Frames(kept, pixels))
-    if len(kept) < options.fpv:
+    if len(kept) < options.fpv and info.frame_count > 1:  # an image is a one-frame video by design
         summary.short += 1
-        if info.frame_count > 1:
-            reporter.warn(f"{record.path}: only {len(kept)} of {options.fpv} frames available")
+        reporter.warn(f"{record.path}: only {len(kept)} of {options.fpv} frames available")
     summary.added += 1
     summary.frames += len(kept)
     summary.by_dataset[record.dataset] += 1

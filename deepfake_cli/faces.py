@@ -493,3 +493,37 @@ def _face_crop(frame: np.ndarray, det: Detection, size: int, align: bool,
         except ValueError:
             pass
     return crop_face(frame, det.box, size, margin)
+
+
+# ------------------------------------------------------------------- sparse detection
+
+
+def detect_sparse(detector: FaceDetector, frames: list[np.ndarray], every: int = 1) -> list[list[Detection | None]]:
+    """Tracks over all frames, detecting only on every ``every``-th frame (and the last).
+
+    Between two detections of the same track, box and landmarks are interpolated linearly:
+    faces move little between neighbouring frames, and detection dominates the cost of
+    `predict`. ``every=1`` detects on every frame.
+    """
+    n = len(frames)
+    if every <= 1 or n <= 2:
+        return build_tracks(detector.detect(frames), frame_shapes=[f.shape[:2] for f in frames])
+    keys = sorted(set(range(0, n, every)) | {n - 1})
+    key_tracks = build_tracks(detector.detect([frames[k] for k in keys]),
+                              frame_shapes=[frames[k].shape[:2] for k in keys])
+    return [_interpolate(track, keys, n) for track in key_tracks]
+
+
+def _interpolate(track: list[Detection | None], keys: list[int], n: int) -> list[Detection | None]:
+    full: list[Detection | None] = [None] * n
+    for (a, da), (b, db) in zip(zip(keys, track), zip(keys[1:], track[1:])):
+        full[a] = da
+        if da is None or db is None:
+            continue
+        for t in range(a + 1, b):
+            w = (t - a) / (b - a)
+            full[t] = Detection(box=((1 - w) * da.box + w * db.box).astype(np.float32),
+                                landmarks=((1 - w) * da.landmarks + w * db.landmarks).astype(np.float32),
+                                score=float(min(da.score, db.score)))
+    full[keys[-1]] = track[-1]
+    return full

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from deepfake_cli.bundle import Bundle, BundleError, load_bundle, resolve_bundle
-from deepfake_cli.faces import MTCNNDetector, build_tracks, faces_from_track, resolve_device
+from deepfake_cli.faces import MTCNNDetector, detect_sparse, faces_from_track, resolve_device
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choose_indices, probe, read_frames
 
 EXIT_UNREADABLE = 3
@@ -41,6 +41,7 @@ class PredictResult:
     faces: int = 0
     tracks: int = 0
     track_probabilities: list[float] = field(default_factory=list)
+    frame_scores: list[float] = field(default_factory=list)  # CNN P(fake) per face of the reported track
     error: str = ""
     exit_code: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -74,7 +75,10 @@ class Predictor:
     """Holds the loaded models, so a batch of videos loads them once."""
 
     def __init__(self, bundle: Bundle, device: str = "auto", threshold: float | None = None,
-                 max_fpr: float | None = None):
+                 max_fpr: float | None = None, detect_every: int = 4):
+        if detect_every < 1:
+            raise PredictError("--detect-every must be at least 1")
+        self.detect_every = detect_every
         self.bundle = bundle
         self.config = bundle.config
         self.feature_model = bundle.build_feature_model()
@@ -136,8 +140,9 @@ class Predictor:
 
         clock = time.perf_counter()
         face = self.config.face
-        crops = [faces_from_track(frame_list, track, size=int(face["size"]), align=bool(face["align"]),
-                                  margin=float(face["margin"])) for track in tracks]
+        crops = [faces_from_track(frame_list, track, track_id=i, n_tracks=len(tracks), size=int(face["size"]),
+                                  align=bool(face["align"]), margin=float(face["margin"]))
+                 for i, track in enumerate(tracks)]
         features, scores = self._cnn(np.concatenate([c.crops for c in crops]))
         result.seconds["cnn"] = time.perf_counter() - clock
 
@@ -155,7 +160,8 @@ class Predictor:
         result.probability = float(probabilities[worst])
         result.faces = int(len(crops[worst].crops))
         start = sum(len(c.crops) for c in crops[:worst])
-        result.cnn_probability = float(np.mean(scores[start:start + result.faces]))
+        result.frame_scores = [round(float(s), 6) for s in scores[start:start + result.faces]]
+        result.cnn_probability = float(np.mean(result.frame_scores))
         result.verdict = "fake" if result.probability >= self.threshold else "real"
         if annotate is not None:
             write_annotated(annotate, frame_list, crops[worst], scores[start:start + result.faces],
@@ -163,7 +169,8 @@ class Predictor:
         return result
 
     def _tracks(self, frames: list[np.ndarray]) -> list[list]:
-        tracks = build_tracks(self.detector.detect(frames), frame_shapes=[f.shape[:2] for f in frames])
+        every = self.detect_every if self.config.sampling == "consecutive" else 1
+        tracks = detect_sparse(self.detector, frames, every)
         seen = [sum(d is not None for d in track) for track in tracks]
         keep = [t for t, n in zip(tracks, seen) if n >= max(1, MIN_TRACK_FRACTION * len(frames))]
         return keep or tracks[:1]

@@ -1,8 +1,8 @@
 """Train / validation / test video ids for training, from the splits stored in the index.
 
 Only videos that were read successfully and carry a real/fake label take part. The stored
-split decides; videos with no stored split count as training videos. When the store has no
-validation video, one is carved out of the training videos *by group* (``entry.group``, or
+split decides; videos with no stored split count as training videos. When a dataset has no
+validation video, some are carved out of its training videos *by group* (``entry.group``, or
 the video id when the group is empty), so that no identity straddles train and validation.
 Test videos are returned for reference only and are never used for training.
 """
@@ -30,8 +30,16 @@ def training_splits(entries: Iterable[VideoEntry], seed: int = 0,
     """Video ids for "train", "val" and "test" (each sorted)."""
     rows = [e for e in entries if usable(e)]
     split = {name: [e for e in rows if (e.split or "train") == name] for name in SPLITS}
-    if not split["val"] and val_fraction > 0:
-        split["train"], split["val"] = carve_validation(split["train"], seed, val_fraction)
+    if val_fraction > 0:
+        # Each dataset without validation videos of its own gets some carved from its train
+        # videos, so a dataset that ships only a train split (this FF++ copy) is still validated.
+        for dataset in sorted({e.dataset for e in split["train"]}):
+            if any(e.dataset == dataset for e in split["val"]):
+                continue
+            own = [e for e in split["train"] if e.dataset == dataset]
+            kept, carved = carve_validation(own, seed, val_fraction)
+            split["train"] = [e for e in split["train"] if e.dataset != dataset] + kept
+            split["val"] += carved
     return {name: sorted(e.video_id for e in split[name]) for name in SPLITS}
 
 

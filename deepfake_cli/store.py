@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
@@ -233,6 +234,10 @@ class Store:
             self.segments.mkdir(exist_ok=True)
             for stale in self.segments.glob("*.tmp*"):
                 stale.unlink(missing_ok=True)  # half-written segment of a killed run
+            prefix = self.path.name + ".tmp"
+            for stale in self.path.parent.iterdir():
+                if stale.name.startswith(prefix):
+                    stale.unlink(missing_ok=True)  # half-written index of a killed run
         self._scan_segments()
         if self.writable and (self._dirty or not self.path.exists()):
             self.commit()
@@ -289,7 +294,7 @@ class Store:
         final = self._seg_path(video_id, stage)
         tmp = final.with_name(final.name + f".tmp{os.getpid()}")
         try:
-            with h5py.File(tmp, "w") as f:
+            with _build_h5(tmp) as f:
                 f.attrs["schema_version"] = SCHEMA_VERSION
                 for key, value in attrs.items():
                     f.attrs[key] = value
@@ -300,9 +305,6 @@ class Store:
                         kwargs = dict(chunks=(1,) + array.shape[1:] if array.ndim >= 3 else True,
                                       compression="gzip", compression_opts=1)
                     f.create_dataset(name, data=array, **kwargs)
-                f.flush()
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
             os.replace(tmp, final)
             _fsync_dir(self.segments)
         except BaseException as exc:
@@ -405,7 +407,7 @@ class Store:
         tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
         entries = sorted(self._entries.values(), key=lambda e: e.video_id)
         try:
-            with h5py.File(tmp, "w") as f:
+            with _build_h5(tmp) as f:
                 f.attrs["schema_version"] = SCHEMA_VERSION
                 f.attrs["layout"] = "index + immutable segments in <store>.d/ (docs/store.md)"
                 table = f.create_group("videos")
@@ -427,8 +429,6 @@ class Store:
                             group.require_group("features")[stage.split(".", 1)[1]] = link
                         else:
                             group[stage] = link
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
             os.replace(tmp, self.path)
             _fsync_dir(self.path.parent)
         except BaseException as exc:
@@ -443,6 +443,25 @@ class Store:
 def _check_model_name(name: str) -> None:
     if not name or any(c in name for c in "/\\. ") :
         raise StoreError(f"model name {name!r} may not contain '/', '\\', '.' or spaces")
+
+
+@contextmanager
+def _build_h5(tmp: Path) -> Iterator[h5py.File]:
+    """Build an HDF5 file in memory, then write it to tmp with plain file I/O and fsync it.
+
+    HDF5 never writes to the disk itself: when one of its own writes fails (disk full),
+    h5py reports it unreliably (an error while a dataset is closed is only printed, so a
+    segment missing chunks was renamed into place as complete) and then crashes the
+    interpreter closing the file (h5py#914, #2160). A failed write here is a plain OSError.
+    """
+    with h5py.File(str(tmp), "w", driver="core", backing_store=False) as f:
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    with open(tmp, "wb") as fh:
+        fh.write(image)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

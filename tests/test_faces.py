@@ -408,3 +408,25 @@ def test_extract_faces_two_people_video(detector, astronaut):
     plain = extract_faces(frames, ScriptedDetector(detections), size=112, align=False)
     assert plain.crops.shape == (4, 112, 112, 3)
     np.testing.assert_array_equal(plain.boxes, res.boxes)
+
+
+def test_detect_sparse_interpolates_between_key_frames():
+    from deepfake_cli.faces import Detection, detect_sparse
+
+    class MovingFace:
+        name = "fake-detector"
+
+        def __init__(self):
+            self.calls = 0
+
+        def detect(self, frames):
+            self.calls += len(frames)
+            return [[Detection(np.array([f[0, 0, 0], 0, f[0, 0, 0] + 50, 50], np.float32),
+                               np.full((5, 2), float(f[0, 0, 0]), np.float32), 0.99)] for f in frames]
+
+    frames = [np.full((60, 200, 3), 10 * t, np.uint8) for t in range(9)]  # face x moves 10 px a frame
+    detector = MovingFace()
+    (track,) = detect_sparse(detector, frames, every=4)
+    assert detector.calls == 3  # frames 0, 4, 8
+    assert [round(float(d.box[0])) for d in track] == [10 * t for t in range(9)]
+    assert track[2].landmarks[0, 0] == pytest.approx(20.0)

@@ -1,0 +1,47 @@
+"""Throughput of `extract` and `crop` (frames/s) on real videos.
+
+    python benchmarks/bench_stages.py --videos 10 --fpv 25 [--detect-size 640] [paths...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from common import ffpp_videos, machine, peak_rss_mb
+
+from deepfake_cli.crop import CropOptions, crop
+from deepfake_cli.extract import ExtractOptions, extract
+from deepfake_cli.store import Store
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("paths", nargs="*", type=Path)
+    parser.add_argument("--videos", type=int, default=10)
+    parser.add_argument("--fpv", type=int, default=25)
+    parser.add_argument("--sampling", default="consecutive")
+    parser.add_argument("--detect-size", type=int, default=640)
+    args = parser.parse_args()
+    paths = args.paths or ffpp_videos(args.videos)
+    with tempfile.TemporaryDirectory() as tmp:
+        store_path = Path(tmp) / "bench.h5"
+        with Store.open(store_path, write=True) as store:
+            start = time.perf_counter()
+            summary = extract(store, paths, ExtractOptions(fpv=args.fpv, sampling=args.sampling))
+            extract_s = time.perf_counter() - start
+            start = time.perf_counter()
+            cropped = crop(store, CropOptions(detect_max_side=args.detect_size, device="cpu"))
+            crop_s = time.perf_counter() - start
+    print(f"machine: {machine()}")
+    print(f"videos: {summary.added}, frames: {summary.frames}, sampling {args.sampling}, fpv {args.fpv}")
+    print(f"extract: {extract_s:.1f} s, {summary.frames / extract_s:.1f} frames/s (decode + hash + store)")
+    print(f"crop:    {crop_s:.1f} s, {cropped.frames / crop_s:.1f} frames/s (MTCNN at {args.detect_size} px, "
+          f"align, store); face rate {cropped.face_rate:.1%}")
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

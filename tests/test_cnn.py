@@ -1,0 +1,231 @@
+"""Training the frame classifier (deepfake_cli.cnn) and face augmentation (deepfake_cli.augment).
+
+The synthetic store: 16 videos of 6 tiny faces each; fakes carry a bright square in the
+middle of the face, which even a randomly initialised EfficientNet-Lite0 learns in an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepfake_cli.augment import augment_face, jpeg_recompress, resize_crop
+from deepfake_cli.bundle import load_bundle
+from deepfake_cli.cnn import CNNTrainOptions, FaceDataset, cnn_phases, index_faces, train_cnn, windowed_order
+from deepfake_cli.store import Faces, Frames, Store, VideoEntry
+
+BACKBONE = "efficientnet-lite0"
+SIZE = 32
+
+
+def synthetic_faces(rng: np.random.Generator, fake: bool, n: int, size: int) -> np.ndarray:
+    crops = rng.integers(40, 120, size=(n, size, size, 3)).astype(np.int32)
+    if fake:
+        lo, hi = size // 4, 3 * size // 4
+        crops[:, lo:hi, lo:hi] += 110
+    return np.clip(crops, 0, 255).astype(np.uint8)
+
+
+def make_store(path: Path, n_videos: int = 16, n_val: int = 6, frames: int = 6, size: int = SIZE,
+               seed: int = 0) -> Path:
+    """Videos v000.. alternating real/fake; the last ``n_val`` are stored as val."""
+    rng = np.random.default_rng(seed)
+    with Store.open(path, write=True) as store:
+        for i in range(n_videos):
+            vid, label = f"v{i:03d}", ("fake" if i % 2 else "real")
+            entry = VideoEntry(video_id=vid, path=f"{vid}.mp4", label=label, group=f"g{i // 2}",
+                               split="val" if i >= n_videos - n_val else "train", fpv=frames,
+                               sampling="uniform", dataset="synthetic")
+            store.write_frames(entry, Frames(np.arange(frames, dtype=np.int64), np.zeros((frames, 2, 2, 3), np.uint8)))
+            store.write_faces(vid, Faces(
+                crops=synthetic_faces(rng, label == "fake", frames, size),
+                frame_indices=np.arange(frames, dtype=np.int64) * 3, boxes=np.zeros((frames, 4)),
+                landmarks=np.zeros((frames, 5, 2)), scores=np.ones(frames), track_ids=np.zeros(frames),
+                missing_frames=np.zeros(0), settings={"size": size, "align": True, "margin": 0.3,
+                                                      "detector": "mtcnn", "detect_max_side": 640}))
+    return path
+
+
+# ---------------------------------------------------------------------- augmentation
+def test_augment_is_deterministic_and_keeps_shape():
+    crop = synthetic_faces(np.random.default_rng(0), True, 1, 48)[0]
+    a = augment_face(crop, np.random.default_rng(7))
+    b = augment_face(crop, np.random.default_rng(7))
+    assert a.shape == crop.shape and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(augment_face(crop, np.random.default_rng(s)), a) for s in range(8, 12))
+
+
+def test_jpeg_and_resize():
+    crop = synthetic_faces(np.random.default_rng(1), False, 1, 48)[0]
+    low = jpeg_recompress(crop, 30)
+    assert low.shape == crop.shape and not np.array_equal(low, crop)
+    assert resize_crop(crop, 32).shape == (32, 32, 3)
+    assert resize_crop(crop, 64).shape == (64, 64, 3)
+    assert resize_crop(crop, 48) is crop
+
+
+# ---------------------------------------------------------------------- data
+def test_dataset_streams_batches_with_class_weights(tmp_path):
+    store = Store.open(make_store(tmp_path / "dfd.h5", n_videos=6, n_val=0, frames=4), write=False)
+    items = index_faces(store, ["v000", "v001", "v002"], limit=3)
+    assert items == [(v, r) for v in ("v000", "v001", "v002") for r in (0, 2, 3)]
+    labels = {"v000": 0, "v001": 1, "v002": 0}
+    ds = FaceDataset(store, items, labels, batch_size=4, input_size=40, augment=True, shuffle=True,
+                     weights={0: 0.75, 1: 1.5}, cache_videos=2)
+    ds.set_epoch((0, 0, 0))
+    x, y, w = ds[0]
+    assert x.shape == (4, 40, 40, 3) and x.dtype == np.float32 and y.shape == (4, 1)
+    np.testing.assert_array_equal(w, np.where(y[:, 0] == 1, 1.5, 0.75))
+    assert len(ds) == 3 and sum(len(ds[i][0]) for i in range(len(ds))) == 9
+    assert len(ds._cache) <= 2
+    ds.set_epoch((0, 0, 0))
+    np.testing.assert_array_equal(ds[0][0], x)
+
+
+def test_windowed_order_is_a_permutation():
+    items = [(f"v{v}", r) for v in range(10) for r in range(5)]
+    order = windowed_order(items, np.random.default_rng(0), window=3)
+    assert sorted(order) == sorted(items) and order != items
+    first_window = {v for v, _ in order[:15]}
+    assert len(first_window) == 3
+
+
+def test_phases():
+    phases = cnn_phases(CNNTrainOptions(epochs=5, warmup_epochs=2, rounds=3, learning_rate=1e-3))
+    assert [(p.name, p.round, p.epochs, p.frozen, p.start_from_best) for p in phases] == [
+        ("warmup", 1, 2, True, False), ("round1", 1, 3, False, False),
+        ("round2", 2, 5, False, True), ("round3", 3, 5, False, True)]
+    assert phases[2].learning_rate == pytest.approx(1e-4) and phases[3].learning_rate == pytest.approx(1e-5)
+
+
+# ---------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cnn")
+    store = Store.open(make_store(root / "dfd.h5"), write=False)
+    reports: list[dict] = []
+    options = CNNTrainOptions(backbone=BACKBONE, input_size=SIZE, epochs=2, rounds=2, batch_size=16,
+                              learning_rate=1e-3, warmup_epochs=1, patience=3, seed=0)
+    summary = train_cnn(store, root / "models" / "tiny", options, on_epoch=reports.append, command="dfd train-cnn")
+    return root / "models" / "tiny", summary, reports
+
+
+def test_train_cnn_writes_a_bundle(trained):
+    bundle_dir, summary, reports = trained
+    assert (bundle_dir / "config.json").is_file() and (bundle_dir / "cnn.weights.h5").is_file()
+    bundle = load_bundle(bundle_dir)
+    config = bundle.config
+    assert config.backbone == BACKBONE and config.input_size == SIZE and config.feature_dim == 1280
+    assert config.fpv == 6 and config.face["size"] == SIZE and config.weights_origin == "none"
+    assert set(config.split_ids["val"]) == {f"v{i:03d}" for i in range(10, 16)}
+    assert config.training["train"] == {"videos": 10, "real": 5, "fake": 5, "faces": 60}
+    assert config.metrics["cnn"]["val_auc"] == summary["best_val_auc"]
+    assert config.commands[-1]["command"] == "dfd train-cnn"
+    assert summary["train_videos"] == 10 and summary["val_faces"] == 36
+    assert summary["images_per_second"] > 0
+    model = bundle.build_cnn()
+    assert model.output.shape[-1] == 1
+
+
+def test_train_cnn_runs_both_rounds_and_learns(trained):
+    _, summary, reports = trained
+    assert [(r["round"], r["epoch"], r["phase"]) for r in reports] == [
+        (1, 1, "warmup"), (1, 2, "round1"), (2, 1, "round2"), (2, 2, "round2")]
+    assert set(reports[0]) >= {"round", "epoch", "loss", "val_auc", "val_loss", "best_val_auc", "seconds"}
+    assert summary["rounds"] == 2 and summary["epochs_run"] == 4
+    assert summary["best_val_auc"] == max(r["val_auc"] for r in reports)
+    assert summary["best_val_auc"] > 0.8
+
+
+def test_checkpoints_keep_only_what_the_state_names(trained):
+    bundle_dir, summary, _ = trained
+    ckpt = bundle_dir / "checkpoints" / "cnn"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["done"] and len(state["history"]) == 4
+    names = {p.name for p in ckpt.iterdir()}
+    assert names == {"state.json", state["last"]["weights"], state["last"]["optimizer"], state["best"]["file"]}
+    assert not [p for p in bundle_dir.rglob("*tmp*")]
+
+
+def test_resume_of_a_finished_run_trains_nothing(trained, tmp_path):
+    bundle_dir, summary, _ = trained
+    store = Store.open(Path(load_bundle(bundle_dir).config.training["store"]), write=False)
+    reports: list[dict] = []
+    again = train_cnn(store, bundle_dir, CNNTrainOptions(backbone=BACKBONE, input_size=SIZE),
+                      resume=True, on_epoch=reports.append)
+    assert reports == [] and again["epochs_run"] == 4 and again["best_val_auc"] == summary["best_val_auc"]
+
+
+RUN_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from deepfake_cli.cnn import CNNTrainOptions, train_cnn
+    from deepfake_cli.store import Store
+
+    store = Store.open(sys.argv[1], write=False)
+    options = CNNTrainOptions(backbone="efficientnet-lite0", input_size=32, epochs=4, rounds=1, batch_size=16,
+                              learning_rate=1e-3, patience=10, augment=False)
+    def report(info):
+        print("EPOCH " + json.dumps(info), flush=True)
+    summary = train_cnn(store, sys.argv[2], options, resume=sys.argv[3] == "resume", on_epoch=report)
+    print("TENSORFLOW_IMPORTED", "tensorflow" in sys.modules, flush=True)
+    print("SUMMARY " + json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
+""")
+
+
+def run_env() -> dict:
+    """Torch backend, one thread per op (fast and steady on small shared CPUs)."""
+    return {**os.environ, "KERAS_BACKEND": "torch", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def epochs_reported(output: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in output.splitlines() if line.startswith("EPOCH ")]
+
+
+def wait_for_checkpoint(process: subprocess.Popen, state_file: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if state_file.is_file() and json.loads(state_file.read_text())["history"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no checkpoint appeared (exit code {process.poll()})")
+
+
+def test_sigkill_then_resume_under_torch_backend(tmp_path):
+    """Kill a torch-backend run after its first checkpoint; --resume continues from there."""
+    store = make_store(tmp_path / "dfd.h5", n_videos=8, n_val=4, frames=4)
+    bundle_dir = tmp_path / "models" / "killed"
+    script = tmp_path / "run.py"
+    script.write_text(RUN_SCRIPT)
+    state_file = bundle_dir / "checkpoints" / "cnn" / "state.json"
+    first = subprocess.Popen([sys.executable, str(script), str(store), str(bundle_dir), "fresh"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env())
+    try:
+        wait_for_checkpoint(first, state_file)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+    done_before = json.loads(state_file.read_text())["history"]
+    assert 1 <= len(done_before) < 4
+
+    second = subprocess.run([sys.executable, str(script), str(store), str(bundle_dir), "resume"],
+                            capture_output=True, text=True, env=run_env(), timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    epochs = [r["epoch"] for r in epochs_reported(second.stdout)]
+    assert epochs == list(range(len(done_before) + 1, 5))
+    summary = json.loads(second.stdout.split("SUMMARY ", 1)[1])
+    assert summary["epochs_run"] == 4 and summary["resumed_from_epoch"] == len(done_before)
+    history = json.loads(state_file.read_text())["history"]
+    assert [h["loss"] for h in history[:len(done_before)]] == [h["loss"] for h in done_before]
+    assert load_bundle(bundle_dir).config.keras_backend == "torch"
+    assert "TENSORFLOW_IMPORTED" in second.stdout

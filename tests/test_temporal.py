@@ -1,0 +1,153 @@
+"""Feature export and the bidirectional LSTM (deepfake_cli.temporal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepfake_cli.bundle import BundleConfig, build_classifier, load_bundle, save_config, save_weights_atomic, weights_tag
+from deepfake_cli.store import Faces, Features, Frames, Store, VideoEntry
+from deepfake_cli.temporal import LSTMTrainOptions, export_features, pad_sequence, score_sequence, train_lstm
+
+BACKBONE = "efficientnet-lite0"
+SIZE = 32
+
+
+def add_video(store: Store, vid: str, label: str = "real", split: str = "train", status: str = "ok") -> None:
+    entry = VideoEntry(video_id=vid, path=f"{vid}.mp4", label=label, split=split, status=status, fpv=12,
+                       group=vid)
+    frames = None if status != "ok" else Frames(np.arange(2, dtype=np.int64), np.zeros((2, 2, 2, 3), np.uint8))
+    store.write_frames(entry, frames)
+
+
+def add_faces(store: Store, vid: str, frame_indices: list[int], size: int = SIZE) -> None:
+    n = len(frame_indices)
+    crops = np.random.default_rng(len(vid) + n).integers(0, 255, (n, size, size, 3)).astype(np.uint8)
+    store.write_faces(vid, Faces(crops=crops, frame_indices=np.array(frame_indices, np.int64),
+                                 boxes=np.zeros((n, 4)), landmarks=np.zeros((n, 5, 2)), scores=np.ones(n),
+                                 track_ids=np.zeros(n), missing_frames=np.zeros(0), settings={"size": size}))
+
+
+def base_config(name: str, feature_dim: int, fpv: int, split_ids: dict | None = None) -> BundleConfig:
+    return BundleConfig(name=name, backbone=BACKBONE, input_size=SIZE, feature_dim=feature_dim, fpv=fpv,
+                        split_ids=split_ids or {}, face={"size": SIZE})
+
+
+# ---------------------------------------------------------------------- export
+@pytest.fixture()
+def cnn_bundle(tmp_path) -> tuple[Path, object]:
+    bundle_dir = tmp_path / "models" / "lite"
+    config = base_config("lite", 1280, 12)
+    save_config(bundle_dir, config)
+    classifier, _ = build_classifier(BACKBONE, SIZE)
+    save_weights_atomic(classifier, bundle_dir / "cnn.weights.h5", weights_tag("cnn", config))
+    return bundle_dir, classifier
+
+
+def test_export_features(tmp_path, cnn_bundle):
+    bundle_dir, classifier = cnn_bundle
+    store = Store.open(tmp_path / "dfd.h5", write=True)
+    for vid, indices in (("a", [0, 3, 6]), ("b", [9, 1, 5, 2]), ("c", [4])):
+        add_video(store, vid)
+        add_faces(store, vid, indices)
+    add_video(store, "empty")
+    add_faces(store, "empty", [])
+    add_video(store, "noface")
+    add_video(store, "broken", status="failed")
+    seen: list[str] = []
+
+    summary = export_features(store, bundle_dir, batch_size=2, on_video=seen.append)
+    assert summary["model"] == "lite"
+    assert (summary["exported"], summary["no_faces"], summary["missing_faces"], summary["failed"]) == (3, 1, 1, 1)
+    assert sorted(seen) == ["a", "b", "c", "empty"]
+
+    feats = store.read_features("b", "lite")
+    assert feats.features.shape == (4, 1280) and feats.features.dtype == np.float32
+    np.testing.assert_array_equal(feats.frame_indices, [1, 2, 5, 9])
+    faces = store.read_faces("b")
+    order = np.argsort(faces.frame_indices)
+    expected = np.asarray(classifier.predict_on_batch(faces.crops[order].astype(np.float32))).reshape(-1)
+    np.testing.assert_allclose(feats.scores, expected, atol=1e-5)
+    assert feats.settings["backbone"] == BACKBONE
+
+    again = export_features(store, bundle_dir)
+    assert again["exported"] == 0 and again["skipped"] == 3
+    forced = export_features(store, bundle_dir, force=True, model_name="other")
+    assert forced["exported"] == 3 and store.has("a", "features.other")
+    store.close()
+
+
+# ---------------------------------------------------------------------- LSTM
+def test_pad_sequence():
+    x = np.arange(12, dtype=np.float32).reshape(6, 2) + 1
+    padded = pad_sequence(x[:2], 4)
+    np.testing.assert_array_equal(padded, [[1, 2], [3, 4], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(pad_sequence(x, 3), x[:3])
+
+
+def smooth_or_flickering(rng: np.random.Generator, fake: bool, n: int, dim: int) -> np.ndarray:
+    """Both N(3, 1) per frame; reals drift slowly (AR(1), rho 0.95), fakes jump every frame."""
+    rho = 0.0 if fake else 0.95
+    x = np.empty((n, dim), np.float32)
+    x[0] = rng.normal(size=dim)
+    for t in range(1, n):
+        x[t] = rho * x[t - 1] + np.sqrt(1 - rho ** 2) * rng.normal(size=dim)
+    return x + 3.0
+
+
+@pytest.fixture(scope="module")
+def sequence_bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lstm")
+    rng = np.random.default_rng(0)
+    dim, seq_len = 8, 12
+    splits: dict[str, list[str]] = {"train": [], "val": []}
+    with Store.open(root / "dfd.h5", write=True) as store:
+        for i in range(72):
+            vid, label = f"s{i:03d}", ("fake" if i % 2 else "real")
+            split = "val" if i >= 48 else "train"
+            splits[split].append(vid)
+            add_video(store, vid, label, split)
+            n = int(rng.integers(8, 16))
+            store.write_features(vid, "seq", Features(np.arange(n), smooth_or_flickering(rng, label == "fake", n, dim),
+                                                      np.full(n, 0.5, np.float32)))
+    save_config(root / "seq", base_config("seq", dim, seq_len, splits))
+    store = Store.open(root / "dfd.h5", write=False)
+    reports: list[dict] = []
+    options = LSTMTrainOptions(units=16, dropout=0.1, epochs=20, patience=6, batch_size=8, learning_rate=3e-3)
+    summary = train_lstm(store, root / "seq", options, on_epoch=reports.append, command="dfd train-lstm")
+    return root, store, summary, reports
+
+
+def test_train_lstm_learns_temporal_flicker(sequence_bundle):
+    root, _, summary, reports = sequence_bundle
+    assert summary["best_val_auc"] > 0.8
+    assert summary["train_videos"] == 48 and summary["val_videos"] == 24 and summary["seq_len"] == 12
+    assert [r["epoch"] for r in reports] == list(range(1, len(reports) + 1))
+    assert set(reports[0]) >= {"epoch", "loss", "val_auc", "best_val_auc"}
+    bundle = load_bundle(root / "seq")
+    assert bundle.has_lstm and bundle.config.lstm["units"] == 16 and bundle.config.lstm["trained"]
+    assert bundle.config.metrics["lstm"]["val_auc"] == summary["best_val_auc"]
+    assert bundle.config.commands[-1]["command"] == "dfd train-lstm"
+
+
+def test_score_sequence_ranks_val_videos(sequence_bundle):
+    root, store, _, _ = sequence_bundle
+    bundle = load_bundle(root / "seq")
+    lstm = bundle.build_lstm()
+    val = bundle.config.split_ids["val"]
+    scores = [score_sequence(bundle, store.read_features(v, "seq").features, lstm) for v in val]
+    labels = [store.entry(v).label == "fake" for v in val]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert np.mean([s for s, f in zip(scores, labels) if f]) > np.mean([s for s, f in zip(scores, labels) if not f])
+    long = np.concatenate([store.read_features(val[0], "seq").features] * 3)
+    assert score_sequence(bundle, long, lstm) == pytest.approx(score_sequence(bundle, long[:12], lstm), abs=1e-6)
+
+
+def test_train_lstm_resume_of_finished_run_is_a_no_op(sequence_bundle):
+    root, store, summary, _ = sequence_bundle
+    reports: list[dict] = []
+    again = train_lstm(store, root / "seq", LSTMTrainOptions(), resume=True, on_epoch=reports.append)
+    assert reports == [] and again["epochs_run"] == summary["epochs_run"]
+    assert again["best_val_auc"] == summary["best_val_auc"] and load_bundle(root / "seq").has_lstm

@@ -311,10 +311,28 @@ def build_classifier(backbone: str, input_size: int, weights: str = "none", drop
     return classifier, feature_model
 
 
-def set_backbone_trainable(model, trainable: bool) -> None:
-    """Freeze or unfreeze everything but the classifier head."""
+def iter_layers(model):
+    """Every layer of a model, nested models' layers included."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from iter_layers(layer)
+
+
+def set_backbone_trainable(model, trainable: bool, freeze_batchnorm: bool = False) -> None:
+    """Freeze or unfreeze everything but the classifier head.
+
+    With ``freeze_batchnorm`` an unfrozen backbone keeps its batch-norm layers frozen, which
+    in Keras also runs them in inference mode (pretrained statistics stay as they are).
+    """
+    import keras
+
     for layer in model.layers:
         layer.trainable = trainable or layer.name in HEAD_LAYERS
+    if trainable and freeze_batchnorm:
+        for layer in iter_layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
 
 
 def build_lstm_model(seq_len: int, feature_dim: int, units: int = 128, dropout: float = 0.3):

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -62,7 +63,7 @@ class RichReporter(Reporter):
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+            self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
     def finish(self) -> None:
         if self.progress is not None:
@@ -75,7 +76,8 @@ def _consoles(quiet: bool) -> tuple[Console, Console]:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    # escape: file names are not markup ("clip [abc].mp4"); soft_wrap: one line, whatever the width
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -174,7 +176,7 @@ def extract(
         rows |= {f"label {k}": v for k, v in sorted(summary.by_label.items())}
         out.print(_summary_table("extract", rows))
         for path, error in summary.failures:
-            out.print(f"[red]failed[/] {error}", highlight=False)
+            out.print(f"[red]failed[/] {escape(error)}", highlight=False, soft_wrap=True)
         if summary.found and not summary.added and not summary.failed:
             out.print("Nothing to do: every video is already in the store.")
     if summary.failed and not summary.added and not summary.already_done:
@@ -434,10 +436,11 @@ def predict(
     else:
         for r in results:
             if r.error:
-                err.print(f"[bold red]error:[/] {r.path}: {r.error}", highlight=False)
+                message = r.error if r.error.startswith(r.path) else f"{r.path}: {r.error}"  # errors name their file
+                err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             else:
                 colour = "red" if r.verdict == "fake" else "green"
-                out.print(f"{r.path}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
+                out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
                           f"threshold {r.threshold:.3f}, {r.faces} faces in {r.frames} frames)", highlight=False)
     codes = [r.exit_code for r in results if r.exit_code]
     raise typer.Exit(max(codes) if codes else EXIT_OK)

@@ -28,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -69,6 +70,7 @@ class CNNTrainOptions:
     mixed_precision: str = "auto"  # auto (only on GPU) | on | off
     max_frames_per_video: int | None = None
     dropout: float = 0.2  # before the Dense(1, sigmoid) head
+    batchnorm: str = "auto"  # frozen | train | auto (= frozen for pretrained weights, train for "none")
     workers: int = 1  # PyDataset loader threads
 
 
@@ -523,6 +525,15 @@ def usable_splits(store: Store, options: CNNTrainOptions) -> dict[str, list[str]
     return {name: [v for v in splits[name] if store.has(v, "faces")] for name in ("train", "val")}
 
 
+def frozen_batchnorm(options: CNNTrainOptions) -> bool:
+    """Whether batch-norm statistics stay fixed while fine-tuning (auto: for pretrained weights)."""
+    if options.batchnorm not in ("auto", "train", "frozen"):
+        raise ValueError(f"batchnorm must be auto, train or frozen, not {options.batchnorm!r}")
+    if options.batchnorm == "auto":
+        return str(options.weights).lower() != "none"
+    return options.batchnorm == "frozen"
+
+
 def resolve_input_size(options: CNNTrainOptions) -> int:
     """The requested input size, or the backbone's native one."""
     from deepfake_cli.backbones import get_backbone
@@ -656,7 +667,8 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
         loop = Loop(model=classifier, train=train, evaluate=lambda m: evaluate_faces(m, val),
                     checkpoints=checkpoints, final_weights=bundle_dir / CNN_WEIGHTS,
                     tag=weights_tag("cnn", config), patience=options.patience, seed=options.seed,
-                    on_epoch=on_epoch, trainable=set_backbone_trainable)
+                    on_epoch=on_epoch,
+                    trainable=partial(set_backbone_trainable, freeze_batchnorm=frozen_batchnorm(options)))
         if not state["done"]:
             state = run_phases(loop, cnn_phases(options), state)
     config.metrics["cnn"] = cnn_metrics(state)

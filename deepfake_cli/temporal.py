@@ -115,14 +115,22 @@ def ordered_faces(store: Store, video_id: str) -> tuple[np.ndarray, np.ndarray]:
     return faces.frame_indices[order], faces.crops[order]
 
 
+def fixed_batch(crops: np.ndarray, input_size: int, batch_size: int) -> np.ndarray:
+    """Resized float32 batch zero-padded to ``batch_size`` rows (one input shape: no retracing)."""
+    x = np.zeros((batch_size, input_size, input_size, 3), np.float32)
+    for i, crop in enumerate(crops):
+        x[i] = resize_crop(crop, input_size)
+    return x
+
+
 def run_feature_model(model, crops: np.ndarray, input_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, D), scores (n,)) of a crop sequence, one batch at a time."""
     feats, scores = [], []
     for start in range(0, len(crops), batch_size):
-        x = np.stack([resize_crop(c, input_size) for c in crops[start:start + batch_size]]).astype(np.float32)
-        f, s = model.predict_on_batch(x)
-        feats.append(np.asarray(f, np.float32))
-        scores.append(np.asarray(s, np.float32).reshape(-1))
+        chunk = crops[start:start + batch_size]
+        f, s = model.predict_on_batch(fixed_batch(chunk, input_size, batch_size))
+        feats.append(np.asarray(f, np.float32)[:len(chunk)])
+        scores.append(np.asarray(s, np.float32).reshape(-1)[:len(chunk)])
     return np.concatenate(feats), np.concatenate(scores)
 
 

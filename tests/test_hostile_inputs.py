@@ -1,0 +1,512 @@
+"""Hostile inputs through the command line: broken, odd, huge and many files.
+
+`extract` must record every bad file as failed (status + error, in the store and the summary)
+and add the rest; `predict` must print one error line naming the file and the reason and exit
+3 (unreadable) or 4 (no face). A fuzzer feeds a few hundred mutated copies of a valid mp4 to
+video.probe + video.read_frames in a child process: no crash, no hang, only ok or VideoError.
+benchmarks/kill_test.py --fuzz N runs the same fuzzer with more cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+import wave
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from deepfake_cli import video
+from deepfake_cli.cli import app
+from deepfake_cli.store import Faces, Frames, Store, VideoEntry
+
+runner = CliRunner()
+FPV = 4
+
+
+# ---------------------------------------------------------------------- making files
+def face_frames(n: int, size: int, shift: int = 0) -> list[np.ndarray]:
+    """BGR frames of the astronaut's face (skimage), moving one pixel a frame."""
+    from skimage.data import astronaut
+
+    image = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
+    return [cv2.resize(image[30 + shift:230 + shift, 120 + shift + t:320 + shift + t], (size, size))
+            for t in range(n)]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fourcc: str = "mp4v", fps: float = 10.0) -> Path:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    assert writer.isOpened(), path
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def mp4_boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """(type, offset, size) of the boxes between start and end."""
+    out, pos = [], start
+    while pos + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if size < 8:
+            break
+        out.append((kind, pos, size))
+        pos += size
+    return out
+
+
+def faststart(data: bytes) -> bytes:
+    """The same mp4 with its index (moov) moved before the media data, as streaming encoders write it."""
+    top = mp4_boxes(data, 0, len(data))
+    kinds = [k for k, _, _ in top]
+    assert kinds.index(b"moov") > kinds.index(b"mdat")
+    _, at, size = top[kinds.index(b"moov")]
+    moov = bytearray(data[at:at + size])
+    pos = moov.find(b"stco")
+    while pos > 0:  # shift every chunk offset by the size of the moved moov
+        count = struct.unpack(">I", moov[pos + 8:pos + 12])[0]
+        for i in range(count):
+            o = pos + 12 + 4 * i
+            moov[o:o + 4] = struct.pack(">I", struct.unpack(">I", moov[o:o + 4])[0] + size)
+        pos = moov.find(b"stco", pos + 4)
+    rest = b"".join(data[o:o + s] for k, o, s in top if k not in (b"moov",) and k != b"mdat")
+    mdat = next(data[o:o + s] for k, o, s in top if k == b"mdat")
+    return rest + bytes(moov) + mdat
+
+
+def without_tracks(data: bytes) -> bytes:
+    """An mp4 whose moov has no track at all: a container without any stream."""
+    top = mp4_boxes(data, 0, len(data))
+    out = []
+    for kind, at, size in top:
+        if kind == b"moov":
+            inner = b"".join(data[o:o + s] for k, o, s in mp4_boxes(data, at + 8, at + size) if k != b"trak")
+            out.append(struct.pack(">I4s", 8 + len(inner), b"moov") + inner)
+        else:
+            out.append(data[at:at + size])
+    return b"".join(out)
+
+
+def set_rotation(data: bytes, degrees: int) -> bytes:
+    """Write a display matrix that rotates by `degrees` clockwise into tkhd (as in test_video.py)."""
+    data = bytearray(data)
+    tkhd = data.find(b"tkhd")
+    assert tkhd > 0 and data[tkhd + 4] == 0
+    matrix = tkhd + 4 + 4 + 5 * 4 + 8 + 4 * 2
+    one = 0x10000
+    cos, sin = {90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees]
+    data[matrix:matrix + 36] = struct.pack(">9i", cos * one, sin * one, 0, -sin * one, cos * one, 0, 0, 0, 0x40000000)
+    return bytes(data)
+
+
+# name -> expected outcome: "ok", "unreadable" (extract: failed; predict: exit 3), "noface" (predict: exit 4)
+EXPECTED = {
+    "good.mp4": "ok",
+    "zero.mp4": "unreadable",
+    "text.mp4": "unreadable",
+    "png inside.mp4": "ok",  # a PNG renamed .mp4: FFmpeg probes the content, so it is a one-frame video
+    "truncated 10.mp4": "unreadable",  # moov at the end: any cut loses the index
+    "truncated 50.mp4": "unreadable",
+    "truncated 90.mp4": "unreadable",
+    "faststart truncated 50.mp4": "ok",  # moov first: the frames before the cut are read
+    "faststart truncated 3.mp4": "unreadable",  # cut inside the index
+    "wav audio.mp4": "unreadable",  # audio only (a WAV renamed)
+    "no tracks.mp4": "unreadable",  # an mp4 container without any track
+    "sound track.mp4": "unreadable",  # the only track declared as sound
+    "audio track.mkv": "unreadable",  # Matroska, the only track declared as audio
+    "noface.mp4": "noface",
+    "one frame.mp4": "ok",
+    "tiny 64x64.mp4": "ok",
+    "large 3840x2160.mp4": "ok",
+    "rotated 90.mp4": "ok",
+    "vidéo ñ 1.mp4": "ok",
+    "clip [abc] [b].mp4": "ok",  # yt-dlp style name: brackets are not markup
+}
+
+
+def make_hostile(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    good = write_video(root / "good.mp4", face_frames(8, 128))
+    data = good.read_bytes()
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("this is not a video\n" * 50)
+    _, png = cv2.imencode(".png", face_frames(1, 128)[0])
+    (root / "png inside.mp4").write_bytes(png.tobytes())
+    for pct in (10, 50, 90):
+        (root / f"truncated {pct}.mp4").write_bytes(data[:len(data) * pct // 100])
+    fast = faststart(data)
+    (root / "faststart truncated 50.mp4").write_bytes(fast[:len(fast) // 2])
+    (root / "faststart truncated 3.mp4").write_bytes(fast[:len(fast) * 3 // 100])
+    with wave.open(str(root / "wav audio.mp4"), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(np.zeros(8000, np.int16).tobytes())
+    (root / "no tracks.mp4").write_bytes(without_tracks(data))
+    handler = data.find(b"vide")
+    assert handler > 0
+    (root / "sound track.mp4").write_bytes(data[:handler] + b"soun" + data[handler + 4:])
+    mkv = write_video(root / "tmp.mkv", face_frames(8, 128)).read_bytes()
+    track_type = mkv.find(b"\x83\x81\x01")  # TrackType = 1 (video)
+    assert track_type > 0
+    (root / "audio track.mkv").write_bytes(mkv[:track_type] + b"\x83\x81\x02" + mkv[track_type + 3:])
+    (root / "tmp.mkv").unlink()
+    write_video(root / "noface.mp4", [np.full((96, 96, 3), 127, np.uint8)] * 6)
+    write_video(root / "one frame.mp4", face_frames(1, 128))
+    write_video(root / "tiny 64x64.mp4", face_frames(6, 64))
+    big = []
+    for face in face_frames(3, 1200):
+        frame = np.full((2160, 3840, 3), 90, np.uint8)
+        frame[480:1680, 1320:2520] = face
+        big.append(frame)
+    write_video(root / "large 3840x2160.mp4", big)
+    # upright 160x120 landscape frames, stored turned a quarter counter-clockwise (120 wide, 160 high)
+    # with the metadata saying "rotate 90 degrees clockwise to display"
+    sideways = []
+    for face in face_frames(6, 120):
+        upright = np.full((120, 160, 3), 127, np.uint8)
+        upright[:, 20:140] = face
+        sideways.append(np.ascontiguousarray(np.rot90(upright, k=1)))
+    rotated = write_video(root / "sideways.mp4", sideways)
+    (root / "rotated 90.mp4").write_bytes(set_rotation(rotated.read_bytes(), 90))
+    rotated.unlink()
+    write_video(root / "vidéo ñ 1.mp4", face_frames(6, 128, shift=2))
+    write_video(root / "clip [abc] [b].mp4", face_frames(6, 128, shift=4))
+    assert sorted(p.name for p in root.iterdir()) == sorted(EXPECTED)
+    return root
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Path:
+    return make_hostile(tmp_path_factory.mktemp("hostile"))
+
+
+def invoke(*args, expect: int | None = 0):
+    result = runner.invoke(app, [str(a) for a in args])
+    if expect is not None:
+        assert result.exit_code == expect, f"dfd {' '.join(map(str, args))} -> {result.exit_code}\n" \
+                                           f"{result.output}\n{result.exception!r}"
+    return result
+
+
+# ---------------------------------------------------------------------- extract
+def test_extract_records_bad_files_as_failed_and_adds_the_rest(hostile, tmp_path):
+    store = tmp_path / "s.h5"
+    summary = json.loads(invoke("extract", hostile, "--fpv", FPV, "--store", store, "--json", "--quiet").stdout)
+    bad = {n for n, e in EXPECTED.items() if e == "unreadable"}
+    assert summary["found"] == len(EXPECTED)
+    assert summary["added"] == len(EXPECTED) - len(bad) and summary["failed"] == len(bad)
+    assert {Path(f["path"]).name for f in summary["failures"]} == bad
+    for failure in summary["failures"]:
+        assert failure["path"] in failure["error"] and "\n" not in failure["error"]
+    with Store.open(store) as reader:
+        entries = {Path(e.path).name: e for e in reader.entries()}
+        assert set(entries) == set(EXPECTED)  # the failed files are in the table too
+        for name, entry in entries.items():
+            if name in bad:
+                assert entry.status == "failed" and name in entry.error, (name, entry.error)
+                assert entry.video_id.startswith("f") and entry.stored_frames == 0
+            else:
+                assert entry.ok and entry.stored_frames >= 1, (name, entry.error)
+                frames = reader.read_frames(entry.video_id)
+                assert frames.pixels.shape == (entry.stored_frames, entry.height, entry.width, 3)
+        assert "empty file" in entries["zero.mp4"].error
+        assert entries["large 3840x2160.mp4"].width == 3840 and entries["large 3840x2160.mp4"].height == 2160
+        assert entries["tiny 64x64.mp4"].width == 64
+        assert entries["one frame.mp4"].stored_frames == 1 and entries["png inside.mp4"].stored_frames == 1
+        assert 0 < entries["faststart truncated 50.mp4"].stored_frames <= FPV
+        rotated = entries["rotated 90.mp4"]
+        assert rotated.rotation == 90 and (rotated.width, rotated.height) == (160, 120)  # upright: landscape
+        assert entries["vidéo ñ 1.mp4"].path.endswith("vidéo ñ 1.mp4")
+
+    # the readable text output names every failure on one line each, brackets and all
+    again = invoke("extract", hostile, "--fpv", FPV, "--store", tmp_path / "t.h5")
+    for name in bad:
+        assert sum(f"failed {hostile / name}:" in line for line in again.stdout.splitlines()) == 1, name
+    # a rerun skips everything, failures included; --retry-failed tries them again
+    rerun = json.loads(invoke("extract", hostile, "--fpv", FPV, "--store", store, "--json", "--quiet").stdout)
+    assert rerun["already_done"] == len(EXPECTED) and rerun["added"] == 0
+    retry = json.loads(invoke("extract", hostile, "--fpv", FPV, "--store", store, "--json", "--quiet",
+                              "--retry-failed").stdout)
+    assert retry["failed"] == len(bad) and retry["added"] == 0
+
+
+def test_extract_of_only_bad_files_exits_1_and_records_them(hostile, tmp_path):
+    store = tmp_path / "s.h5"
+    result = invoke("extract", hostile / "zero.mp4", hostile / "text.mp4", "--store", store, expect=1)
+    assert f"failed {hostile / 'zero.mp4'}: empty file (0 bytes)" in result.stdout
+    with Store.open(store) as reader:
+        assert sorted(e.status for e in reader.entries()) == ["failed", "failed"]
+
+
+def test_extract_of_a_missing_path_is_an_error_naming_it(hostile, tmp_path):
+    store = tmp_path / "s.h5"
+    missing = tmp_path / "no such dir" / "clip.mp4"
+    result = invoke("extract", hostile / "good.mp4", missing, "--store", store, expect=1)
+    assert f"{missing}: no such file or folder" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    with Store.open(store) as reader:  # a typo in the arguments: nothing is done
+        assert len(reader) == 0
+
+
+class CountingCapture:
+    """cv2.VideoCapture that counts the calls that decode or convert frames."""
+
+    calls: Counter = Counter()
+
+    def __init__(self, *args):
+        self._cap = REAL_CAPTURE(*args)
+
+    def __getattr__(self, name):
+        attr = getattr(self._cap, name)
+        if name in ("grab", "retrieve", "read", "set"):
+            def counted(*args):
+                CountingCapture.calls[name] += 1
+                return attr(*args)
+            return counted
+        return attr
+
+
+REAL_CAPTURE = cv2.VideoCapture
+
+
+@pytest.mark.parametrize("sampling", ["consecutive", "uniform"])
+def test_long_video_decodes_only_the_sampled_frames(tmp_path_factory, tmp_path, monkeypatch, sampling):
+    folder = tmp_path_factory.getbasetemp() / "long"
+    path = folder / "long.mp4"
+    if not path.exists():
+        folder.mkdir(exist_ok=True)
+        rng = np.random.default_rng(0)
+        frames = [np.full((32, 32, 3), int(v), np.uint8) for v in rng.integers(0, 255, 3000)]
+        write_video(path, frames, fps=30.0)
+    monkeypatch.setattr(cv2, "VideoCapture", CountingCapture)
+    CountingCapture.calls.clear()
+    start = time.perf_counter()
+    summary = json.loads(invoke("extract", path, "--fpv", 25, "--sampling", sampling, "--store",
+                                tmp_path / "s.h5", "--json", "--quiet").stdout)
+    seconds = time.perf_counter() - start
+    assert summary["added"] == 1 and summary["frames"] == 25
+    calls = CountingCapture.calls
+    # probe reads one frame; then exactly the 25 sampled frames are retrieved (converted to RGB)
+    assert calls["read"] == 1 and calls["retrieve"] == 25, dict(calls)
+    if sampling == "consecutive":  # one seek to the middle, then 25 grabs: not 1500 frames walked
+        assert calls["grab"] <= 25 + 1 and calls["set"] >= 1, dict(calls)
+    else:  # gaps of 125 frames are shorter than SEEK_MIN_JUMP: walked with grab(), never converted
+        assert calls["grab"] <= 3000, dict(calls)
+    assert seconds < 30, seconds
+
+
+def test_a_folder_of_2000_images(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2000):
+        cv2.imwrite(str(folder / f"img{i:04d}.png"), rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    for i in range(3):
+        (folder / f"broken{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * i)  # a header and nothing
+    store = tmp_path / "s.h5"
+    start = time.perf_counter()
+    summary = json.loads(invoke("extract", folder, "--store", store, "--json", "--quiet").stdout)
+    seconds = time.perf_counter() - start
+    assert summary["found"] == 2003 and summary["added"] == 2000 and summary["failed"] == 3
+    assert summary["frames"] == 2000 and summary["short"] == 0  # an image is a one-frame video, not short
+    with Store.open(store) as reader:
+        assert len(reader) == 2003
+        assert sum(not e.ok for e in reader.entries()) == 3
+    print(f"2003 files extracted in {seconds:.1f} s")
+
+
+# ---------------------------------------------------------------------- predict
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> tuple[Path, str]:
+    """A tiny CNN bundle trained through the CLI on a synthetic store (its scores mean nothing)."""
+    root = tmp_path_factory.mktemp("bundle")
+    store = root / "train.h5"
+    rng = np.random.default_rng(0)
+    with Store.open(store, write=True) as writer:
+        for i in range(8):
+            vid, label = f"v{i:03d}", ("fake" if i % 2 else "real")
+            writer.write_frames(VideoEntry(video_id=vid, path=f"{vid}.mp4", label=label, group=f"g{i}",
+                                           split="val" if i >= 4 else "train", fpv=FPV, sampling="consecutive"),
+                                Frames(np.arange(FPV, dtype=np.int64), np.zeros((FPV, 2, 2, 3), np.uint8)))
+            crops = rng.integers(40, 120, (FPV, 32, 32, 3)).astype(np.uint8)
+            if label == "fake":
+                crops[:, 8:24, 8:24] = 230
+            writer.write_faces(vid, Faces(crops=crops, frame_indices=np.arange(FPV), boxes=np.zeros((FPV, 4)),
+                                          landmarks=np.zeros((FPV, 5, 2)), scores=np.ones(FPV),
+                                          track_ids=np.zeros(FPV), missing_frames=np.zeros(0),
+                                          settings={"size": 32, "align": True, "margin": 0.2, "detector": "mtcnn",
+                                                    "detect_max_side": 640}))
+    models = root / "models"
+    # vgg16 rather than efficientnet-b0: the same CLI path, a third of the training time here
+    invoke("train-cnn", "--store", store, "--models-dir", models, "--model", "tiny", "--backbone", "vgg16",
+           "--weights", "none", "--input-size", 32, "--epochs", 1, "--rounds", 1, "--batch-size", 8, "--quiet")
+    shutil.rmtree(models / "tiny" / "checkpoints", ignore_errors=True)  # not needed to predict
+    return models, "tiny"
+
+
+def test_predict_on_every_hostile_input(hostile, bundle, tmp_path):
+    models, name = bundle
+    missing = tmp_path / "does not exist.mp4"
+    files = sorted(hostile.iterdir()) + [missing]
+    result = invoke("predict", *files, "--models-dir", models, "--model", name, "--json", expect=None)
+    assert result.exit_code == 4, result.output  # the worst of the batch: a clip without a face
+    by_name = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
+    assert by_name[missing.name]["exit_code"] == 3 and "no such file" in by_name[missing.name]["error"]
+    for file_name, expected in EXPECTED.items():
+        r = by_name[file_name]
+        if expected == "ok":
+            assert r["exit_code"] == 0 and r["verdict"] in ("real", "fake"), r
+            assert 0.0 <= r["probability"] <= 1.0 and r["faces"] >= 1, r
+        else:
+            assert r["exit_code"] == (3 if expected == "unreadable" else 4), r
+            assert r["verdict"] == "" and r["probability"] is None, r  # never a made-up score
+            assert file_name in r["error"], r
+    assert by_name["rotated 90.mp4"]["faces"] >= 3  # the face is found only in upright frames
+
+
+def test_predict_error_lines_name_the_file_once_on_one_line(hostile, bundle, tmp_path):
+    models, name = bundle
+    missing = tmp_path / "does not exist.mp4"
+    cases = [(hostile / "truncated 50.mp4", 3, "cannot be opened"), (hostile / "zero.mp4", 3, "empty file"),
+             (missing, 3, "no such file"), (hostile / "noface.mp4", 4, "no face found")]
+    for path, code, reason in cases:
+        result = invoke("predict", path, "--models-dir", models, "--model", name, expect=code)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        assert len(errors) == 1, result.output
+        assert errors[0].count(str(path)) == 1 and reason in errors[0], errors[0]
+    good = invoke("predict", hostile / "clip [abc] [b].mp4", "--models-dir", models, "--model", name)
+    assert "clip [abc] [b].mp4: " in good.stdout  # the name printed as it is
+
+
+# ---------------------------------------------------------------------- fuzzing
+FUZZ_WORKER = r"""
+import json, sys
+from deepfake_cli.video import VideoError, choose_indices, probe, read_frames
+for line in sys.stdin:
+    path = line.strip()
+    print(json.dumps({"start": path}), flush=True)
+    try:
+        info = probe(path)
+        kept, frames = read_frames(path, choose_indices(info.frame_count, 4, "uniform"), info)
+        assert frames.dtype.name == "uint8" and frames.ndim == 4 and frames.shape[0] == len(kept) > 0
+        assert frames.shape[3] == 3 and list(kept) == sorted(set(kept.tolist()))
+        outcome = "ok"
+    except VideoError as exc:
+        outcome = "VideoError"
+    except Exception as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    print(json.dumps({"done": path, "outcome": outcome}), flush=True)
+"""
+
+
+def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
+    """One seeded mutation of a file: flipped bytes, a cut, a duplicated chunk, zeroed or swapped ranges."""
+    data = bytearray(data)
+    kind = ["flip", "truncate", "duplicate", "zero", "swap", "flip+truncate"][int(rng.integers(0, 6))]
+    n = len(data)
+    if kind in ("flip", "flip+truncate"):
+        for _ in range(int(rng.integers(1, 40))):
+            data[int(rng.integers(0, n))] ^= 1 << int(rng.integers(0, 8))
+    if kind in ("truncate", "flip+truncate"):
+        data = data[:int(rng.integers(0, n))]
+    elif kind == "duplicate":
+        a = int(rng.integers(0, n))
+        b = min(n, a + int(rng.integers(1, 4096)))
+        at = int(rng.integers(0, n))
+        data = data[:at] + data[a:b] + data[at:]
+    elif kind == "zero":
+        a = int(rng.integers(0, n))
+        end = min(n, a + int(rng.integers(1, 2048)))
+        data[a:end] = bytes(end - a)
+    elif kind == "swap":
+        size = int(rng.integers(16, 1024))
+        a, b = sorted(int(x) for x in rng.integers(0, max(1, n - size), 2))
+        if b - a >= size:
+            data[a:a + size], data[b:b + size] = data[b:b + size], data[a:a + size]
+    return kind, bytes(data)
+
+
+def make_fuzz_cases(folder: Path, sources: list[Path], n: int, seed: int) -> list[tuple[Path, str]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(n):
+        source = sources[i % len(sources)]
+        kind, data = mutate(source.read_bytes(), rng)
+        path = folder / f"case{i:04d}{source.suffix}"
+        path.write_bytes(data)
+        cases.append((path, kind))
+    return cases
+
+
+def run_fuzz(paths: list[Path], case_timeout: float = 10.0) -> dict[str, str]:
+    """Outcome of every path, decoded in a child process that is restarted after a crash or hang.
+
+    Outcomes: ok, VideoError, another exception's text, "crash (signal N)" or "hang".
+    """
+    outcomes: dict[str, str] = {}
+    todo = [str(p) for p in paths]
+    while todo:
+        proc = subprocess.Popen([sys.executable, "-c", FUZZ_WORKER], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)], daemon=True).start()
+        proc.stdin.write("".join(p + "\n" for p in todo))
+        proc.stdin.close()
+        current = None
+        while True:
+            try:
+                line = lines.get(timeout=case_timeout + (20 if current is None else 0))  # start-up: imports
+            except queue.Empty:
+                proc.kill()
+                proc.wait()
+                outcomes[current or todo[0]] = "hang"
+                break
+            if line is None:
+                code = proc.wait()
+                if current is not None:
+                    outcomes[current] = f"crash (exit {code})"
+                break
+            message = json.loads(line)
+            if "start" in message:
+                current = message["start"]
+            else:
+                outcomes[message["done"]] = message["outcome"]
+                current = None
+        proc.wait()
+        todo = [p for p in todo if p not in outcomes]
+    return outcomes
+
+
+def fuzz_sources(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = face_frames(10, 64)
+    return [write_video(folder / "seed.mp4", frames), write_video(folder / "seed.mkv", frames),
+            write_video(folder / "seed.avi", frames, fourcc="MJPG")]
+
+
+def test_fuzzed_videos_never_crash_or_hang(tmp_path):
+    cases = make_fuzz_cases(tmp_path / "cases", fuzz_sources(tmp_path / "seeds"), n=200, seed=7)
+    start = time.perf_counter()
+    outcomes = run_fuzz([p for p, _ in cases])
+    seconds = time.perf_counter() - start
+    counts = Counter(outcomes.values())
+    print(f"fuzz: {len(cases)} cases in {seconds:.1f} s: {dict(counts)}")
+    assert len(outcomes) == len(cases)
+    unexpected = {p: o for p, o in outcomes.items() if o not in ("ok", "VideoError")}
+    assert not unexpected, unexpected
+    assert counts["ok"] > 0 and counts["VideoError"] > 0

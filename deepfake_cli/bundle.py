@@ -30,7 +30,7 @@ CONFIG_FILE = "config.json"
 CNN_WEIGHTS = "cnn.weights.h5"
 LSTM_WEIGHTS = "lstm.weights.h5"
 CHECKPOINT_DIR = "checkpoints"
-CLASSES = ["real", "fake"]
+CLASSES = ("real", "fake")  # score = P(CLASSES[1])
 FEATURE_LAYER = "pooled features before the classifier head"
 HEAD_LAYERS = ("features", "head_dropout", "score")
 AGGREGATIONS = ("mean",)
@@ -133,8 +133,8 @@ def _check_types(data: dict, source: str) -> None:
 
 def _check_values(config: BundleConfig, source: str) -> None:
     problems = []
-    if config.classes != CLASSES:
-        problems.append(f"classes must be {CLASSES}")
+    if config.classes != list(CLASSES):
+        problems.append(f"classes must be {list(CLASSES)}")
     if config.input_size <= 0 or config.feature_dim <= 0:
         problems.append("input_size and feature_dim must be positive")
     if not 0.0 <= config.threshold <= 1.0:

@@ -21,7 +21,10 @@ TensorFlow-only pieces (MirroredStrategy) are isolated in :func:`accelerator_sco
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
+import shutil
 import shlex
 import sys
 import threading
@@ -46,7 +49,6 @@ from deepfake_cli.splits import training_splits
 from deepfake_cli.store import Store
 
 ROUND_LR_FACTOR = 0.1  # round r trains with learning_rate * ROUND_LR_FACTOR ** (r - 1)
-LABEL_VALUES = {"real": 0, "fake": 1}
 STATE_FILE = "state.json"
 CNN_CHECKPOINTS = "cnn"  # bundle_dir/checkpoints/cnn
 
@@ -71,7 +73,7 @@ class CNNTrainOptions:
     max_frames_per_video: int | None = None
     dropout: float = 0.2  # before the Dense(1, sigmoid) head
     batchnorm: str = "auto"  # frozen | train | auto (= frozen for pretrained weights, train for "none")
-    workers: int = 1  # PyDataset loader threads
+    workers: int = 2  # PyDataset loader threads (decode, augment, resize)
 
 
 # ---------------------------------------------------------------------- data
@@ -133,7 +135,7 @@ class FaceDataset(keras.utils.PyDataset):
 
     def __init__(self, store: Store, items: list[tuple[str, int]], labels: dict[str, int],
                  batch_size: int, input_size: int, *, augment: bool = False, shuffle: bool = False,
-                 weights: dict[int, float] | None = None, cache_videos: int = 16, **kwargs):
+                 weights: dict[int, float] | None = None, cache_videos: int = 32, **kwargs):
         super().__init__(**kwargs)
         self.store, self.items, self.labels = store, list(items), labels
         self.batch_size, self.input_size = batch_size, input_size
@@ -282,8 +284,6 @@ class Checkpoints:
 
     def load(self) -> dict | None:
         """The last written state, or None when there is none."""
-        import json
-
         path = self.path(STATE_FILE)
         if not path.is_file():
             return None
@@ -301,8 +301,6 @@ class Checkpoints:
 
     def write(self, state: dict) -> None:
         """Write the state atomically, then delete files it no longer names."""
-        import json
-
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path(STATE_FILE), json.dumps(state, indent=1) + "\n")
         self.prune(state)
@@ -368,7 +366,7 @@ class Loop:
     """What the generic epoch loop needs to know about one model."""
 
     model: object
-    train: FaceDataset
+    train: keras.utils.PyDataset  # with set_epoch(key) and items
     evaluate: Callable[[object], dict]
     checkpoints: Checkpoints
     final_weights: Path
@@ -422,11 +420,18 @@ def reset_optimizer(model, learning_rate: float) -> bool:
 
 
 def improved(metrics: dict, best: dict | None) -> bool:
-    """True when the val AUC beats the best so far (NaN never does, except the very first)."""
+    """True when the val AUC beats the best so far, or ties it with a lower val loss.
+
+    NaN never improves (except on the very first epoch).
+    """
     auc = metrics["val_auc"]
     if best is None:
         return True
-    return not math.isnan(auc) and (math.isnan(best["val_auc"]) or auc > best["val_auc"])
+    if math.isnan(auc):
+        return False
+    if math.isnan(best["val_auc"]) or auc > best["val_auc"]:
+        return True
+    return auc == best["val_auc"] and metrics["val_loss"] < best["val_loss"]
 
 
 def train_one_epoch(loop: Loop, index: int, state: dict) -> tuple[float, float]:
@@ -466,9 +471,12 @@ def publish_best(loop: Loop, state: dict) -> None:
     source = loop.checkpoints.path(state["best"]["file"])
     if not source.is_file():
         return
-    tmp = loop.final_weights.with_name(f".tmp.{loop.final_weights.name}")
-    tmp.write_bytes(source.read_bytes())
-    tmp.replace(loop.final_weights)
+    tmp = loop.final_weights.with_name(f".tmp{os.getpid()}.{loop.final_weights.name}")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, loop.final_weights)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_epoch(loop: Loop, index: int, phase: Phase, state: dict) -> dict:
@@ -543,7 +551,7 @@ def resolve_input_size(options: CNNTrainOptions) -> int:
 
 def label_map(store: Store, video_ids: list[str]) -> dict[str, int]:
     """video_id -> 1 (fake) / 0 (real)."""
-    return {v: LABEL_VALUES[store.entry(v).label] for v in video_ids}
+    return {v: int(store.entry(v).label == "fake") for v in video_ids}
 
 
 def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,

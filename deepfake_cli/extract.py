@@ -6,6 +6,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
 from deepfake_cli.datasets import VideoRecord, assign_splits, discover
 from deepfake_cli.progress import Reporter
@@ -79,20 +80,32 @@ def extract(store: Store, paths: list[Path], options: ExtractOptions, reporter: 
     return summary
 
 
+def _cannot_read(summary: ExtractSummary, record: VideoRecord, reason: str | None) -> None:
+    """A file that cannot even be read: reported, not recorded, so a rerun tries it again."""
+    summary.failed += 1
+    summary.failures.append((str(record.path), f"{record.path}: cannot read ({reason or 'error'})"))
+
+
 def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, known: dict,
                  summary: ExtractSummary, reporter: Reporter) -> None:
     path = record.path.resolve()
     try:
         stat = path.stat()
     except OSError as exc:
-        summary.failed += 1
-        summary.failures.append((str(record.path), f"cannot read: {exc.strerror}"))
+        _cannot_read(summary, record, exc.strerror)
+        return
+    if not S_ISREG(stat.st_mode):  # a FIFO would block the hashing forever, a device never end
+        _cannot_read(summary, record, "not a regular file")
         return
     cached = known.get((str(path), stat.st_size, stat.st_mtime))
     if cached is not None and (cached.ok or not options.retry_failed):
         summary.already_done += 1
         return
-    sha = file_sha256(path)
+    try:
+        sha = file_sha256(path)
+    except OSError as exc:  # e.g. permission denied: one unreadable file must not end the run
+        _cannot_read(summary, record, exc.strerror)
+        return
     entry = VideoEntry(
         video_id=video_id_for(sha), path=str(path), sha256=sha, size=stat.st_size, mtime=stat.st_mtime,
         label=record.label, split=record.split, dataset=record.dataset, method=record.method,

@@ -9,6 +9,8 @@ AUC and per-epoch checkpoints like the CNN.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -134,26 +136,50 @@ def run_feature_model(model, crops: np.ndarray, input_size: int, batch_size: int
     return np.concatenate(feats), np.concatenate(scores)
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def export_settings(bundle: Bundle) -> dict:
     """What the stored features are (saved with every feature segment)."""
     c = bundle.config
     return {"bundle": c.name, "backbone": c.backbone, "input_size": c.input_size,
             "feature_dim": c.feature_dim, "feature_layer": c.feature_layer,
-            "score": "P(fake), uncalibrated", "cnn_trained": c.updated}
+            "score": "P(fake), uncalibrated", "cnn_sha256": file_sha256(bundle.cnn_weights)}
 
 
-def export_targets(store: Store, stage: str, force: bool, counts: dict) -> list[str]:
-    """Video ids to export; counts the ones left out by reason."""
+def stored_settings(store: Store, video_id: str, stage: str) -> dict:
+    """Settings of a stored segment, reading only its attributes."""
+    # Store.read_features would read the arrays too; its segment reader opens just the file.
+    with store._read_segment(video_id, stage) as f:
+        return json.loads(f.attrs.get("settings", "{}"))
+
+
+def export_targets(store: Store, stage: str, cnn_sha256: str, force: bool, counts: dict) -> list[str]:
+    """Video ids to export; counts the ones left out by reason.
+
+    Features of another version of the CNN (a retrained bundle) are recomputed ("stale").
+    """
     todo = []
     for entry in store.entries():
+        vid = entry.video_id
         if not entry.ok:
             counts["failed"] += 1
-        elif not store.has(entry.video_id, "faces"):
+        elif not store.has(vid, "faces"):
             counts["missing_faces"] += 1
-        elif store.has(entry.video_id, stage) and not force:
-            counts["skipped"] += 1
+        elif store.has(vid, stage) and not force:
+            if stored_settings(store, vid, stage).get("cnn_sha256") == cnn_sha256:
+                counts["skipped"] += 1
+            else:
+                counts["stale"] += 1
+                todo.append(vid)
         else:
-            todo.append(entry.video_id)
+            todo.append(vid)
     return todo
 
 
@@ -165,9 +191,10 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
     name = model_name or bundle.feature_model_name
     model = bundle.build_feature_model()
     reporter = reporter or Reporter()
-    counts = {"exported": 0, "skipped": 0, "no_faces": 0, "missing_faces": 0, "failed": 0, "faces": 0}
-    todo = export_targets(store, f"features.{name}", force, counts)
+    counts = {"exported": 0, "skipped": 0, "stale": 0, "no_faces": 0, "missing_faces": 0, "failed": 0,
+              "faces": 0}
     settings = export_settings(bundle)
+    todo = export_targets(store, f"features.{name}", settings["cnn_sha256"], force, counts)
     reporter.start(len(todo), "features")
     for vid in todo:
         indices, crops = ordered_faces(store, vid)

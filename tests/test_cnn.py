@@ -116,7 +116,7 @@ def trained(tmp_path_factory):
     store = Store.open(make_store(root / "dfd.h5"), write=False)
     reports: list[dict] = []
     options = CNNTrainOptions(backbone=BACKBONE, weights="imagenet", input_size=SIZE, epochs=3, rounds=2,
-                              batch_size=8, learning_rate=1e-3, warmup_epochs=1, patience=3, seed=0)
+                              batch_size=8, learning_rate=1e-3, patience=3, seed=0)
     summary = train_cnn(store, root / "models" / "tiny", options, on_epoch=reports.append, command="dfd train-cnn")
     return root / "models" / "tiny", summary, reports
 
@@ -141,11 +141,12 @@ def test_train_cnn_writes_a_bundle(trained):
 def test_train_cnn_runs_both_rounds_and_learns(trained):
     _, summary, reports = trained
     assert [(r["round"], r["epoch"], r["phase"]) for r in reports] == [
-        (1, 1, "warmup"), (1, 2, "round1"), (1, 3, "round1"), (2, 1, "round2"), (2, 2, "round2"), (2, 3, "round2")]
+        (1, 1, "round1"), (1, 2, "round1"), (1, 3, "round1"), (2, 1, "round2"), (2, 2, "round2"), (2, 3, "round2")]
     assert set(reports[0]) >= {"round", "epoch", "loss", "val_auc", "val_loss", "best_val_auc", "seconds"}
     assert summary["rounds"] == 2 and summary["epochs_run"] == 6
     assert summary["best_val_auc"] == max(r["val_auc"] for r in reports)
-    assert summary["best_val_auc"] > 0.8
+    assert summary["best_val_auc"] > 0.9 and summary["best_val_video_auc"] > 0.9
+    assert reports[-1]["val_loss"] < 0.5  # batch-norm statistics stay pretrained: train/val agree
 
 
 def test_checkpoints_keep_only_what_the_state_names(trained):
@@ -174,7 +175,7 @@ RUN_SCRIPT = textwrap.dedent("""
 
     store = Store.open(sys.argv[1], write=False)
     options = CNNTrainOptions(backbone="efficientnet-lite0", input_size=32, epochs=4, rounds=1, batch_size=16,
-                              learning_rate=1e-3, patience=10, augment=False)
+                              learning_rate=1e-3, patience=10, warmup_epochs=1)
     def report(info):
         print("EPOCH " + json.dumps(info), flush=True)
     summary = train_cnn(store, sys.argv[2], options, resume=sys.argv[3] == "resume", on_epoch=report)
@@ -222,11 +223,12 @@ def test_sigkill_then_resume_under_torch_backend(tmp_path):
     second = subprocess.run([sys.executable, str(script), str(store), str(bundle_dir), "resume"],
                             capture_output=True, text=True, env=run_env(), timeout=300)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    epochs = [r["epoch"] for r in epochs_reported(second.stdout)]
-    assert epochs == list(range(len(done_before) + 1, 5))
+    reported = epochs_reported(second.stdout)
+    assert [r["epoch"] for r in reported] == list(range(len(done_before) + 1, 5))
+    assert all(r["phase"] == "round1" for r in reported)  # the warm-up epoch was done before the kill
     summary = json.loads(second.stdout.split("SUMMARY ", 1)[1])
     assert summary["epochs_run"] == 4 and summary["resumed_from_epoch"] == len(done_before)
     history = json.loads(state_file.read_text())["history"]
     assert [h["loss"] for h in history[:len(done_before)]] == [h["loss"] for h in done_before]
     assert load_bundle(bundle_dir).config.keras_backend == "torch"
-    assert "TENSORFLOW_IMPORTED" in second.stdout
+    assert "TENSORFLOW_IMPORTED False" in second.stdout  # the torch code path never needs TensorFlow

@@ -1,8 +1,8 @@
 """Hostile inputs through the command line: broken, odd, huge and many files.
 
 `extract` must record every bad file as failed (status + error, in the store and the summary)
-and add the rest; `predict` must print one error line naming the file and the reason and exit
-3 (unreadable) or 4 (no face). A fuzzer feeds a few hundred mutated copies of a valid mp4 to
+and add the rest; `predict` (with the bundled default model) must print one error line naming
+the file and the reason and exit 3 (unreadable) or 4 (no face), and judge the odd-but-valid ones. A fuzzer feeds a few hundred mutated copies of a valid mp4 to
 video.probe + video.read_frames in a child process: no crash, no hang, only ok or VideoError.
 benchmarks/kill_test.py --fuzz N runs the same fuzzer with more cases.
 """
@@ -27,9 +27,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli import video
 from deepfake_cli.cli import app
-from deepfake_cli.store import Faces, Frames, Store, VideoEntry
+from deepfake_cli.store import Store
 
 runner = CliRunner()
 FPV = 4
@@ -261,6 +260,40 @@ def test_extract_of_a_missing_path_is_an_error_naming_it(hostile, tmp_path):
         assert len(reader) == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_among_the_videos_does_not_block_extract(hostile, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(hostile / "good.mp4", folder / "good.mp4")
+    os.mkfifo(folder / "pipe.mp4")  # hashing it would wait forever for a writer
+    result = subprocess.run([sys.executable, "-m", "deepfake_cli", "extract", str(folder), "--store",
+                             str(tmp_path / "s.h5"), "--json", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["added"] == 1 and summary["failures"] == [
+        {"path": str(folder / "pipe.mp4"), "error": f"{folder / 'pipe.mp4'}: cannot read (not a regular file)"}]
+
+
+def test_an_unreadable_file_is_reported_and_the_rest_added(hostile, tmp_path, monkeypatch):
+    """As root every file is readable, so the EACCES of `chmod 000` is simulated."""
+    import deepfake_cli.extract as extract_module
+
+    real_hash = extract_module.file_sha256
+
+    def hash_or_deny(path, *args):
+        if Path(path).name == "one frame.mp4":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_hash(path, *args)
+
+    monkeypatch.setattr(extract_module, "file_sha256", hash_or_deny)
+    store = tmp_path / "s.h5"
+    result = invoke("extract", hostile / "good.mp4", hostile / "one frame.mp4", hostile / "tiny 64x64.mp4",
+                    "--store", store)
+    assert f"failed {hostile / 'one frame.mp4'}: cannot read (Permission denied)" in result.stdout
+    with Store.open(store) as reader:
+        assert sorted(Path(e.path).name for e in reader.entries()) == ["good.mp4", "tiny 64x64.mp4"]
+
+
 class CountingCapture:
     """cv2.VideoCapture that counts the calls that decode or convert frames."""
 
@@ -329,42 +362,29 @@ def test_a_folder_of_2000_images(tmp_path):
 
 
 # ---------------------------------------------------------------------- predict
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default"
+
+
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> tuple[Path, str]:
-    """A tiny CNN bundle trained through the CLI on a synthetic store (its scores mean nothing)."""
-    root = tmp_path_factory.mktemp("bundle")
-    store = root / "train.h5"
-    rng = np.random.default_rng(0)
-    with Store.open(store, write=True) as writer:
-        for i in range(8):
-            vid, label = f"v{i:03d}", ("fake" if i % 2 else "real")
-            writer.write_frames(VideoEntry(video_id=vid, path=f"{vid}.mp4", label=label, group=f"g{i}",
-                                           split="val" if i >= 4 else "train", fpv=FPV, sampling="consecutive"),
-                                Frames(np.arange(FPV, dtype=np.int64), np.zeros((FPV, 2, 2, 3), np.uint8)))
-            crops = rng.integers(40, 120, (FPV, 32, 32, 3)).astype(np.uint8)
-            if label == "fake":
-                crops[:, 8:24, 8:24] = 230
-            writer.write_faces(vid, Faces(crops=crops, frame_indices=np.arange(FPV), boxes=np.zeros((FPV, 4)),
-                                          landmarks=np.zeros((FPV, 5, 2)), scores=np.ones(FPV),
-                                          track_ids=np.zeros(FPV), missing_frames=np.zeros(0),
-                                          settings={"size": 32, "align": True, "margin": 0.2, "detector": "mtcnn",
-                                                    "detect_max_side": 640}))
-    models = root / "models"
-    # vgg16 rather than efficientnet-b0: the same CLI path, a third of the training time here
-    invoke("train-cnn", "--store", store, "--models-dir", models, "--model", "tiny", "--backbone", "vgg16",
-           "--weights", "none", "--input-size", 32, "--epochs", 1, "--rounds", 1, "--batch-size", 8, "--quiet")
-    shutil.rmtree(models / "tiny" / "checkpoints", ignore_errors=True)  # not needed to predict
-    return models, "tiny"
+def model() -> list[str]:
+    """`dfd predict` options naming the bundled default model: what a user runs, and no training here."""
+    if not (DEFAULT_MODEL / "config.json").exists() or not (DEFAULT_MODEL / "cnn.weights.h5").exists():
+        pytest.skip(f"no default model in {DEFAULT_MODEL}")
+    return ["--model", str(DEFAULT_MODEL)]
 
 
-def test_predict_on_every_hostile_input(hostile, bundle, tmp_path):
-    models, name = bundle
+def test_predict_on_every_hostile_input(hostile, model, tmp_path):
     missing = tmp_path / "does not exist.mp4"
     files = sorted(hostile.iterdir()) + [missing]
-    result = invoke("predict", *files, "--models-dir", models, "--model", name, "--json", expect=None)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.mp4")
+        files.append(tmp_path / "pipe.mp4")
+    result = invoke("predict", *files, *model, "--json", expect=None)
     assert result.exit_code == 4, result.output  # the worst of the batch: a clip without a face
     by_name = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
     assert by_name[missing.name]["exit_code"] == 3 and "no such file" in by_name[missing.name]["error"]
+    if "pipe.mp4" in by_name:
+        assert by_name["pipe.mp4"]["exit_code"] == 3 and "not a file" in by_name["pipe.mp4"]["error"]
     for file_name, expected in EXPECTED.items():
         r = by_name[file_name]
         if expected == "ok":
@@ -377,18 +397,17 @@ def test_predict_on_every_hostile_input(hostile, bundle, tmp_path):
     assert by_name["rotated 90.mp4"]["faces"] >= 3  # the face is found only in upright frames
 
 
-def test_predict_error_lines_name_the_file_once_on_one_line(hostile, bundle, tmp_path):
-    models, name = bundle
+def test_predict_error_lines_name_the_file_once_on_one_line(hostile, model, tmp_path):
     missing = tmp_path / "does not exist.mp4"
     cases = [(hostile / "truncated 50.mp4", 3, "cannot be opened"), (hostile / "zero.mp4", 3, "empty file"),
              (missing, 3, "no such file"), (hostile / "noface.mp4", 4, "no face found")]
     for path, code, reason in cases:
-        result = invoke("predict", path, "--models-dir", models, "--model", name, expect=code)
+        result = invoke("predict", path, *model, expect=code)
         lines = [line for line in result.output.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error:")]
         assert len(errors) == 1, result.output
         assert errors[0].count(str(path)) == 1 and reason in errors[0], errors[0]
-    good = invoke("predict", hostile / "clip [abc] [b].mp4", "--models-dir", models, "--model", name)
+    good = invoke("predict", hostile / "clip [abc] [b].mp4", *model)
     assert "clip [abc] [b].mp4: " in good.stdout  # the name printed as it is
 
 

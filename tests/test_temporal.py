@@ -76,6 +76,11 @@ def test_export_features(tmp_path, cnn_bundle):
     assert again["exported"] == 0 and again["skipped"] == 3
     forced = export_features(store, bundle_dir, force=True, model_name="other")
     assert forced["exported"] == 3 and store.has("a", "features.other")
+
+    retrained, _ = build_classifier(BACKBONE, SIZE)
+    save_weights_atomic(retrained, bundle_dir / "cnn.weights.h5", weights_tag("cnn", load_bundle(bundle_dir).config))
+    stale = export_features(store, bundle_dir)
+    assert stale["stale"] == 3 and stale["exported"] == 3 and stale["skipped"] == 0
     store.close()
 
 

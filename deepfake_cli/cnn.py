@@ -24,6 +24,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import shlex
 import sys
@@ -206,6 +207,23 @@ def gpu_count() -> int:
 
         return sum(d.platform == "gpu" for d in jax.devices())
     return 0
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the backend (Keras layers draw their seeds from Python's random).
+
+    keras.utils.set_random_seed imports TensorFlow under every backend, so it is used only
+    when TensorFlow is the backend.
+    """
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def use_mixed_precision(mode: str, gpus: int) -> bool:
@@ -662,7 +680,7 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
     check_splits(store, splits)
     input_size = resolve_input_size(options)
     train, val, weights = make_datasets(store, splits, options, input_size)
-    keras.utils.set_random_seed(options.seed)
+    seed_everything(options.seed)
     with accelerator_scope(options.mixed_precision) as device:
         classifier, feature_model = build_classifier(options.backbone, input_size, options.weights,
                                                      options.dropout)

@@ -23,7 +23,7 @@ from deepfake_cli.augment import resize_crop
 from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_WEIGHTS, Bundle, build_lstm_model, load_bundle,
                                  save_config, weights_tag)
 from deepfake_cli.cnn import (Checkpoints, Loop, Phase, class_weights, log_loss, new_state,
-                              record_command, run_phases, safe_auc)
+                              record_command, run_phases, safe_auc, seed_everything)
 from deepfake_cli.progress import Reporter
 from deepfake_cli.store import Features, Store
 
@@ -273,7 +273,7 @@ def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume
     config.training["lstm_data"] = {"train_videos": len(train.items), "val_videos": len(val.items)}
     record_command(config, "train-lstm" + (" --resume" if resumed_at is not None else ""), command)
     save_config(bundle_dir, config)
-    keras.utils.set_random_seed(options.seed)
+    seed_everything(options.seed)
     model = build_lstm_model(seq_len, config.feature_dim, options.units, options.dropout)
     loop = Loop(model=model, train=train, evaluate=lambda m: evaluate_sequences(m, val),
                 checkpoints=checkpoints, final_weights=bundle_dir / LSTM_WEIGHTS,

@@ -20,7 +20,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import get_type_hints
 
 import h5py
 import numpy as np

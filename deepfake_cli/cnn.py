@@ -41,11 +41,11 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from deepfake_cli.augment import augment_face, resize_crop
-from deepfake_cli.bundle import (CHECKPOINT_DIR, CNN_WEIGHTS, BundleConfig, BundleError, atomic_write_text,
-                                 build_classifier, dfd_version, keras_backend, load_optimizer_state,
-                                 load_weights_checked, now_iso, read_config, save_config,
-                                 save_optimizer_state, save_weights_atomic, set_backbone_trainable,
-                                 weights_tag)
+from deepfake_cli.bundle import (CHECKPOINT_DIR, CNN_WEIGHTS, CONFIG_FILE, LSTM_WEIGHTS, BundleConfig,
+                                 BundleError, atomic_write_text, build_classifier, dfd_version,
+                                 keras_backend, load_optimizer_state, load_weights_checked, now_iso,
+                                 read_config, save_config, save_optimizer_state, save_weights_atomic,
+                                 set_backbone_trainable, weights_tag)
 from deepfake_cli.splits import training_splits
 from deepfake_cli.store import Store
 
@@ -338,8 +338,7 @@ def referenced_files(state: dict | None) -> list[str]:
     if not state:
         return []
     names = list((state.get("last") or {}).values())
-    if state.get("best"):
-        names.append(state["best"]["file"])
+    names.append((state.get("best") or {}).get("file"))
     return [n for n in names if n]
 
 
@@ -484,9 +483,10 @@ def save_epoch(loop: Loop, phase: Phase, state: dict, record: dict, better: bool
 
 def publish_best(loop: Loop, state: dict) -> None:
     """Copy the best checkpoint to the bundle's weights file (atomically)."""
-    if not state.get("best"):
+    name = (state.get("best") or {}).get("file")
+    if not name:
         return
-    source = loop.checkpoints.path(state["best"]["file"])
+    source = loop.checkpoints.path(name)
     if not source.is_file():
         return
     tmp = loop.final_weights.with_name(f".tmp{os.getpid()}.{loop.final_weights.name}")
@@ -528,10 +528,18 @@ def run_phases(loop: Loop, phases: list[Phase], state: dict) -> dict:
             [phase.name] if state["phase_epoch"] < phase.epochs else [])
         state.update(phase=index + 1, phase_epoch=0, bad_epochs=0)
         loop.checkpoints.write(state)
-    state["done"] = True
-    loop.checkpoints.write(state)
     publish_best(loop, state)
+    finish_state(loop.checkpoints, state)
     return state
+
+
+def finish_state(checkpoints: Checkpoints, state: dict) -> None:
+    """Mark the run done and drop its weight files (the best one is published)."""
+    state["done"] = True
+    state["last"] = None
+    if state.get("best"):
+        state["best"]["file"] = None
+    checkpoints.write(state)
 
 
 # ---------------------------------------------------------------------- train_cnn
@@ -616,7 +624,9 @@ def training_description(store: Store, splits: dict, train: FaceDataset, val: Fa
             "cnn_options": asdict(options), "device": device,
             "schedule": (f"round r: fresh Adam at learning_rate * {ROUND_LR_FACTOR}**(r-1); rounds >= 2 "
                          "restart from the best weights; warm-up epochs train the head only"),
-            "early_stopping": f"validation frame AUC, patience {options.patience}"}
+            "early_stopping": f"validation frame AUC, patience {options.patience}",
+            "batchnorm": ("frozen: pretrained statistics, inference mode while fine-tuning"
+                          if frozen_batchnorm(options) else "trained (batch statistics)")}
 
 
 def record_command(config: BundleConfig, step: str, command: str | None) -> None:
@@ -654,20 +664,35 @@ def cnn_summary(bundle_dir: Path, state: dict, config: BundleConfig, resumed_at:
             "weights": str(bundle_dir / CNN_WEIGHTS), "history": state["history"]}
 
 
-def prepare_state(checkpoints: Checkpoints, resume: bool, store: Store,
-                  options: CNNTrainOptions) -> tuple[dict, CNNTrainOptions, int | None]:
-    """The loop state to start from: the checkpoint's when resuming, else a fresh one.
+def prepare_state(checkpoints: Checkpoints, resume: bool, kind: str, options,
+                  splits_fn: Callable[[], dict]) -> tuple[dict, object, int | None]:
+    """(state, options, resumed_at_epoch): the checkpoint's when resuming, else fresh ones.
 
-    When resuming, the checkpoint's options win (the run continues as it was started).
+    When resuming, the checkpoint's options win (the run continues as it was started);
+    without a checkpoint to resume, a fresh run starts.
     """
     state = checkpoints.load() if resume else None
-    if state is not None and state.get("kind") == "cnn":
+    if state is not None and state.get("kind") == kind:
         checkpoints.prune(state)
-        known = {f.name for f in fields(CNNTrainOptions)}
-        return state, CNNTrainOptions(**{k: v for k, v in state["options"].items() if k in known}), len(state["history"])
+        known = {f.name for f in fields(type(options))}
+        saved = type(options)(**{k: v for k, v in state["options"].items() if k in known})
+        return state, saved, len(state["history"])
     checkpoints.clear()
-    splits = usable_splits(store, options)
-    return new_state("cnn", asdict(options), splits), options, None
+    return new_state(kind, asdict(options), splits_fn()), options, None
+
+
+def discard_lstm(bundle_dir: Path) -> None:
+    """A new CNN makes the bundle's LSTM (and its checkpoints) meaningless: remove them."""
+    shutil.rmtree(bundle_dir / CHECKPOINT_DIR / "lstm", ignore_errors=True)
+    (bundle_dir / LSTM_WEIGHTS).unlink(missing_ok=True)
+
+
+def cnn_config(store: Store, bundle_dir: Path, options: CNNTrainOptions, resumed: bool, input_size: int,
+               feature_dim: int, splits: dict) -> BundleConfig:
+    """The bundle config at the start of a run: the existing one when resuming."""
+    if resumed and (bundle_dir / CONFIG_FILE).is_file():
+        return read_config(bundle_dir)
+    return initial_config(store, bundle_dir, options, input_size, feature_dim, splits)
 
 
 def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: bool = False,
@@ -675,7 +700,10 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
     """Train the frame classifier into ``bundle_dir``; returns a summary (see module doc)."""
     bundle_dir = Path(bundle_dir)
     checkpoints = Checkpoints(bundle_dir / CHECKPOINT_DIR / CNN_CHECKPOINTS)
-    state, options, resumed_at = prepare_state(checkpoints, resume, store, options)
+    state, options, resumed_at = prepare_state(checkpoints, resume, "cnn", options,
+                                               lambda: usable_splits(store, options))
+    if resumed_at is None:
+        discard_lstm(bundle_dir)
     splits = state["splits"]
     check_splits(store, splits)
     input_size = resolve_input_size(options)
@@ -684,9 +712,8 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
     with accelerator_scope(options.mixed_precision) as device:
         classifier, feature_model = build_classifier(options.backbone, input_size, options.weights,
                                                      options.dropout)
-        config = (read_config(bundle_dir) if resumed_at is not None and (bundle_dir / "config.json").is_file()
-                  else initial_config(store, bundle_dir, options, input_size,
-                                      int(feature_model.outputs[0].shape[-1]), splits))
+        config = cnn_config(store, bundle_dir, options, resumed_at is not None, input_size,
+                            int(feature_model.outputs[0].shape[-1]), splits)
         config.training = training_description(store, splits, train, val, weights, options, device)
         record_command(config, "train-cnn" + (" --resume" if resumed_at is not None else ""), command)
         save_config(bundle_dir, config)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +22,7 @@ import numpy as np
 from deepfake_cli.augment import resize_crop
 from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_WEIGHTS, Bundle, build_lstm_model, load_bundle,
                                  save_config, weights_tag)
-from deepfake_cli.cnn import (Checkpoints, Loop, Phase, class_weights, log_loss, new_state,
+from deepfake_cli.cnn import (Checkpoints, Loop, Phase, class_weights, log_loss, prepare_state,
                               record_command, run_phases, safe_auc, seed_everything)
 from deepfake_cli.progress import Reporter
 from deepfake_cli.store import Features, Store
@@ -240,16 +240,29 @@ def lstm_datasets(store: Store, splits: dict, model_name: str, seq_len: int,
     return train, val
 
 
-def prepare_lstm_state(checkpoints: Checkpoints, resume: bool, options: LSTMTrainOptions,
-                       splits_fn: Callable[[], dict]) -> tuple[dict, LSTMTrainOptions, int | None]:
-    """Checkpointed state and options when resuming, else fresh ones."""
-    state = checkpoints.load() if resume else None
-    if state is not None and state.get("kind") == "lstm":
-        checkpoints.prune(state)
-        known = {f.name for f in fields(LSTMTrainOptions)}
-        return state, LSTMTrainOptions(**{k: v for k, v in state["options"].items() if k in known}), len(state["history"])
-    checkpoints.clear()
-    return new_state("lstm", asdict(options), splits_fn()), options, None
+def lstm_config(config, options: LSTMTrainOptions, model_name: str, seq_len: int, counts: dict) -> None:
+    """Record the LSTM settings (not trained yet) in the bundle config."""
+    config.lstm = {"units": options.units, "dropout": options.dropout, "seq_len": seq_len,
+                   "feature_model": model_name, "trained": False}
+    config.training["lstm_options"] = asdict(options)
+    config.training["lstm_data"] = counts
+
+
+def lstm_results(config, state: dict) -> dict:
+    """Mark the LSTM trained and record its best validation metrics; returns the best epoch."""
+    best = state.get("best") or {}
+    config.lstm["trained"] = bool(best)
+    config.metrics["lstm"] = {k: best[k] for k in best if k.startswith("val_") or k == "epoch"} | {
+        "epochs_run": len(state["history"])}
+    return best
+
+
+def resolve_seq_len(options: LSTMTrainOptions, bundle: Bundle) -> int:
+    """Sequence length: the option, else the bundle's frames per video."""
+    seq_len = int(options.seq_len or bundle.config.fpv or bundle.config.lstm.get("seq_len") or 0)
+    if seq_len <= 0:
+        raise ValueError("the bundle records no frames per video; pass seq_len")
+    return seq_len
 
 
 def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume: bool = False,
@@ -258,34 +271,24 @@ def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
     config = bundle.config
-    model_name = options.features_model or bundle.feature_model_name
     checkpoints = Checkpoints(bundle_dir / CHECKPOINT_DIR / LSTM_CHECKPOINTS)
-    state, options, resumed_at = prepare_lstm_state(checkpoints, resume, options,
-                                                    lambda: lstm_splits(store, bundle, model_name))
+    state, options, resumed_at = prepare_state(
+        checkpoints, resume, "lstm", options,
+        lambda: lstm_splits(store, bundle, options.features_model or bundle.feature_model_name))
     model_name = options.features_model or bundle.feature_model_name
-    seq_len = int(options.seq_len or config.fpv or config.lstm.get("seq_len") or 0)
-    if seq_len <= 0:
-        raise ValueError("the bundle records no frames per video; pass seq_len")
+    seq_len = resolve_seq_len(options, bundle)
     train, val = lstm_datasets(store, state["splits"], model_name, seq_len, options)
-    config.lstm = {"units": options.units, "dropout": options.dropout, "seq_len": seq_len,
-                   "feature_model": model_name, "trained": False}
-    config.training["lstm_options"] = asdict(options)
-    config.training["lstm_data"] = {"train_videos": len(train.items), "val_videos": len(val.items)}
+    lstm_config(config, options, model_name, seq_len, {"train_videos": len(train.items), "val_videos": len(val.items)})
     record_command(config, "train-lstm" + (" --resume" if resumed_at is not None else ""), command)
     save_config(bundle_dir, config)
     seed_everything(options.seed)
-    model = build_lstm_model(seq_len, config.feature_dim, options.units, options.dropout)
-    loop = Loop(model=model, train=train, evaluate=lambda m: evaluate_sequences(m, val),
-                checkpoints=checkpoints, final_weights=bundle_dir / LSTM_WEIGHTS,
-                tag=weights_tag("lstm", config), patience=options.patience, seed=options.seed,
-                on_epoch=on_epoch)
+    loop = Loop(model=build_lstm_model(seq_len, config.feature_dim, options.units, options.dropout), train=train,
+                evaluate=lambda m: evaluate_sequences(m, val), checkpoints=checkpoints,
+                final_weights=bundle_dir / LSTM_WEIGHTS, tag=weights_tag("lstm", config),
+                patience=options.patience, seed=options.seed, on_epoch=on_epoch)
     if not state["done"]:
-        phase = Phase("lstm", 1, options.epochs, options.learning_rate)
-        state = run_phases(loop, [phase], state)
-    best = state.get("best") or {}
-    config.lstm["trained"] = bool(best)
-    config.metrics["lstm"] = {k: best[k] for k in best if k.startswith("val_") or k == "epoch"} | {
-        "epochs_run": len(state["history"])}
+        state = run_phases(loop, [Phase("lstm", 1, options.epochs, options.learning_rate)], state)
+    best = lstm_results(config, state)
     save_config(bundle_dir, config)
     return {"bundle": str(bundle_dir), "features_model": model_name, "seq_len": seq_len,
             "train_videos": len(train.items), "val_videos": len(val.items),

@@ -149,13 +149,12 @@ def test_train_cnn_runs_both_rounds_and_learns(trained):
     assert reports[-1]["val_loss"] < 0.5  # batch-norm statistics stay pretrained: train/val agree
 
 
-def test_checkpoints_keep_only_what_the_state_names(trained):
+def test_finished_run_keeps_only_its_history(trained):
     bundle_dir, summary, _ = trained
     ckpt = bundle_dir / "checkpoints" / "cnn"
     state = json.loads((ckpt / "state.json").read_text())
-    assert state["done"] and len(state["history"]) == 6
-    names = {p.name for p in ckpt.iterdir()}
-    assert names == {"state.json", state["last"]["weights"], state["last"]["optimizer"], state["best"]["file"]}
+    assert state["done"] and len(state["history"]) == 6 and state["best"]["val_auc"] == summary["best_val_auc"]
+    assert [p.name for p in ckpt.iterdir()] == ["state.json"]
     assert not [p for p in bundle_dir.rglob("*tmp*")]
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_cli.bundle import BundleConfig, build_classifier, load_bundle, save_config, save_weights_atomic, weights_tag
+from deepfake_cli.bundle import (BundleConfig, build_classifier, load_bundle, save_config, save_weights_atomic,
+                                 weights_tag)
 from deepfake_cli.store import Faces, Features, Frames, Store, VideoEntry
 from deepfake_cli.temporal import LSTMTrainOptions, export_features, pad_sequence, score_sequence, train_lstm
 

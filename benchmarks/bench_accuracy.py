@@ -1,6 +1,6 @@
 """Accuracy of a bundle on a folder of labelled videos (any layout `dfd extract` knows).
 
-    python benchmarks/bench_accuracy.py PATH... [--model NAME] [--limit N]
+    python -m benchmarks.bench_accuracy PATH... [--model NAME] [--limit N]
 
 Prints video-level AUC, ACC at the bundle's threshold and log-loss, and frame-level AUC of
 the CNN's per-frame scores, so anyone can measure a model on their own data.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import machine
+from benchmarks.common import machine
 
 from deepfake_cli.datasets import discover
 from deepfake_cli.metrics import binary_metrics

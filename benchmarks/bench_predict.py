@@ -3,7 +3,7 @@
 Warm: one process, models loaded once, videos scored in a loop (the first video is a
 warm-up and not counted). Cold: a fresh `dfd predict` process per video.
 
-    python benchmarks/bench_predict.py --videos 6 [--model models/default] [paths...]
+    python -m benchmarks.bench_predict --videos 6 [--model models/default] [paths...]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ffpp_videos, machine, peak_rss_mb
+from benchmarks.common import ffpp_videos, machine, peak_rss_mb
 
 from deepfake_cli.predict import Predictor
 

@@ -1,6 +1,6 @@
 """Throughput of `extract` and `crop` (frames/s) on real videos.
 
-    python benchmarks/bench_stages.py --videos 10 --fpv 25 [--detect-size 640] [paths...]
+    python -m benchmarks.bench_stages --videos 10 --fpv 25 [--detect-size 640] [paths...]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ffpp_videos, machine, peak_rss_mb
+from benchmarks.common import ffpp_videos, machine, peak_rss_mb
 
 from deepfake_cli.crop import CropOptions, crop
 from deepfake_cli.extract import ExtractOptions, extract

@@ -1,6 +1,6 @@
 """Crash safety by killing, at scale: SIGKILL dfd stages at random moments, check, resume, compare.
 
-    python benchmarks/kill_test.py [--extract-kills 12] [--crop-kills 10] [--export-kills 6]
+    python -m benchmarks.kill_test [--extract-kills 12] [--crop-kills 10] [--export-kills 6] [--train-kills 6]
                                    [--fuzz 2000] [--seed 0] [--json results.json]
 
 For each stage (extract, crop, and export-features with a tiny efficientnet-b0 bundle) the
@@ -9,8 +9,10 @@ store and SIGKILLs it, alternately at a delay uniform over the stage's uninterru
 ("time") and once k more segments exist plus a jitter ("progress"). After every kill: the
 index and every segment open, no video lists a stage with missing arrays, and the next writer
 deletes the `.tmp` leftovers. At the end the killed store must equal the reference: same
-videos, labels and errors, identical frames and crops, features within 1e-5. With --fuzz N it
-also feeds N mutated videos to video.probe + read_frames (tests/test_hostile_inputs.py).
+videos, labels and errors, identical frames and crops, features within 1e-5. Then it kills `dfd train-cnn` (tiny
+efficientnet-b0) at random moments and resumes it each time with `--resume`: no checkpointed
+epoch may be trained again, and the last run must go on from the last checkpoint and end with
+every epoch trained once. With --fuzz N it also feeds N mutated videos to video.probe + read_frames (tests/test_hostile_inputs.py).
 The helpers are the CI tests' own (tests/test_reliability.py), with many more kills.
 """
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -26,14 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import test_reliability as rel  # noqa: E402
-from common import machine  # noqa: E402
-
-from deepfake_cli.store import Store  # noqa: E402
+from benchmarks.common import machine
+from deepfake_cli.store import Store
+from tests import test_hostile_inputs as hostile
+from tests import test_reliability as rel
 
 
 def features_snapshot(store: Path, model: str) -> dict:
@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--extract-kills", type=int, default=12)
     parser.add_argument("--crop-kills", type=int, default=10)
     parser.add_argument("--export-kills", type=int, default=6, help="0 skips training the tiny bundle")
+    parser.add_argument("--train-kills", type=int, default=6, help="kills of `dfd train-cnn`, each resumed")
+    parser.add_argument("--train-epochs", type=int, default=6)
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--size", type=int, default=128)
@@ -116,13 +118,13 @@ def main() -> None:
 
         if args.export_kills:
             kills += export_campaign(work, reference, rng, modes, args.export_kills, log, results)
+        if args.train_kills:
+            kills += train_campaign(work, reference, rng, modes, args.train_kills, args.train_epochs, log, results)
 
         results["kills"] = [k.as_dict() for k in kills]
         results["summary"] = summarise(kills)
 
         if args.fuzz:
-            import test_hostile_inputs as hostile
-
             cases = hostile.make_fuzz_cases(work / "fuzz", hostile.fuzz_sources(work / "fuzz_seeds"), args.fuzz,
                                             args.seed)
             start = time.monotonic()
@@ -171,6 +173,68 @@ def export_campaign(work: Path, reference: Path, rng: np.random.Generator, modes
     results["export_features"] = {"segments": total, "seconds": round(seconds, 1), "max_difference": worst}
     print(f"export-features: {kills} kills survived, features equal the uninterrupted run's (max diff {worst:.2g})")
     return killed
+
+
+def train_args(store: Path, models: Path, epochs: int) -> list:
+    return ["train-cnn", "--store", store, "--models-dir", models, "--model", "killed-train",
+            "--backbone", "efficientnet-b0", "--weights", "none", "--input-size", 32, "--epochs", epochs,
+            "--patience", epochs, "--rounds", 1, "--batch-size", 4, "--quiet", "--json"]
+
+
+def checkpointed(state_file: Path) -> list[dict]:
+    return json.loads(state_file.read_text())["history"] if state_file.is_file() else []
+
+
+def train_campaign(work: Path, store: Path, rng: np.random.Generator, modes: list[str], kills: int, epochs: int,
+                   log: Path, results: dict) -> list:
+    """SIGKILL `dfd train-cnn` at random moments; every `--resume` must go on from the last checkpoint.
+
+    Checks after each kill: the checkpointed epochs of earlier runs are still there, unchanged
+    (a resumed run never restarts from epoch 0); the final run reports the epoch it resumed
+    from, and ends with every epoch trained once and a bundle that loads.
+    """
+    from deepfake_cli.bundle import load_bundle
+
+    models = work / "train_models"
+    bundle = models / "killed-train"
+    args = train_args(store, models, epochs)
+    start = time.monotonic()
+    reference = rel.run_dfd(train_args(store, work / "reference_models", epochs), log)
+    seconds = time.monotonic() - start
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    state_file = bundle / "checkpoints" / "cnn" / "state.json"
+    epoch_s = float(np.mean([h["seconds"] for h in json.loads(reference.stdout)["history"]]))
+    records, before, finished = [], [], False
+    for i in range(kills):
+        if finished:  # the last run ended before its kill: start again
+            shutil.rmtree(bundle)
+            before = []
+        mode = modes[i % len(modes)]
+        wanted = len(before) + int(rng.integers(0, max(epochs - len(before), 1)))  # epochs checkpointed, then a jitter
+        jitter, delay = float(rng.uniform(0, epoch_s)), float(rng.uniform(0, seconds))
+        finished, sent, code = rel.start_and_kill(args + ["--resume"], log, mode,
+                                                  lambda: len(checkpointed(state_file)), wanted, jitter, delay)
+        after = checkpointed(state_file)
+        assert after[:len(before)] == before, "a resumed run retrained epochs it had checkpointed"
+        assert code == (0 if finished else -signal.SIGKILL), f"train-cnn failed on its own ({code}), see {log}"
+        landed = "finished" if finished else ("mid-run" if len(after) > len(before) else "startup")
+        records.append(rel.Kill("train-cnn", mode, round(sent, 3), len(before), len(after), epochs, landed, []))
+        before = after
+    final = rel.run_dfd(args + ["--resume"], log)
+    assert final.returncode == 0, final.stdout + final.stderr
+    summary = json.loads(final.stdout)
+    history = checkpointed(state_file)
+    assert history[:len(before)] == before
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 1)), [h["epoch"] for h in history]
+    # --resume without a checkpoint starts afresh (None); with one, it goes on after its last epoch
+    assert summary["resumed_from_epoch"] == (len(before) or None), (summary["resumed_from_epoch"], len(before))
+    load_bundle(models / "killed-train")
+    results["train_cnn"] = {"epochs": epochs, "uninterrupted_s": round(seconds, 1),
+                            "epochs_checkpointed_before_final_run": len(before),
+                            "final_run_resumed_from_epoch": summary["resumed_from_epoch"]}
+    print(f"train-cnn: {kills} kills survived; the final --resume went on from epoch "
+          f"{summary['resumed_from_epoch']} of {epochs} and every epoch was trained once")
+    return records
 
 
 if __name__ == "__main__":

@@ -122,6 +122,28 @@ def main(version: bool = typer.Option(False, "--version", callback=_version_call
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _import_keras_quietly() -> None:
+    """Import Keras (and its backend) for a model command without the backend's native chatter.
+
+    TensorFlow's CUDA plugins write "Unable to register cuDNN factory" and the like straight to
+    file descriptor 2 while they load, whatever TF_CPP_MIN_LOG_LEVEL says. They are hidden
+    unless TF_CPP_MIN_LOG_LEVEL is set below 3; Python errors of the import still show.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3" or "keras" in sys.modules:
+        import keras  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 @contextmanager
 def _open_store(store: Optional[Path], write: bool, wait: bool = False):
     from deepfake_cli.store import Store, StoreError
@@ -243,6 +265,9 @@ def train_cnn(
     warmup_epochs: int = typer.Option(0, "--warmup-epochs", help="Epochs with a frozen backbone first."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames-per-video", help="Use at most this many faces per video."),
     augment: bool = typer.Option(True, "--augment/--no-augment"),
+    batchnorm: str = typer.Option("auto", "--batchnorm", help="frozen | train | auto (frozen when fine-tuning "
+                                  "pretrained weights: small batches would spoil their statistics)."),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on with a GPU) | on | off"),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
     list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
@@ -252,6 +277,7 @@ def train_cnn(
     as_json: bool = JsonOption,
 ) -> None:
     """Transfer-learn a Keras CNN on the stored faces (train split; validated on val)."""
+    _import_keras_quietly()
     from deepfake_cli.backbones import BACKBONES
 
     out, err = _consoles(quiet)
@@ -268,7 +294,8 @@ def train_cnn(
 
     options = CNNTrainOptions(backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
                               patience=patience, rounds=rounds, batch_size=batch_size, learning_rate=learning_rate,
-                              warmup_epochs=warmup_epochs, seed=seed, augment=augment, max_frames_per_video=max_frames)
+                              warmup_epochs=warmup_epochs, seed=seed, augment=augment, max_frames_per_video=max_frames,
+                              batchnorm=batchnorm, mixed_precision=mixed_precision)
 
     def on_epoch(info: dict) -> None:
         if not quiet:
@@ -304,6 +331,7 @@ def export_features(
     as_json: bool = JsonOption,
 ) -> None:
     """Store per-frame CNN features and scores of every face sequence under the model's name."""
+    _import_keras_quietly()
     from deepfake_cli.bundle import BundleError
     from deepfake_cli.store import StoreError
     from deepfake_cli.temporal import export_features as run_export
@@ -337,6 +365,7 @@ def train_lstm(
     as_json: bool = JsonOption,
 ) -> None:
     """Train the bidirectional LSTM over each video's CNN features, then calibrate it on val."""
+    _import_keras_quietly()
     from deepfake_cli.bundle import BundleError
     from deepfake_cli.store import StoreError
     from deepfake_cli.calibrate import calibrate_bundle
@@ -371,6 +400,7 @@ def evaluate(
     as_json: bool = JsonOption,
 ) -> None:
     """ACC, AUC, EER, AP and log-loss at frame and video level, per split, dataset, method and compression."""
+    _import_keras_quietly()
     from deepfake_cli.bundle import BundleError
     from deepfake_cli.evaluate import evaluate as run_evaluate
     from deepfake_cli.report import metrics_table, write_report
@@ -412,6 +442,7 @@ def predict(
     as_json: bool = JsonOption,
 ) -> None:
     """Print whether each clip is real or fake, with the probability that it is fake."""
+    _import_keras_quietly()
     from deepfake_cli.bundle import BundleError
     from deepfake_cli.predict import PredictError, Predictor, expand_inputs, write_csv
 
@@ -441,6 +472,7 @@ def predict(
             else:
                 colour = "red" if r.verdict == "fake" else "green"
                 out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
-                          f"threshold {r.threshold:.3f}, {r.faces} faces in {r.frames} frames)", highlight=False)
+                          f"threshold {r.threshold:.3f}, {r.faces} faces in {r.frames} frames)", highlight=False,
+                          soft_wrap=True)  # one line per clip, whatever the terminal width
     codes = [r.exit_code for r in results if r.exit_code]
     raise typer.Exit(max(codes) if codes else EXIT_OK)

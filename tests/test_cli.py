@@ -130,3 +130,13 @@ def test_bad_store_is_a_clear_error(tmp_path):
     bad.write_text("not hdf5")
     result = run("crop", "--store", bad, expect=1)
     assert "not a readable HDF5" in result.output
+
+
+def test_model_commands_hide_the_backends_native_start_up_chatter():
+    """TensorFlow's CUDA plugins print 'Unable to register cuDNN factory' to fd 2 on import."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", "deepfake_cli", "train-cnn", "--list-backbones"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "efficientnet-lite0" in result.stdout
+    assert result.stderr == ""

@@ -4,7 +4,7 @@
 and add the rest; `predict` (with the bundled default model) must print one error line naming
 the file and the reason and exit 3 (unreadable) or 4 (no face), and judge the odd-but-valid ones. A fuzzer feeds a few hundred mutated copies of a valid mp4 to
 video.probe + video.read_frames in a child process: no crash, no hang, only ok or VideoError.
-benchmarks/kill_test.py --fuzz N runs the same fuzzer with more cases.
+python -m benchmarks.kill_test --fuzz N runs the same fuzzer with more cases.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 * Disk full (a 2 MiB tmpfs; skipped where it cannot be mounted): a clear message, exit 1, no
   traceback or crash, a store that still opens with intact data, and a rerun that completes.
 
-benchmarks/kill_test.py drives the same helpers with many more kills.
+python -m benchmarks.kill_test drives the same helpers with many more kills.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import h5py
@@ -229,6 +230,24 @@ def run_and_kill(args: list, store: Path, stage: str, total: int, rng: np.random
     k = int(rng.integers(0, max(total - before, 1)))
     jitter = float(rng.uniform(0, per_segment_s))
     delay = float(rng.uniform(0, duration_s))
+    finished, sent, code = start_and_kill(args, log, mode, lambda: len(complete_segments(store, stage)),
+                                          before + k, jitter, delay)
+    if finished:
+        assert code == 0, f"dfd {args[0]} failed on its own, see {log}"
+    else:
+        assert code == -signal.SIGKILL, code
+    after = len(complete_segments(store, stage))
+    landed = "finished" if finished else ("mid-run" if after > before else "startup")
+    return Kill(str(args[0]), mode, round(sent, 3), before, after, total, landed, leftovers(store))
+
+
+def start_and_kill(args: list, log: Path, mode: str, progress: Callable[[], int], target: int, jitter: float,
+                   delay: float) -> tuple[bool, float, int]:
+    """Start `dfd args` and SIGKILL it: once ``progress() >= target``, plus ``jitter`` seconds
+    ("progress"), or ``delay`` seconds after the start ("time").
+
+    Returns (whether it finished before the kill, seconds until the kill, exit code).
+    """
     with open(log, "a") as fh:
         fh.write(f"$ dfd {' '.join(map(str, args))}  # {mode} kill\n")
         fh.flush()
@@ -236,7 +255,7 @@ def run_and_kill(args: list, store: Path, stage: str, total: int, rng: np.random
         proc = subprocess.Popen(DFD + [str(a) for a in args], stdout=fh, stderr=fh, env=dfd_env())
         try:
             if mode == "progress":
-                while proc.poll() is None and len(complete_segments(store, stage)) < before + k:
+                while proc.poll() is None and progress() < target:
                     time.sleep(0.005)
                 deadline = time.monotonic() + jitter
             else:
@@ -252,13 +271,7 @@ def run_and_kill(args: list, store: Path, stage: str, total: int, rng: np.random
                 proc.kill()
             proc.wait()
         fh.write(f"# {'finished' if finished else 'killed'} after {sent:.3f}s (exit {proc.returncode})\n")
-    if finished:
-        assert proc.returncode == 0, f"dfd {args[0]} failed on its own, see {log}"
-    else:
-        assert proc.returncode == -signal.SIGKILL, proc.returncode
-    after = len(complete_segments(store, stage))
-    landed = "finished" if finished else ("mid-run" if after > before else "startup")
-    return Kill(str(args[0]), mode, round(sent, 3), before, after, total, landed, leftovers(store))
+    return finished, sent, proc.returncode
 
 
 def kill_campaign(args: list, store: Path, stage: str, total: int, template: Path | None, kills: int,

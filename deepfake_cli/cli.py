@@ -166,7 +166,7 @@ def extract(
     paths: Optional[list[Path]] = typer.Argument(None, help="Video/image files or folders (dataset layouts are recognised)."),
     fpv: int = typer.Option(25, "--fpv", help="Frames sampled per video."),
     sampling: str = typer.Option("consecutive", "--sampling", help="consecutive | uniform | random"),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with path,label[,split,method,compression,group]."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with path,label[,split,method,compression,group,dataset]."),
     seed: int = typer.Option(0, "--seed", help="Seed for random sampling and identity-group splits."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again videos that failed before."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
@@ -420,7 +420,7 @@ def evaluate(
         out.print(metrics_table("overall (by split / level / model)", evaluation.results["overall"]))
         for by in ("dataset", "method", "compression"):
             if evaluation.results.get(by):
-                out.print(metrics_table(f"video level by {by} (test split, or all when there is none)",
+                out.print(metrics_table(f"by {by} ({evaluation.results['breakdown_rows']})",
                                         evaluation.results[by]))
         for path in written:
             out.print(f"wrote {path}")

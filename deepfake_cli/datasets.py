@@ -314,7 +314,7 @@ def _record(path: Path, scope: Path, cache: dict) -> VideoRecord | None:
 
 
 def _labels_csv_records(labels_csv: Path) -> list[VideoRecord]:
-    """Records from a CSV with path,label[,split,method,compression,group] columns."""
+    """Records from a CSV with path,label[,split,method,compression,group,dataset] columns."""
     labels_csv = Path(labels_csv).absolute()
     if not labels_csv.is_file():
         raise DatasetError(f"{labels_csv}: labels CSV not found")
@@ -333,7 +333,7 @@ def _labels_csv_records(labels_csv: Path) -> list[VideoRecord]:
             VideoRecord(
                 path=path,
                 label=_norm_label(row["label"], where),
-                dataset="csv",
+                dataset=row.get("dataset", "").strip() or "csv",
                 method=row.get("method", ""),
                 compression=FFPP_COMPRESSIONS.get(compression, compression),
                 split=_norm_split(row.get("split", ""), where),

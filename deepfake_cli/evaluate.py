@@ -76,9 +76,18 @@ def _results(rows: list[dict], threshold: float) -> dict:
                     np.array([r["label"] == "fake" for r in chosen], int), np.array([r["score"] for r in chosen]), cut)
     best_model = "cnn+lstm" if any(r["model"] == "cnn+lstm" for r in rows) else "cnn"
     video = [r for r in rows if r["level"] == "video" and r["model"] == best_model]
-    held_out = [r for r in video if r["split"] == "test"] or [r for r in video if r["split"] == "val"] or video
-    results = {"overall": overall, "breakdown_rows": f"video / {best_model} / {held_out[0]['split']}"}
+    held_out = [s for s in ("val", "test") if any(r["split"] == s for r in video)] or splits
+    results = {"overall": overall, "breakdown_rows": f"video / {best_model} / {', '.join(held_out)}"}
     cut = threshold if best_model == "cnn+lstm" else 0.5
     for by in ("dataset", "method", "compression"):
-        results[by] = breakdown(held_out, by, threshold=cut)
+        results[by] = {}
+        for split in held_out:
+            in_split = [r for r in video if r["split"] == split]
+            # methods and compressions are compared within a dataset: its fakes against its reals
+            per_dataset = {"": in_split} if by == "dataset" else {
+                d: [r for r in in_split if r["dataset"] == d] for d in sorted({r["dataset"] for r in in_split})}
+            for dataset, chosen in per_dataset.items():
+                for value, metrics in breakdown(chosen, by, threshold=cut).items():
+                    name = " / ".join(x for x in (split, dataset, value or "none") if x)
+                    results[by][name] = metrics
     return results

@@ -199,9 +199,9 @@ def test_labels_csv_overrides_layout(ffpp, tmp_path):
     labels = tmp_path / "labels.csv"
     with labels.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", "split", "method", "compression", "group"])
-        writer.writerow(["FaceForensics++/original_sequences/youtube/c23/videos/071.mp4", "FAKE", "test", "mine", "raw", "g1"])
-        writer.writerow(["extra/clip.mp4", "real", "", "", "", ""])
+        writer.writerow(["path", "label", "split", "method", "compression", "group", "dataset"])
+        writer.writerow(["FaceForensics++/original_sequences/youtube/c23/videos/071.mp4", "FAKE", "test", "mine", "raw", "g1", ""])
+        writer.writerow(["extra/clip.mp4", "real", "", "", "", "", "mydata"])
     records = discover([ffpp], labels_csv=labels)
     got = {r.path.name: r for r in records}
     assert len(records) == 11
@@ -211,6 +211,7 @@ def test_labels_csv_overrides_layout(ffpp, tmp_path):
     )
     assert overridden.identities == ("csv:g1",)
     assert (got["clip.mp4"].label, got["clip.mp4"].identities) == ("real", ("file:clip",))
+    assert got["clip.mp4"].dataset == "mydata"  # the optional dataset column names it in reports
     assert got["054.mp4"].dataset == "ffpp"
     assert [r.path.name for r in discover([], labels_csv=labels)] == ["071.mp4", "clip.mp4"]
 

@@ -28,11 +28,11 @@ def main() -> None:
         picked += subset[: args.per_class]
     with open(args.out, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "label", "group", "method"])
+        writer.writerow(["path", "label", "group", "method", "dataset"])
         for row in picked:
             group = (row["original"] or row["video"]).rsplit(".", 1)[0]
             writer.writerow([(args.data / row["file"]).absolute(), row["label"], f"dfdc:{group}",
-                             "dfdc" if row["label"] == "fake" else ""])
+                             "dfdc" if row["label"] == "fake" else "", "dfdc"])
     print(f"{len(picked)} faces -> {args.out}")
 
 

@@ -24,6 +24,9 @@ from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choos
 EXIT_UNREADABLE = 3
 EXIT_NO_FACE = 4
 MIN_TRACK_FRACTION = 0.25  # a track seen in fewer of the sampled frames is a passer-by or a false detection
+# A face less than this times the size of the largest one is a bystander, a face on a poster or
+# a false detection: the CNN was trained on main faces, and an upscaled 30 px face says nothing.
+MIN_RELATIVE_FACE_SIZE = 0.6
 
 
 class PredictError(Exception):
@@ -170,10 +173,7 @@ class Predictor:
 
     def _tracks(self, frames: list[np.ndarray]) -> list[list]:
         every = self.detect_every if self.config.sampling == "consecutive" else 1
-        tracks = detect_sparse(self.detector, frames, every)
-        seen = [sum(d is not None for d in track) for track in tracks]
-        keep = [t for t, n in zip(tracks, seen) if n >= max(1, MIN_TRACK_FRACTION * len(frames))]
-        return keep or tracks[:1]
+        return tracks_to_score(detect_sparse(self.detector, frames, every), len(frames))
 
     def _cnn(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         size = int(self.config.input_size)
@@ -189,6 +189,18 @@ class Predictor:
         else:
             raw = float(np.mean(scores))
         return calibrate(raw, float(self.config.temperature))
+
+
+def tracks_to_score(tracks: list[list], n_frames: int) -> list[list]:
+    """The identity tracks worth scoring, most important first (the main one always).
+
+    A track counts when it is seen in at least MIN_TRACK_FRACTION of the frames and its face
+    (median box side) is at least MIN_RELATIVE_FACE_SIZE times the largest such face.
+    """
+    seen = [t for t in tracks if sum(d is not None for d in t) >= max(1, MIN_TRACK_FRACTION * n_frames)]
+    sides = [float(np.median([math.sqrt(d.area) for d in t if d is not None])) for t in seen]
+    keep = [t for t, side in zip(seen, sides) if side >= MIN_RELATIVE_FACE_SIZE * max(sides)]
+    return keep or tracks[:1]
 
 
 def calibrate(probability: float, temperature: float) -> float:

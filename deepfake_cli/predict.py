@@ -23,6 +23,7 @@ from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choos
 
 EXIT_UNREADABLE = 3
 EXIT_NO_FACE = 4
+CNN_BATCH = 32  # faces per CNN call
 MIN_TRACK_FRACTION = 0.25  # a track seen in fewer of the sampled frames is a passer-by or a false detection
 # A face less than this times the size of the largest one is a bystander, a face on a poster or
 # a false detection: the CNN was trained on main faces, and an upscaled 30 px face says nothing.
@@ -180,8 +181,15 @@ class Predictor:
         if crops.shape[1] != size:
             crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA if crops.shape[1] > size
                                          else cv2.INTER_CUBIC) for c in crops])
-        features, scores = self.feature_model.predict(crops.astype(np.float32), batch_size=32, verbose=0)
-        return np.asarray(features, np.float32), np.asarray(scores, np.float32).reshape(-1)
+        # Fixed-size batches (the last one zero-padded): one input shape, so the backend traces
+        # the model once per process instead of once per face count.
+        n = len(crops)
+        batch = np.zeros((math.ceil(n / CNN_BATCH) * CNN_BATCH, size, size, 3), np.float32)
+        batch[:n] = crops
+        outputs = [self.feature_model.predict_on_batch(batch[i:i + CNN_BATCH]) for i in range(0, len(batch), CNN_BATCH)]
+        features = np.concatenate([np.asarray(f, np.float32) for f, _ in outputs])[:n]
+        scores = np.concatenate([np.asarray(s, np.float32).reshape(-1) for _, s in outputs])[:n]
+        return features, scores
 
     def _video_probability(self, features: np.ndarray, scores: np.ndarray) -> float:
         if self.lstm is not None:

@@ -631,7 +631,9 @@ def training_description(store: Store, splits: dict, train: FaceDataset, val: Fa
 
 def record_command(config: BundleConfig, step: str, command: str | None) -> None:
     """Append the command line that ran a step."""
-    config.commands.append({"step": step, "command": command or shlex.join(sys.argv), "at": now_iso()})
+    # the program's name, not its install path: the record must read the same on every machine
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    config.commands.append({"step": step, "command": command or shlex.join(argv), "at": now_iso()})
 
 
 def cnn_metrics(state: dict) -> dict:

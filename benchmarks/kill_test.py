@@ -1,7 +1,7 @@
 """Crash safety by killing, at scale: SIGKILL dfd stages at random moments, check, resume, compare.
 
-    python -m benchmarks.kill_test [--extract-kills 12] [--crop-kills 10] [--export-kills 6] [--train-kills 6]
-                                   [--fuzz 2000] [--seed 0] [--json results.json]
+    python -m benchmarks.kill_test [--extract-kills 12] [--crop-kills 10] [--export-kills 6]
+                                   [--train-kills 6] [--fuzz 2000] [--seed 0] [--json results.json]
 
 For each stage (extract, crop, and export-features with a tiny efficientnet-b0 bundle) the
 script builds a reference store without interruption, then runs the stage again on another
@@ -9,10 +9,11 @@ store and SIGKILLs it, alternately at a delay uniform over the stage's uninterru
 ("time") and once k more segments exist plus a jitter ("progress"). After every kill: the
 index and every segment open, no video lists a stage with missing arrays, and the next writer
 deletes the `.tmp` leftovers. At the end the killed store must equal the reference: same
-videos, labels and errors, identical frames and crops, features within 1e-5. Then it kills `dfd train-cnn` (tiny
-efficientnet-b0) at random moments and resumes it each time with `--resume`: no checkpointed
-epoch may be trained again, and the last run must go on from the last checkpoint and end with
-every epoch trained once. With --fuzz N it also feeds N mutated videos to video.probe + read_frames (tests/test_hostile_inputs.py).
+videos, labels and errors, identical frames and crops, features within 1e-5. Then it kills
+`dfd train-cnn` (tiny efficientnet-b0) at random moments and resumes it each time with
+`--resume`: no checkpointed epoch may be trained again, and the last run must go on from the
+last checkpoint and end with every epoch trained once. With --fuzz N it also feeds N mutated
+videos to video.probe + read_frames (tests/test_hostile_inputs.py).
 The helpers are the CI tests' own (tests/test_reliability.py), with many more kills.
 """
 

@@ -292,10 +292,14 @@ def train_cnn(
     from deepfake_cli.backbones import WeightsError
     from deepfake_cli.store import StoreError
 
-    options = CNNTrainOptions(backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
-                              patience=patience, rounds=rounds, batch_size=batch_size, learning_rate=learning_rate,
-                              warmup_epochs=warmup_epochs, seed=seed, augment=augment, max_frames_per_video=max_frames,
-                              batchnorm=batchnorm, mixed_precision=mixed_precision)
+    try:
+        options = CNNTrainOptions(backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
+                                  patience=patience, rounds=rounds, batch_size=batch_size,
+                                  learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
+                                  augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
+                                  mixed_precision=mixed_precision)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
 
     def on_epoch(info: dict) -> None:
         if not quiet:
@@ -307,7 +311,7 @@ def train_cnn(
         try:
             summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch)
         except (BundleError, WeightsError, StoreError, ValueError, KeyError) as exc:
-            fail(str(exc).strip("'\""))
+            fail(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc))  # KeyError's str() adds quotes
     _render_summary(out, "train-cnn", summary, quiet, as_json)
 
 

@@ -76,6 +76,11 @@ class CNNTrainOptions:
     batchnorm: str = "auto"  # frozen | train | auto (= frozen for pretrained weights, train for "none")
     workers: int = 2  # PyDataset loader threads (decode, augment, resize)
 
+    def __post_init__(self) -> None:
+        """Refuse bad settings before anything is read or written."""
+        frozen_batchnorm(self)
+        use_mixed_precision(self.mixed_precision, 0)
+
 
 # ---------------------------------------------------------------------- data
 def face_count(store: Store, video_id: str) -> int:
@@ -632,7 +637,7 @@ def training_description(store: Store, splits: dict, train: FaceDataset, val: Fa
 def record_command(config: BundleConfig, step: str, command: str | None) -> None:
     """Append the command line that ran a step."""
     # the program's name, not its install path: the record must read the same on every machine
-    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    argv = ["dfd", *sys.argv[1:]]  # also when run as `python -m deepfake_cli`
     config.commands.append({"step": step, "command": command or shlex.join(argv), "at": now_iso()})
 
 
@@ -671,7 +676,10 @@ def prepare_state(checkpoints: Checkpoints, resume: bool, kind: str, options,
     """(state, options, resumed_at_epoch): the checkpoint's when resuming, else fresh ones.
 
     When resuming, the checkpoint's options win (the run continues as it was started);
-    without a checkpoint to resume, a fresh run starts.
+    without a checkpoint to resume, a fresh run starts. A fresh run touches nothing on disk
+    here: the caller calls :func:`start_fresh` once its inputs and model are known to be good,
+    so that a run that fails early (bad option, no faces, weights offline) leaves the bundle
+    as it was.
     """
     state = checkpoints.load() if resume else None
     if state is not None and state.get("kind") == kind:
@@ -679,14 +687,16 @@ def prepare_state(checkpoints: Checkpoints, resume: bool, kind: str, options,
         known = {f.name for f in fields(type(options))}
         saved = type(options)(**{k: v for k, v in state["options"].items() if k in known})
         return state, saved, len(state["history"])
-    checkpoints.clear()
     return new_state(kind, asdict(options), splits_fn()), options, None
 
 
-def discard_lstm(bundle_dir: Path) -> None:
-    """A new CNN makes the bundle's LSTM (and its checkpoints) meaningless: remove them."""
-    shutil.rmtree(bundle_dir / CHECKPOINT_DIR / "lstm", ignore_errors=True)
-    (bundle_dir / LSTM_WEIGHTS).unlink(missing_ok=True)
+def start_fresh(checkpoints: Checkpoints, bundle_dir: Path | None = None) -> None:
+    """Delete an earlier run's checkpoints; with ``bundle_dir`` (a new CNN) also its LSTM and
+    the LSTM's checkpoints, which a new CNN makes meaningless."""
+    checkpoints.clear()
+    if bundle_dir is not None:
+        shutil.rmtree(bundle_dir / CHECKPOINT_DIR / "lstm", ignore_errors=True)
+        (bundle_dir / LSTM_WEIGHTS).unlink(missing_ok=True)
 
 
 def cnn_config(store: Store, bundle_dir: Path, options: CNNTrainOptions, resumed: bool, input_size: int,
@@ -704,8 +714,6 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
     checkpoints = Checkpoints(bundle_dir / CHECKPOINT_DIR / CNN_CHECKPOINTS)
     state, options, resumed_at = prepare_state(checkpoints, resume, "cnn", options,
                                                lambda: usable_splits(store, options))
-    if resumed_at is None:
-        discard_lstm(bundle_dir)
     splits = state["splits"]
     check_splits(store, splits)
     input_size = resolve_input_size(options)
@@ -718,6 +726,8 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
                             int(feature_model.outputs[0].shape[-1]), splits)
         config.training = training_description(store, splits, train, val, weights, options, device)
         record_command(config, "train-cnn" + (" --resume" if resumed_at is not None else ""), command)
+        if resumed_at is None:
+            start_fresh(checkpoints, bundle_dir)
         save_config(bundle_dir, config)
         loop = Loop(model=classifier, train=train, evaluate=lambda m: evaluate_faces(m, val),
                     checkpoints=checkpoints, final_weights=bundle_dir / CNN_WEIGHTS,

@@ -23,7 +23,7 @@ from deepfake_cli.augment import resize_crop
 from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_WEIGHTS, Bundle, build_lstm_model, load_bundle,
                                  save_config, weights_tag)
 from deepfake_cli.cnn import (Checkpoints, Loop, Phase, class_weights, log_loss, prepare_state,
-                              record_command, run_phases, safe_auc, seed_everything)
+                              record_command, run_phases, safe_auc, seed_everything, start_fresh)
 from deepfake_cli.progress import Reporter
 from deepfake_cli.store import Features, Store
 
@@ -280,6 +280,8 @@ def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume
     train, val = lstm_datasets(store, state["splits"], model_name, seq_len, options)
     lstm_config(config, options, model_name, seq_len, {"train_videos": len(train.items), "val_videos": len(val.items)})
     record_command(config, "train-lstm" + (" --resume" if resumed_at is not None else ""), command)
+    if resumed_at is None:
+        start_fresh(checkpoints)
     save_config(bundle_dir, config)
     seed_everything(options.seed)
     loop = Loop(model=build_lstm_model(seq_len, config.feature_dim, options.units, options.dropout), train=train,

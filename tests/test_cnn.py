@@ -231,3 +231,29 @@ def test_sigkill_then_resume_under_torch_backend(tmp_path):
     assert [h["loss"] for h in history[:len(done_before)]] == [h["loss"] for h in done_before]
     assert load_bundle(bundle_dir).config.keras_backend == "torch"
     assert "TENSORFLOW_IMPORTED False" in second.stdout  # the torch code path never needs TensorFlow
+
+
+def test_bad_settings_are_refused_before_anything_is_read():
+    with pytest.raises(ValueError, match="batchnorm must be auto, train or frozen"):
+        CNNTrainOptions(batchnorm="bogus")
+    with pytest.raises(ValueError, match="mixed_precision must be auto, on or off"):
+        CNNTrainOptions(mixed_precision="maybe")
+
+
+def test_a_fresh_run_that_fails_early_leaves_the_bundle_as_it_was(trained, tmp_path):
+    """Only a run that got its data and its model deletes the earlier run's checkpoints and LSTM."""
+    import shutil
+
+    from deepfake_cli.backbones import WeightsError
+
+    bundle_dir, _, _ = trained
+    copy = shutil.copytree(bundle_dir, tmp_path / "bundle")
+    (copy / "lstm.weights.h5").write_bytes(b"an earlier LSTM")
+    (copy / "checkpoints" / "lstm").mkdir(parents=True)
+    before = sorted(str(p.relative_to(copy)) for p in copy.rglob("*"))
+    store = Store.open(Path(load_bundle(bundle_dir).config.training["store"]), write=False)
+    with pytest.raises(WeightsError):
+        train_cnn(store, copy, CNNTrainOptions(backbone=BACKBONE, input_size=SIZE,
+                                               weights=str(tmp_path / "missing.weights.h5")))
+    assert sorted(str(p.relative_to(copy)) for p in copy.rglob("*")) == before
+    assert (copy / "lstm.weights.h5").read_bytes() == b"an earlier LSTM"

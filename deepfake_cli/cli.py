@@ -268,6 +268,8 @@ def train_cnn(
     batchnorm: str = typer.Option("auto", "--batchnorm", help="frozen | train | auto (frozen when fine-tuning "
                                   "pretrained weights: small batches would spoil their statistics)."),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on with a GPU) | on | off"),
+    balance: str = typer.Option("label", "--balance", help="label: real and fake weigh the same | dataset: "
+                                "every (dataset, label) pair weighs the same, so no dataset's mix is learnt."),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
     list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
@@ -297,7 +299,7 @@ def train_cnn(
                                   patience=patience, rounds=rounds, batch_size=batch_size,
                                   learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
                                   augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
-                                  mixed_precision=mixed_precision)
+                                  mixed_precision=mixed_precision, balance=balance)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
 

@@ -75,11 +75,14 @@ class CNNTrainOptions:
     dropout: float = 0.2  # before the Dense(1, sigmoid) head
     batchnorm: str = "auto"  # frozen | train | auto (= frozen for pretrained weights, train for "none")
     workers: int = 2  # PyDataset loader threads (decode, augment, resize)
+    balance: str = "label"  # label: real and fake weigh the same | dataset: each (dataset, label) does
 
     def __post_init__(self) -> None:
         """Refuse bad settings before anything is read or written."""
         frozen_batchnorm(self)
         use_mixed_precision(self.mixed_precision, 0)
+        if self.balance not in ("label", "dataset"):
+            raise ValueError(f"balance must be label or dataset, not {self.balance!r}")
 
 
 # ---------------------------------------------------------------------- data
@@ -113,6 +116,18 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {c: (n / (2.0 * k) if k else 0.0) for c, k in counts.items()}
 
 
+def cell_weights(cells: list[tuple[str, int]]) -> dict[tuple[str, int], float]:
+    """Weights n / (k n_c) per (dataset, label) cell, so that each of the k cells weighs the same.
+
+    With FF++ (1 real : 3 fake) and DFDC (1 : 1) in one training set, balancing labels alone
+    would still let the model learn "looks like FF++, so fake"; balancing the cells does not.
+    """
+    counts: dict[tuple[str, int], int] = {}
+    for cell in cells:
+        counts[cell] = counts.get(cell, 0) + 1
+    return {cell: len(cells) / (len(counts) * k) for cell, k in counts.items()}
+
+
 def windowed_order(items: list[tuple[str, int]], rng: np.random.Generator,
                    window: int) -> list[tuple[str, int]]:
     """Shuffle videos, then shuffle faces within windows of ``window`` videos.
@@ -141,11 +156,13 @@ class FaceDataset(keras.utils.PyDataset):
 
     def __init__(self, store: Store, items: list[tuple[str, int]], labels: dict[str, int],
                  batch_size: int, input_size: int, *, augment: bool = False, shuffle: bool = False,
-                 weights: dict[int, float] | None = None, cache_videos: int = 32, **kwargs):
+                 weights: dict[int, float] | None = None, video_weights: dict[str, float] | None = None,
+                 cache_videos: int = 32, **kwargs):
         super().__init__(**kwargs)
         self.store, self.items, self.labels = store, list(items), labels
         self.batch_size, self.input_size = batch_size, input_size
         self.augment, self.shuffle, self.weights = augment, shuffle, weights
+        self.video_weights = video_weights  # per video; wins over the per-label ``weights``
         self.cache_videos = max(2, cache_videos)
         self._order = list(self.items)
         self._key: tuple[int, ...] = (0,)
@@ -189,6 +206,8 @@ class FaceDataset(keras.utils.PyDataset):
         rng = np.random.default_rng(self._key + (index,)) if self.augment else None
         x = np.stack([self._image(vid, row, rng) for vid, row in batch]).astype(np.float32)
         y = np.array([self.labels[vid] for vid, _ in batch], np.float32)
+        if self.video_weights is not None:
+            return x, y[:, None], np.array([self.video_weights[vid] for vid, _ in batch], np.float32)
         if self.weights is None:
             return x, y[:, None]
         w = np.array([self.weights[int(v)] for v in y], np.float32)
@@ -594,9 +613,17 @@ def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,
     if not train_items or not val_items:
         raise ValueError("no faces to train on: run `dfd extract` with face cropping first")
     weights = class_weights(np.array([labels[v] for v, _ in train_items]))
+    video_weights = None
+    if options.balance == "dataset":
+        cell = {v: (store.entry(v).dataset, labels[v]) for v in splits["train"]}
+        per_cell = cell_weights([cell[v] for v, _ in train_items])
+        video_weights = {v: per_cell[c] for v, c in cell.items() if c in per_cell}
+        weights = {k: float(np.mean([w for (_, label), w in per_cell.items() if label == k]))
+                   for k in (0, 1)}  # recorded only: the per-cell weights are what trains
     loader = {"workers": max(1, options.workers), "use_multiprocessing": False}
     train = FaceDataset(store, train_items, labels, options.batch_size, input_size,
-                        augment=options.augment, shuffle=True, weights=weights, **loader)
+                        augment=options.augment, shuffle=True, weights=weights, video_weights=video_weights,
+                        **loader)
     val = FaceDataset(store, val_items, labels, options.batch_size, input_size, **loader)
     return train, val, weights
 

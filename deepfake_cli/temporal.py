@@ -257,12 +257,37 @@ def lstm_results(config, state: dict) -> dict:
     return best
 
 
-def resolve_seq_len(options: LSTMTrainOptions, bundle: Bundle) -> int:
-    """Sequence length: the option, else the bundle's frames per video."""
-    seq_len = int(options.seq_len or bundle.config.fpv or bundle.config.lstm.get("seq_len") or 0)
+def resolve_seq_len(options: LSTMTrainOptions, bundle: Bundle, sampling: tuple[int, str] | None = None) -> int:
+    """Sequence length: the option, else the frames per video of the sequences it learns from."""
+    fpv = sampling[0] if sampling else 0
+    seq_len = int(options.seq_len or fpv or bundle.config.fpv or bundle.config.lstm.get("seq_len") or 0)
     if seq_len <= 0:
         raise ValueError("the bundle records no frames per video; pass seq_len")
     return seq_len
+
+
+def sequence_sampling(store: Store, video_ids: list[str], face: dict) -> tuple[int, str] | None:
+    """(frames per video, sampling) of the videos the LSTM learns from (the most common one).
+
+    The LSTM learns the order and spacing of the frames it is trained on, so `predict` must
+    sample clips the same way: a CNN trained on a store of uniformly spread faces, whose LSTM
+    is trained on a store of 25 consecutive frames, serves 25 consecutive frames. The face
+    crops of that store must be made like the CNN's (size, margin, alignment), or the LSTM
+    would learn from faces that serving never produces.
+    """
+    counts: dict[tuple[int, str], int] = {}
+    for vid in video_ids:
+        entry = store.entry(vid)
+        if entry.frame_count > 1 and entry.fpv > 0 and entry.sampling:
+            counts[(int(entry.fpv), entry.sampling)] = counts.get((int(entry.fpv), entry.sampling), 0) + 1
+        if face and store.has(vid, "faces"):
+            settings = store.faces_settings(vid)
+            differing = sorted(k for k in ("size", "align", "margin") if k in face and settings.get(k) != face[k])
+            if differing:
+                raise ValueError(f"the faces of {entry.path} in {store.path} were cropped with other settings "
+                                 f"than the bundle's CNN ({', '.join(differing)}): run `dfd crop --force` with "
+                                 f"{', '.join(f'{k}={face[k]}' for k in differing)}")
+    return max(counts, key=counts.get) if counts else None
 
 
 def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume: bool = False,
@@ -276,9 +301,12 @@ def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume
         checkpoints, resume, "lstm", options,
         lambda: lstm_splits(store, bundle, options.features_model or bundle.feature_model_name))
     model_name = options.features_model or bundle.feature_model_name
-    seq_len = resolve_seq_len(options, bundle)
+    sampling = sequence_sampling(store, state["splits"]["train"], config.face)
+    seq_len = resolve_seq_len(options, bundle, sampling)
     train, val = lstm_datasets(store, state["splits"], model_name, seq_len, options)
     lstm_config(config, options, model_name, seq_len, {"train_videos": len(train.items), "val_videos": len(val.items)})
+    if sampling is not None:
+        config.fpv, config.sampling = sampling  # predict samples clips as the LSTM saw them
     record_command(config, "train-lstm" + (" --resume" if resumed_at is not None else ""), command)
     if resumed_at is None:
         start_fresh(checkpoints)

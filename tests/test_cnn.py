@@ -257,3 +257,20 @@ def test_a_fresh_run_that_fails_early_leaves_the_bundle_as_it_was(trained, tmp_p
                                                weights=str(tmp_path / "missing.weights.h5")))
     assert sorted(str(p.relative_to(copy)) for p in copy.rglob("*")) == before
     assert (copy / "lstm.weights.h5").read_bytes() == b"an earlier LSTM"
+
+
+def test_cell_weights_balance_every_dataset_and_label():
+    from deepfake_cli.cnn import cell_weights
+
+    # FF++ 1 real : 3 fake, DFDC 1 : 1 and twice as big: each of the four cells must weigh a quarter
+    cells = [("ffpp", 0)] * 10 + [("ffpp", 1)] * 30 + [("dfdc", 0)] * 40 + [("dfdc", 1)] * 40
+    weights = cell_weights(cells)
+    totals = {cell: weights[cell] * cells.count(cell) for cell in weights}
+    assert set(totals) == {("ffpp", 0), ("ffpp", 1), ("dfdc", 0), ("dfdc", 1)}
+    assert all(total == pytest.approx(len(cells) / 4) for total in totals.values())
+    assert weights[("ffpp", 0)] == pytest.approx(3 * weights[("ffpp", 1)])
+
+
+def test_balance_option_is_checked():
+    with pytest.raises(ValueError, match="balance"):
+        CNNTrainOptions(balance="videos")

@@ -157,3 +157,21 @@ def test_train_lstm_resume_of_finished_run_is_a_no_op(sequence_bundle):
     again = train_lstm(store, root / "seq", LSTMTrainOptions(), resume=True, on_epoch=reports.append)
     assert reports == [] and again["epochs_run"] == summary["epochs_run"]
     assert again["best_val_auc"] == summary["best_val_auc"] and load_bundle(root / "seq").has_lstm
+
+
+def test_lstm_sampling_comes_from_the_store_it_learns_from(tmp_path):
+    """A CNN trained on uniformly spread faces, its LSTM on consecutive frames: serve consecutive."""
+    from deepfake_cli.temporal import sequence_sampling
+
+    store = Store.open(tmp_path / "dfd.h5", write=True)
+    for vid, fpv, sampling, count in (("a", 25, "consecutive", 300), ("b", 25, "consecutive", 400),
+                                      ("c", 40, "uniform", 500), ("img", 25, "consecutive", 1)):
+        entry = VideoEntry(video_id=vid, path=f"{vid}.mp4", label="real", split="train", fpv=fpv,
+                           sampling=sampling, frame_count=count, group=vid)
+        store.write_frames(entry, Frames(np.arange(2, dtype=np.int64), np.zeros((2, 2, 2, 3), np.uint8)))
+        add_faces(store, vid, [0, 1])
+    assert sequence_sampling(store, ["a", "b", "c", "img"], {"size": SIZE}) == (25, "consecutive")
+    assert sequence_sampling(store, ["c", "img"], {"size": SIZE}) == (40, "uniform")
+    assert sequence_sampling(store, ["img"], {"size": SIZE}) is None  # single images say nothing
+    with pytest.raises(ValueError, match=r"a\.mp4.*size=64"):
+        sequence_sampling(store, ["a"], {"size": 64})

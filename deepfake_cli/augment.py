@@ -56,11 +56,3 @@ def jpeg_recompress(crop: np.ndarray, quality: int) -> np.ndarray:
         return crop
     return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
 
-
-def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
-    """Resize a square crop to ``size`` (area filter when shrinking, cubic when growing)."""
-    if crop.shape[0] == size and crop.shape[1] == size:
-        return crop
-    shrinking = crop.shape[0] > size
-    return cv2.resize(np.ascontiguousarray(crop), (size, size),
-                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)

@@ -25,6 +25,8 @@ from typing import get_type_hints
 import h5py
 import numpy as np
 
+from deepfake_cli.models import build_classifier, build_lstm_model
+
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 CNN_WEIGHTS = "cnn.weights.h5"
@@ -32,7 +34,6 @@ LSTM_WEIGHTS = "lstm.weights.h5"
 CHECKPOINT_DIR = "checkpoints"
 CLASSES = ("real", "fake")  # score = P(CLASSES[1])
 FEATURE_LAYER = "pooled features before the classifier head"
-HEAD_LAYERS = ("features", "head_dropout", "score")
 AGGREGATIONS = ("mean",)
 
 
@@ -294,59 +295,6 @@ def load_optimizer_state(optimizer, path: Path) -> None:
         var.assign(value.astype(var.dtype))
 
 
-# ---------------------------------------------------------------------- models
-def build_classifier(backbone: str, input_size: int, weights: str = "none", dropout: float = 0.2):
-    """(classifier, feature_model) sharing layers: image -> P(fake), image -> [features, P(fake)]."""
-    import keras
-
-    from deepfake_cli.backbones import build_feature_extractor
-
-    extractor = build_feature_extractor(backbone, weights=weights, input_size=input_size)
-    image = keras.Input((input_size, input_size, 3), name="face")
-    features = keras.layers.Activation("linear", dtype="float32", name="features")(extractor(image))
-    hidden = keras.layers.Dropout(dropout, name="head_dropout")(features)
-    score = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="score")(hidden)
-    classifier = keras.Model(image, score, name="dfd_cnn")
-    feature_model = keras.Model(image, [features, score], name="dfd_cnn_features")
-    return classifier, feature_model
-
-
-def iter_layers(model):
-    """Every layer of a model, nested models' layers included."""
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from iter_layers(layer)
-
-
-def set_backbone_trainable(model, trainable: bool, freeze_batchnorm: bool = False) -> None:
-    """Freeze or unfreeze everything but the classifier head.
-
-    With ``freeze_batchnorm`` an unfrozen backbone keeps its batch-norm layers frozen, which
-    in Keras also runs them in inference mode (pretrained statistics stay as they are).
-    """
-    import keras
-
-    for layer in model.layers:
-        layer.trainable = trainable or layer.name in HEAD_LAYERS
-    if trainable and freeze_batchnorm:
-        for layer in iter_layers(model):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
-
-
-def build_lstm_model(seq_len: int, feature_dim: int, units: int = 128, dropout: float = 0.3):
-    """(seq_len, D) -> Masking(0) -> BiLSTM(units) -> Dropout -> Dense(1, sigmoid)."""
-    import keras
-
-    sequence = keras.Input((seq_len, feature_dim), name="features")
-    x = keras.layers.Masking(mask_value=0.0, name="mask")(sequence)
-    x = keras.layers.Bidirectional(keras.layers.LSTM(units), name="bilstm")(x)
-    x = keras.layers.Dropout(dropout, name="lstm_dropout")(x)
-    score = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="score")(x)
-    return keras.Model(sequence, score, name="dfd_lstm")
-
-
 # ---------------------------------------------------------------------- bundle
 @dataclass
 class Bundle:
@@ -401,13 +349,6 @@ class Bundle:
                                  float(lstm["dropout"]))
         load_weights_checked(model, self.lstm_weights, weights_tag("lstm", self.config))
         return model
-
-
-    def score_sequence(self, lstm, features: np.ndarray) -> float:
-        """LSTM P(fake) of one ordered (n, D) feature sequence, with ``lstm`` from build_lstm()."""
-        from deepfake_cli.temporal import lstm_probability
-
-        return lstm_probability(lstm, features, self.seq_len)
 
 
 def load_bundle(path: Path | str) -> Bundle:

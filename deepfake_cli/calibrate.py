@@ -7,27 +7,23 @@ the calibrated scores, and thresholds for fixed false-positive rates (`predict -
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from deepfake_cli.bundle import load_bundle, save_config
-from deepfake_cli.metrics import best_threshold, binary_metrics, fit_temperature, threshold_for_max_fpr
+from deepfake_cli.metrics import (apply_temperature, best_threshold, binary_metrics, fit_temperature, logit,
+                                  threshold_for_max_fpr)
+from deepfake_cli.scoring import Scorer
 from deepfake_cli.store import Store
 
 MAX_FPRS = (0.001, 0.01, 0.05, 0.1)
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-7), 1 - 1e-7)
-    return math.log(p / (1 - p))
-
-
 def validation_scores(store: Store, bundle) -> tuple[np.ndarray, np.ndarray]:
-    """Raw video-level scores (LSTM when trained, else mean CNN score) of the val videos."""
+    """Uncalibrated video scores (LSTM when trained, else the CNN's) of the val videos."""
     name = bundle.feature_model_name
-    lstm = bundle.build_lstm() if bundle.has_lstm else None
+    scorer = Scorer(bundle, cnn=False)
     labels, scores = [], []
     for video_id in bundle.config.split_ids.get("val", []):
         if not store.has(video_id, f"features.{name}"):
@@ -35,9 +31,8 @@ def validation_scores(store: Store, bundle) -> tuple[np.ndarray, np.ndarray]:
         features = store.read_features(video_id, name)
         if not len(features.scores):
             continue
-        raw = bundle.score_sequence(lstm, features.features) if lstm is not None else float(np.mean(features.scores))
         labels.append(int(store.entry(video_id).label == "fake"))
-        scores.append(raw)
+        scores.append(scorer.video_score(features.features, features.scores))
     return np.array(labels, int), np.array(scores, float)
 
 
@@ -48,9 +43,9 @@ def calibrate_bundle(store: Store, bundle_dir: Path) -> dict:
     if len(set(labels.tolist())) < 2:
         raise ValueError("calibration needs real and fake validation videos with exported features "
                          f"(found {len(labels)} video(s)); run `dfd export-features` first")
-    logits = np.array([_logit(p) for p in raw])
+    logits = logit(raw)
     temperature = float(fit_temperature(labels, logits))
-    calibrated = 1.0 / (1.0 + np.exp(-logits / temperature))
+    calibrated = apply_temperature(logits, temperature)  # as scoring.calibrate, one video at a time
     threshold = float(best_threshold(labels, calibrated))
     config = bundle.config
     config.temperature = temperature

@@ -40,12 +40,13 @@ import keras
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from deepfake_cli.augment import augment_face, resize_crop
+from deepfake_cli.augment import augment_face
 from deepfake_cli.bundle import (CHECKPOINT_DIR, CNN_WEIGHTS, CONFIG_FILE, LSTM_WEIGHTS, BundleConfig,
-                                 BundleError, atomic_write_text, build_classifier, dfd_version,
-                                 keras_backend, load_optimizer_state, load_weights_checked, now_iso,
-                                 read_config, save_config, save_optimizer_state, save_weights_atomic,
-                                 set_backbone_trainable, weights_tag)
+                                 BundleError, atomic_write_text, dfd_version, keras_backend,
+                                 load_optimizer_state, load_weights_checked, now_iso, read_config, save_config,
+                                 save_optimizer_state, save_weights_atomic, weights_tag)
+from deepfake_cli.models import build_classifier, set_backbone_trainable
+from deepfake_cli.scoring import model_input
 from deepfake_cli.splits import training_splits
 from deepfake_cli.store import Store
 
@@ -195,16 +196,14 @@ class FaceDataset(keras.utils.PyDataset):
                 self._cache.popitem(last=False)
         return crops
 
-    def _image(self, video_id: str, row: int, rng: np.random.Generator | None) -> np.ndarray:
+    def _crop(self, video_id: str, row: int, rng: np.random.Generator | None) -> np.ndarray:
         crop = self._crops(video_id)[row]
-        if rng is not None:
-            crop = augment_face(crop, rng)
-        return resize_crop(crop, self.input_size)
+        return augment_face(crop, rng) if rng is not None else crop
 
     def __getitem__(self, index: int):
         batch = self._order[index * self.batch_size:(index + 1) * self.batch_size]
         rng = np.random.default_rng(self._key + (index,)) if self.augment else None
-        x = np.stack([self._image(vid, row, rng) for vid, row in batch]).astype(np.float32)
+        x = model_input([self._crop(vid, row, rng) for vid, row in batch], self.input_size)  # as served
         y = np.array([self.labels[vid] for vid, _ in batch], np.float32)
         if self.video_weights is not None:
             return x, y[:, None], np.array([self.video_weights[vid] for vid, _ in batch], np.float32)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_cli.bundle import load_bundle
-from deepfake_cli.metrics import aggregate_video_scores, binary_metrics, breakdown
-from deepfake_cli.predict import calibrate
+from deepfake_cli.metrics import binary_metrics, breakdown
+from deepfake_cli.scoring import Scorer
 from deepfake_cli.store import Store
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -40,7 +40,7 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
     config = bundle.config
     model_name = bundle.feature_model_name
     trained = {split: set(ids) for split, ids in (config.split_ids or {}).items() if split in ("train", "val")}
-    lstm = bundle.build_lstm() if bundle.has_lstm else None
+    scorer = Scorer(bundle, cnn=False)
     rows: list[dict] = []
     for entry in store.entries():
         if not entry.ok or entry.label not in ("real", "fake") or not store.has(entry.video_id, f"features.{model_name}"):
@@ -53,11 +53,10 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
                 "compression": entry.compression, "path": entry.path}
         for index, score in zip(feats.frame_indices, feats.scores):
             rows.append(base | {"level": "frame", "model": "cnn", "frame": int(index), "score": float(score)})
-        rows.append(base | {"level": "video", "model": "cnn",
-                            "score": aggregate_video_scores(feats.scores, config.aggregation)})
-        if lstm is not None:
-            raw = bundle.score_sequence(lstm, feats.features)
-            rows.append(base | {"level": "video", "model": "cnn+lstm", "score": calibrate(raw, config.temperature)})
+        rows.append(base | {"level": "video", "model": "cnn", "score": scorer.cnn_score(feats.scores)})
+        if scorer.lstm is not None:  # what `predict` reports for this video
+            rows.append(base | {"level": "video", "model": "cnn+lstm",
+                                "score": scorer.probability(feats.features, feats.scores)})
     if not rows:
         raise ValueError(f"no labelled video in {store.path} has features of model {model_name!r}: "
                          f"run `dfd export-features --model {model_name}` first")

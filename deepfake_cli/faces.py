@@ -405,7 +405,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 160,
         matrix = matrix * (work / size)
     out = cv2.warpAffine(image, matrix, (work, work), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return _resize(out, size)
+    return resize_face(out, size)
 
 
 def crop_face(image: np.ndarray, box: np.ndarray, size: int = 160,
@@ -417,7 +417,7 @@ def crop_face(image: np.ndarray, box: np.ndarray, size: int = 160,
     side_px = max(1, int(round(side)))
     left = int(round((x1 + x2) / 2 - side_px / 2))
     top = int(round((y1 + y2) / 2 - side_px / 2))
-    return _resize(_padded_window(image, left, top, side_px), size)
+    return resize_face(_padded_window(image, left, top, side_px), size)
 
 
 def _padded_window(image: np.ndarray, left: int, top: int, side: int) -> np.ndarray:
@@ -431,12 +431,16 @@ def _padded_window(image: np.ndarray, left: int, top: int, side: int) -> np.ndar
     return out
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Square image to (size, size): INTER_AREA to shrink, INTER_CUBIC to enlarge."""
-    if image.shape[0] == size:
+def resize_face(image: np.ndarray, size: int) -> np.ndarray:
+    """Square image to (size, size): INTER_AREA to shrink, INTER_CUBIC to enlarge.
+
+    The one resize of dfd: crops are made with it, and so is every model input, in training
+    and in serving (deepfake_cli.scoring.model_input). An image of that size comes back as is.
+    """
+    if image.shape[0] == size and image.shape[1] == size:
         return image
     interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interp)
+    return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interp)
 
 
 # --------------------------------------------------------------------------- extraction

@@ -200,6 +200,12 @@ def fit_temperature(y_true, logits) -> float:
     return float(result.x)
 
 
+def logit(probability) -> np.ndarray:
+    """log(p / (1 - p)), with p clipped to [1e-7, 1 - 1e-7] so that 0 and 1 stay finite."""
+    p = np.clip(np.asarray(probability, dtype=np.float64), PROB_EPS, 1.0 - PROB_EPS)
+    return np.log(p / (1.0 - p))
+
+
 def apply_temperature(logits, temperature: float) -> np.ndarray:
     """Calibrated P(fake) = sigmoid(logits / T)."""
     if temperature <= 0:

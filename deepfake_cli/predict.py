@@ -19,11 +19,11 @@ import numpy as np
 
 from deepfake_cli.bundle import Bundle, BundleError, load_bundle, resolve_bundle
 from deepfake_cli.faces import MTCNNDetector, detect_sparse, faces_from_track, resolve_device
+from deepfake_cli.scoring import Scorer
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choose_indices, probe, read_frames
 
 EXIT_UNREADABLE = 3
 EXIT_NO_FACE = 4
-CNN_BATCH = 32  # faces per CNN call
 MIN_TRACK_FRACTION = 0.25  # a track seen in fewer of the sampled frames is a passer-by or a false detection
 # A face less than this times the size of the largest one is a bystander, a face on a poster or
 # a false detection: the CNN was trained on main faces, and an upscaled 30 px face says nothing.
@@ -85,8 +85,7 @@ class Predictor:
         self.detect_every = detect_every
         self.bundle = bundle
         self.config = bundle.config
-        self.feature_model = bundle.build_feature_model()
-        self.lstm = bundle.build_lstm() if bundle.has_lstm else None
+        self.scorer = Scorer(bundle)
         self.detector = MTCNNDetector(device=resolve_device(device),
                                       detect_max_side=int(self.config.face.get("detect_max_side", 640)))
         self.threshold = self._threshold(threshold, max_fpr)
@@ -147,14 +146,14 @@ class Predictor:
         crops = [faces_from_track(frame_list, track, track_id=i, n_tracks=len(tracks), size=int(face["size"]),
                                   align=bool(face["align"]), margin=float(face["margin"]))
                  for i, track in enumerate(tracks)]
-        features, scores = self._cnn(np.concatenate([c.crops for c in crops]))
+        features, scores = self.scorer.frames(np.concatenate([c.crops for c in crops]))
         result.seconds["cnn"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
         probabilities, offset = [], 0
         for track_crops in crops:
             n = len(track_crops.crops)
-            probabilities.append(self._video_probability(features[offset:offset + n], scores[offset:offset + n]))
+            probabilities.append(self.scorer.probability(features[offset:offset + n], scores[offset:offset + n]))
             offset += n
         result.seconds["lstm"] = time.perf_counter() - clock
 
@@ -176,28 +175,6 @@ class Predictor:
         every = self.detect_every if self.config.sampling == "consecutive" else 1
         return tracks_to_score(detect_sparse(self.detector, frames, every), len(frames))
 
-    def _cnn(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        size = int(self.config.input_size)
-        if crops.shape[1] != size:
-            crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA if crops.shape[1] > size
-                                         else cv2.INTER_CUBIC) for c in crops])
-        # Fixed-size batches (the last one zero-padded): one input shape, so the backend traces
-        # the model once per process instead of once per face count.
-        n = len(crops)
-        batch = np.zeros((math.ceil(n / CNN_BATCH) * CNN_BATCH, size, size, 3), np.float32)
-        batch[:n] = crops
-        outputs = [self.feature_model.predict_on_batch(batch[i:i + CNN_BATCH]) for i in range(0, len(batch), CNN_BATCH)]
-        features = np.concatenate([np.asarray(f, np.float32) for f, _ in outputs])[:n]
-        scores = np.concatenate([np.asarray(s, np.float32).reshape(-1) for _, s in outputs])[:n]
-        return features, scores
-
-    def _video_probability(self, features: np.ndarray, scores: np.ndarray) -> float:
-        if self.lstm is not None:
-            raw = self.bundle.score_sequence(self.lstm, features)
-        else:
-            raw = float(np.mean(scores))
-        return calibrate(raw, float(self.config.temperature))
-
 
 def tracks_to_score(tracks: list[list], n_frames: int) -> list[list]:
     """The identity tracks worth scoring, most important first (the main one always).
@@ -209,12 +186,6 @@ def tracks_to_score(tracks: list[list], n_frames: int) -> list[list]:
     sides = [float(np.median([math.sqrt(d.area) for d in t if d is not None])) for t in seen]
     keep = [t for t, side in zip(seen, sides) if side >= MIN_RELATIVE_FACE_SIZE * max(sides)]
     return keep or tracks[:1]
-
-
-def calibrate(probability: float, temperature: float) -> float:
-    """Temperature scaling of a probability: sigmoid(logit(p) / T)."""
-    p = min(max(probability, 1e-7), 1 - 1e-7)
-    return float(1.0 / (1.0 + math.exp(-math.log(p / (1 - p)) / temperature)))
 
 
 def write_annotated(out: Path, frames: list[np.ndarray], faces, scores: np.ndarray, result: PredictResult,

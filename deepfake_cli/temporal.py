@@ -19,12 +19,12 @@ from typing import Callable
 import keras
 import numpy as np
 
-from deepfake_cli.augment import resize_crop
-from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_WEIGHTS, Bundle, build_lstm_model, load_bundle,
-                                 save_config, weights_tag)
+from deepfake_cli.bundle import CHECKPOINT_DIR, LSTM_WEIGHTS, Bundle, load_bundle, save_config, weights_tag
 from deepfake_cli.cnn import (Checkpoints, Loop, Phase, class_weights, log_loss, prepare_state,
                               record_command, run_phases, safe_auc, seed_everything, start_fresh)
+from deepfake_cli.models import build_lstm_model, pad_sequence
 from deepfake_cli.progress import Reporter
+from deepfake_cli.scoring import Scorer
 from deepfake_cli.store import Features, Store
 
 LSTM_CHECKPOINTS = "lstm"  # bundle_dir/checkpoints/lstm
@@ -46,28 +46,6 @@ class LSTMTrainOptions:
 
 
 # ---------------------------------------------------------------------- sequences
-def pad_sequence(features: np.ndarray, seq_len: int) -> np.ndarray:
-    """(seq_len, D): the first ``seq_len`` rows, zero-padded at the end (masked by the LSTM)."""
-    features = np.asarray(features, np.float32)
-    out = np.zeros((seq_len, features.shape[-1]), np.float32)
-    n = min(seq_len, len(features))
-    out[:n] = features[:n]
-    return out
-
-
-def lstm_probability(lstm, features: np.ndarray, seq_len: int) -> float:
-    """P(fake) of one ordered (n, D) sequence under a built LSTM model."""
-    if len(features) == 0:
-        raise ValueError("cannot score an empty feature sequence")
-    batch = pad_sequence(features, seq_len)[None]
-    return float(np.asarray(lstm.predict_on_batch(batch)).reshape(-1)[0])
-
-
-def score_sequence(bundle: Bundle, features: np.ndarray, lstm=None) -> float:
-    """LSTM P(fake) for one (n, D) sequence; pass ``lstm`` (bundle.build_lstm()) to reuse it."""
-    return lstm_probability(lstm if lstm is not None else bundle.build_lstm(), features, bundle.seq_len)
-
-
 class SequenceDataset(keras.utils.PyDataset):
     """Batches of padded feature sequences read from the store one batch at a time."""
 
@@ -115,25 +93,6 @@ def ordered_faces(store: Store, video_id: str) -> tuple[np.ndarray, np.ndarray]:
     faces = store.read_faces(video_id)
     order = np.argsort(faces.frame_indices, kind="stable")
     return faces.frame_indices[order], faces.crops[order]
-
-
-def fixed_batch(crops: np.ndarray, input_size: int, batch_size: int) -> np.ndarray:
-    """Resized float32 batch zero-padded to ``batch_size`` rows (one input shape: no retracing)."""
-    x = np.zeros((batch_size, input_size, input_size, 3), np.float32)
-    for i, crop in enumerate(crops):
-        x[i] = resize_crop(crop, input_size)
-    return x
-
-
-def run_feature_model(model, crops: np.ndarray, input_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(features (n, D), scores (n,)) of a crop sequence, one batch at a time."""
-    feats, scores = [], []
-    for start in range(0, len(crops), batch_size):
-        chunk = crops[start:start + batch_size]
-        f, s = model.predict_on_batch(fixed_batch(chunk, input_size, batch_size))
-        feats.append(np.asarray(f, np.float32)[:len(chunk)])
-        scores.append(np.asarray(s, np.float32).reshape(-1)[:len(chunk)])
-    return np.concatenate(feats), np.concatenate(scores)
 
 
 def file_sha256(path: Path) -> str:
@@ -189,7 +148,7 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
     """Store features and per-frame scores of every face sequence (resumable; see module doc)."""
     bundle = load_bundle(bundle_dir)
     name = model_name or bundle.feature_model_name
-    model = bundle.build_feature_model()
+    scorer = Scorer(bundle, lstm=False, batch_size=batch_size)
     reporter = reporter or Reporter()
     counts = {"exported": 0, "skipped": 0, "stale": 0, "no_faces": 0, "missing_faces": 0, "failed": 0,
               "faces": 0}
@@ -199,7 +158,7 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
     for vid in todo:
         indices, crops = ordered_faces(store, vid)
         if len(crops):
-            feats, scores = run_feature_model(model, crops, bundle.config.input_size, batch_size)
+            feats, scores = scorer.frames(crops)
             store.write_features(vid, name, Features(indices, feats, scores, settings=settings))
             counts["exported"] += 1
             counts["faces"] += len(crops)

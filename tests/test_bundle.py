@@ -9,9 +9,10 @@ import keras
 import numpy as np
 import pytest
 
-from deepfake_cli.bundle import (FORMAT_VERSION, BundleConfig, BundleError, build_classifier, build_lstm_model,
-                                 load_bundle, load_optimizer_state, read_config, resolve_bundle,
-                                 save_config, save_optimizer_state, save_weights_atomic, weights_tag)
+from deepfake_cli.bundle import (FORMAT_VERSION, BundleConfig, BundleError, load_bundle, load_optimizer_state,
+                                 read_config, resolve_bundle, save_config, save_optimizer_state, save_weights_atomic, weights_tag)
+from deepfake_cli.models import build_classifier, build_lstm_model
+from deepfake_cli.scoring import score_sequence
 
 BACKBONE = "efficientnet-lite0"
 SIZE = 32
@@ -127,7 +128,7 @@ def test_lstm_weights_round_trip(tmp_path):
     assert bundle.has_lstm
     x = np.random.default_rng(1).normal(size=(7, 6)).astype(np.float32)
     direct = float(np.asarray(model.predict_on_batch(np.concatenate([x[:5]])[None])).reshape(-1)[0])
-    assert bundle.score_sequence(bundle.build_lstm(), x) == pytest.approx(direct, abs=1e-5)
+    assert score_sequence(bundle, x, bundle.build_lstm()) == pytest.approx(direct, abs=1e-5)
 
 
 def test_optimizer_state_round_trip(tmp_path):

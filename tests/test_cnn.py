@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_cli.augment import augment_face, jpeg_recompress, resize_crop
+from deepfake_cli.augment import augment_face, jpeg_recompress
+from deepfake_cli.faces import resize_face as resize_crop
 from deepfake_cli.bundle import load_bundle
 from deepfake_cli.cnn import CNNTrainOptions, FaceDataset, cnn_phases, index_faces, train_cnn, windowed_order
 from deepfake_cli.store import Faces, Frames, Store, VideoEntry

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_cli.bundle import (BundleConfig, build_classifier, load_bundle, save_config, save_weights_atomic,
-                                 weights_tag)
+from deepfake_cli.bundle import BundleConfig, load_bundle, save_config, save_weights_atomic, weights_tag
+from deepfake_cli.models import build_classifier, pad_sequence
+from deepfake_cli.scoring import score_sequence
 from deepfake_cli.store import Faces, Features, Frames, Store, VideoEntry
-from deepfake_cli.temporal import LSTMTrainOptions, export_features, pad_sequence, score_sequence, train_lstm
+from deepfake_cli.temporal import LSTMTrainOptions, export_features, train_lstm
 
 BACKBONE = "efficientnet-lite0"
 SIZE = 32

@@ -1,0 +1,120 @@
+"""Face crops in, a calibrated video probability out: the one rule every stage shares.
+
+    face crops (any square size)
+      -> model input: resized to the bundle's input size (faces.resize_face), float32 in [0, 255]
+      -> fixed-size CNN batches (the last one zero-padded: one input shape, traced once)
+      -> per-frame features (n, D) and scores P(fake) (n,)
+      -> video score: the BiLSTM over the ordered features, else the config's video_aggregation
+      -> calibrated probability: temperature scaling, sigmoid(logit(p) / T)
+
+`predict` runs all of it on a clip; `export-features` stores the per-frame part; `calibrate`
+fits T on the video scores of the validation videos; `evaluate` reports the video scores and
+calibrated probabilities of stored videos. Because they all call this module, the figure
+`evaluate` measures is the one `predict` serves (tests/test_scoring.py holds them to it).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from deepfake_cli.bundle import Bundle
+from deepfake_cli.faces import resize_face
+from deepfake_cli.metrics import aggregate_video_scores, apply_temperature, logit
+from deepfake_cli.models import pad_sequence
+
+CNN_BATCH = 32  # faces per CNN call
+
+
+def model_input(crops, input_size: int) -> np.ndarray:
+    """(n, S, S, 3) float32: face crops resized to the model's input size (pixel values kept)."""
+    if not len(crops):
+        return np.zeros((0, input_size, input_size, 3), np.float32)
+    return np.stack([resize_face(c, input_size) for c in crops]).astype(np.float32)
+
+
+def fixed_batches(crops: np.ndarray, input_size: int, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(batch, rows used): model inputs in batches of exactly ``batch_size`` rows, the last
+    zero-padded, so the backend sees one input shape and traces the model once per process."""
+    for start in range(0, len(crops), batch_size):
+        chunk = crops[start:start + batch_size]
+        batch = np.zeros((batch_size, input_size, input_size, 3), np.float32)
+        batch[:len(chunk)] = model_input(chunk, input_size)
+        yield batch, len(chunk)
+
+
+def frame_outputs(feature_model, crops: np.ndarray, input_size: int,
+                  batch_size: int = CNN_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, D) float32, scores (n,) float32) of ``n`` face crops under a feature model
+    (image -> [features, P(fake)], from Bundle.build_feature_model)."""
+    if not len(crops):
+        raise ValueError("no face crops to score")
+    features, scores = [], []
+    for batch, used in fixed_batches(crops, input_size, batch_size):
+        f, s = feature_model.predict_on_batch(batch)
+        features.append(np.asarray(f, np.float32)[:used])
+        scores.append(np.asarray(s, np.float32).reshape(-1)[:used])
+    return np.concatenate(features), np.concatenate(scores)
+
+
+def lstm_probability(lstm, features: np.ndarray, seq_len: int) -> float:
+    """P(fake) of one ordered (n, D) sequence under a built LSTM model (uncalibrated)."""
+    if len(features) == 0:
+        raise ValueError("cannot score an empty feature sequence")
+    batch = pad_sequence(features, seq_len)[None]
+    return float(np.asarray(lstm.predict_on_batch(batch)).reshape(-1)[0])
+
+
+def score_sequence(bundle: Bundle, features: np.ndarray, lstm=None) -> float:
+    """LSTM P(fake) for one (n, D) sequence; pass ``lstm`` (bundle.build_lstm()) to reuse it."""
+    return lstm_probability(lstm if lstm is not None else bundle.build_lstm(), features, bundle.seq_len)
+
+
+def calibrate(probability: float, temperature: float) -> float:
+    """Temperature scaling of a probability: sigmoid(logit(p) / T)."""
+    return float(apply_temperature(logit(probability), temperature))
+
+
+class Scorer:
+    """A bundle's models and the rule that turns faces into its video probability.
+
+    ``cnn=False`` / ``lstm=False`` skip building a model the caller does not need (scoring
+    stored features needs no CNN; exporting features needs no LSTM). The LSTM is used when
+    the bundle has a trained one.
+    """
+
+    def __init__(self, bundle: Bundle, *, cnn: bool = True, lstm: bool = True, batch_size: int = CNN_BATCH):
+        self.bundle = bundle
+        self.config = bundle.config
+        self.batch_size = batch_size
+        self.feature_model = bundle.build_feature_model() if cnn else None
+        self.lstm = bundle.build_lstm() if lstm and bundle.has_lstm else None
+
+    def frames(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(features (n, D), scores (n,)) of face crops of any square size."""
+        if self.feature_model is None:
+            raise ValueError("this Scorer was made without its CNN (cnn=False)")
+        return frame_outputs(self.feature_model, crops, int(self.config.input_size), self.batch_size)
+
+    def cnn_score(self, scores: np.ndarray) -> float:
+        """The CNN's own video score: its frame scores aggregated as the config says."""
+        return aggregate_video_scores(scores, self.config.video_aggregation)
+
+    def lstm_score(self, features: np.ndarray) -> float:
+        """The BiLSTM's video score of an ordered feature sequence (needs a trained LSTM)."""
+        if self.lstm is None:
+            raise ValueError(f"bundle {self.bundle.path} has no trained LSTM")
+        return lstm_probability(self.lstm, features, self.bundle.seq_len)
+
+    def video_score(self, features: np.ndarray, scores: np.ndarray) -> float:
+        """The uncalibrated video score: the LSTM's when there is one, else the CNN's."""
+        return self.lstm_score(features) if self.lstm is not None else self.cnn_score(scores)
+
+    def probability(self, features: np.ndarray, scores: np.ndarray) -> float:
+        """Calibrated P(fake) of a video: what `predict` reports."""
+        return self.calibrated(self.video_score(features, scores))
+
+    def calibrated(self, video_score: float) -> float:
+        """A video score under the bundle's temperature."""
+        return calibrate(video_score, float(self.config.temperature))

@@ -1,0 +1,106 @@
+"""Training and serving score a video the same way (deepfake_cli.scoring).
+
+A stored video's probability as `evaluate` computes it from the store (features exported by
+`export-features`) must be the probability `predict` gives for the clip itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepfake_cli.bundle import BundleConfig, load_bundle, save_config, save_weights_atomic, weights_tag
+from deepfake_cli.crop import CropOptions, crop
+from deepfake_cli.evaluate import evaluate
+from deepfake_cli.extract import ExtractOptions, extract
+from deepfake_cli.models import build_classifier, build_lstm_model
+from deepfake_cli.predict import Predictor
+from deepfake_cli.scoring import calibrate, fixed_batches, model_input
+from deepfake_cli.store import Store
+from deepfake_cli.temporal import export_features
+from tests.test_cli import write_face_clip
+
+BACKBONE = "efficientnet-lite0"
+INPUT_SIZE, FACE_SIZE, FPV, TEMPERATURE = 32, 64, 6, 1.7
+
+
+def test_model_input_resizes_and_batches_to_one_shape():
+    crops = np.random.default_rng(0).integers(0, 255, (5, FACE_SIZE, FACE_SIZE, 3)).astype(np.uint8)
+    x = model_input(crops, INPUT_SIZE)
+    assert x.shape == (5, INPUT_SIZE, INPUT_SIZE, 3) and x.dtype == np.float32
+    batches = list(fixed_batches(crops, INPUT_SIZE, 4))
+    assert [b.shape for b, _ in batches] == [(4, INPUT_SIZE, INPUT_SIZE, 3)] * 2 and [n for _, n in batches] == [4, 1]
+    np.testing.assert_array_equal(np.concatenate([b[:n] for b, n in batches]), x)
+    assert not batches[1][0][1:].any()  # zero padding
+    assert calibrate(0.8, 1.0) == pytest.approx(0.8, abs=1e-12)
+    assert calibrate(0.8, 2.0) == pytest.approx(1 / (1 + np.sqrt(0.2 / 0.8)), abs=1e-12)  # sigmoid(logit(p) / 2)
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """Two clips extracted and cropped into a store, and a tiny CNN + BiLSTM bundle for them."""
+    root = tmp_path_factory.mktemp("scoring")
+    for label, shift in (("real", 0), ("fake", 6)):
+        (root / "clips" / label).mkdir(parents=True)
+        write_face_clip(root / "clips" / label / f"{label}.mp4", shift=shift, fake=label == "fake", frames=8)
+    store_path = root / "dfd.h5"
+    with Store.open(store_path, write=True) as store:
+        assert extract(store, [root / "clips"], ExtractOptions(fpv=FPV)).added == 2
+        assert crop(store, CropOptions(size=FACE_SIZE, device="cpu")).cropped == 2
+        face = store.faces_settings(store.entries()[0].video_id)
+    bundle_dir = root / "models" / "tiny"
+    config = BundleConfig(name="tiny", backbone=BACKBONE, input_size=INPUT_SIZE, feature_dim=1280, face=face,
+                          fpv=FPV, sampling="consecutive", temperature=TEMPERATURE,
+                          lstm={"units": 8, "dropout": 0.1, "seq_len": FPV, "feature_model": "tiny", "trained": True})
+    save_config(bundle_dir, config)
+    classifier, _ = build_classifier(BACKBONE, INPUT_SIZE)
+    save_weights_atomic(classifier, bundle_dir / "cnn.weights.h5", weights_tag("cnn", config))
+    lstm = build_lstm_model(FPV, 1280, units=8, dropout=0.1)
+    save_weights_atomic(lstm, bundle_dir / "lstm.weights.h5", weights_tag("lstm", config))
+    # the same CNN without an LSTM: the video score is the frames' mean, reading the same features
+    plain_dir = root / "models" / "plain"
+    plain = BundleConfig(**{**config.__dict__, "name": "plain", "temperature": 1.0,
+                            "lstm": {**config.lstm, "trained": False}})
+    save_config(plain_dir, plain)
+    shutil.copy(bundle_dir / "cnn.weights.h5", plain_dir / "cnn.weights.h5")
+    with Store.open(store_path, write=True) as store:
+        assert export_features(store, bundle_dir)["exported"] == 2
+    return store_path, bundle_dir, plain_dir
+
+
+def served_and_measured(store_path: Path, bundle_dir: Path, model: str) -> list[tuple[float, float, list, list]]:
+    """(predict's probability, evaluate's, predict's frame scores, stored frame scores) per video."""
+    with Store.open(store_path) as store:
+        rows = evaluate(store, bundle_dir).rows
+        stored_scores = {e.path: store.read_features(e.video_id, "tiny").scores for e in store.entries()}
+    measured = {r["path"]: r["score"] for r in rows if r["level"] == "video" and r["model"] == model}
+    predictor = Predictor(load_bundle(bundle_dir), device="cpu", detect_every=1)  # crop detects on every frame
+    pairs = []
+    for path in sorted(measured):
+        result = predictor.predict(Path(path))
+        assert result.exit_code == 0 and result.tracks == 1, result.error
+        pairs.append((result.probability, measured[path], result.frame_scores, stored_scores[path]))
+    return pairs
+
+
+def test_predict_serves_the_probability_evaluate_measures(stored):
+    store_path, bundle_dir, _ = stored
+    pairs = served_and_measured(store_path, bundle_dir, "cnn+lstm")
+    assert len(pairs) == 2
+    for served, measured, frames, stored_frames in pairs:
+        assert len(frames) == len(stored_frames) == FPV
+        np.testing.assert_allclose(frames, stored_frames, atol=1e-5)
+        assert served == pytest.approx(measured, abs=1e-5)
+    assert abs(pairs[0][0] - pairs[1][0]) > 1e-4  # the two clips do score differently
+
+
+def test_without_an_lstm_both_use_the_configured_aggregation(stored):
+    store_path, _, plain_dir = stored
+    pairs = served_and_measured(store_path, plain_dir, "cnn")
+    assert len(pairs) == 2
+    for served, measured, _, stored_frames in pairs:
+        assert measured == pytest.approx(float(np.mean(stored_frames)), abs=1e-6)
+        assert served == pytest.approx(measured, abs=1e-5)

@@ -32,6 +32,8 @@ CONFIG_FILE = "config.json"
 CNN_WEIGHTS = "cnn.weights.h5"
 LSTM_WEIGHTS = "lstm.weights.h5"
 CHECKPOINT_DIR = "checkpoints"
+CNN_CHECKPOINTS = "cnn"  # checkpoints/cnn: train-cnn's per-epoch state
+LSTM_CHECKPOINTS = "lstm"  # checkpoints/lstm: train-lstm's
 CLASSES = ("real", "fake")  # score = P(CLASSES[1])
 FEATURE_LAYER = "pooled features before the classifier head"
 AGGREGATIONS = ("mean",)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,6 +106,15 @@ def _json_safe(value):
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def _command_line() -> str:
+    """This run's command line as the bundle records it.
+
+    The program's name, not its install path, so the record reads the same on every machine
+    (also when run as `python -m deepfake_cli`).
+    """
+    return shlex.join(["dfd", *sys.argv[1:]])
 
 
 def _version_callback(value: bool) -> None:
@@ -311,7 +321,8 @@ def train_cnn(
 
     with _open_store(store, write=False) as opened:
         try:
-            summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch)
+            summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch,
+                                command=_command_line())
         except (BundleError, WeightsError, StoreError, ValueError, KeyError) as exc:
             fail(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc))  # KeyError's str() adds quotes
     _render_summary(out, "train-cnn", summary, quiet, as_json)
@@ -389,7 +400,7 @@ def train_lstm(
     with _open_store(store, write=False) as opened:
         try:
             bundle_dir = _bundle_dir(model, models_dir)
-            summary = run_train(opened, bundle_dir, options, resume=resume, on_epoch=on_epoch)
+            summary = run_train(opened, bundle_dir, options, resume=resume, on_epoch=on_epoch, command=_command_line())
             summary["calibration"] = calibrate_bundle(opened, bundle_dir)
         except (BundleError, StoreError, ValueError) as exc:
             fail(str(exc))

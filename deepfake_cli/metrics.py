@@ -18,10 +18,10 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
-    log_loss,
     roc_auc_score,
     roc_curve,
 )
+from sklearn.metrics import log_loss as sklearn_log_loss
 
 METRIC_NAMES = ("n", "n_real", "n_fake", "acc", "auc", "eer", "ap", "logloss", "threshold")
 COUNT_NAMES = ("n", "n_real", "n_fake")
@@ -126,9 +126,25 @@ def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, float]:
         "auc": float(roc_auc_score(y, s)) if both else math.nan,
         "eer": equal_error_rate(y, s)[0] if both else math.nan,
         "ap": float(average_precision_score(y, s)) if both else math.nan,
-        "logloss": float(log_loss(y, np.clip(s, PROB_EPS, 1.0 - PROB_EPS), labels=[0, 1])),
+        "logloss": float(sklearn_log_loss(y, np.clip(s, PROB_EPS, 1.0 - PROB_EPS), labels=[0, 1])),
         "threshold": float(threshold),
     }
+
+
+# --------------------------------------------------------------------------- training
+
+
+def safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC, or NaN when only one class is present."""
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
+
+
+def log_loss(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean binary cross-entropy of probabilities (unweighted)."""
+    p = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
 # --------------------------------------------------------------------------- thresholds

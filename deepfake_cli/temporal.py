@@ -19,16 +19,16 @@ from typing import Callable
 import keras
 import numpy as np
 
-from deepfake_cli.bundle import CHECKPOINT_DIR, LSTM_WEIGHTS, Bundle, load_bundle, save_config, weights_tag
-from deepfake_cli.cnn import (Checkpoints, Loop, Phase, class_weights, log_loss, prepare_state,
-                              record_command, run_phases, safe_auc, seed_everything, start_fresh)
+from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_CHECKPOINTS, LSTM_WEIGHTS, Bundle, load_bundle, save_config,
+                                 weights_tag)
+from deepfake_cli.metrics import log_loss, safe_auc
 from deepfake_cli.models import build_lstm_model, pad_sequence
 from deepfake_cli.progress import Reporter
 from deepfake_cli.scoring import Scorer
+from deepfake_cli.runtime import seed_everything
 from deepfake_cli.store import Features, Store
-
-LSTM_CHECKPOINTS = "lstm"  # bundle_dir/checkpoints/lstm
-
+from deepfake_cli.training import (Checkpoints, Loop, Phase, class_weights, prepare_state, record_command, run_phases,
+                                   start_fresh)
 
 @dataclass
 class LSTMTrainOptions:

@@ -6,7 +6,11 @@ A stored video's probability as `evaluate` computes it from the store (features 
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +108,27 @@ def test_without_an_lstm_both_use_the_configured_aggregation(stored):
     for served, measured, _, stored_frames in pairs:
         assert measured == pytest.approx(float(np.mean(stored_frames)), abs=1e-6)
         assert served == pytest.approx(measured, abs=1e-5)
+
+
+TRAINING_MODULES = ("deepfake_cli.cnn", "deepfake_cli.temporal", "deepfake_cli.training", "deepfake_cli.runtime")
+
+
+def test_predict_imports_no_training_code(stored):
+    """`dfd predict` with an LSTM bundle loads the scoring code only, not the training loop."""
+    _, bundle_dir, _ = stored
+    clip = sorted((bundle_dir.parent.parent / "clips" / "fake").glob("*.mp4"))[0]
+    script = textwrap.dedent(f"""
+        import json, sys
+        from typer.testing import CliRunner
+        from deepfake_cli.cli import app
+        result = CliRunner().invoke(app, ["predict", {str(clip)!r}, "--model", {str(bundle_dir)!r}, "--json",
+                                          "--device", "cpu"])
+        print(json.dumps({{"exit_code": result.exit_code, "output": result.stdout, "modules": sorted(sys.modules)}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["exit_code"] == 0, report["output"]
+    assert 0.0 < json.loads(report["output"])["probability"] < 1.0
+    assert "deepfake_cli.scoring" in report["modules"] and "deepfake_cli.predict" in report["modules"]
+    assert [m for m in TRAINING_MODULES if m in report["modules"]] == []

@@ -15,7 +15,6 @@ a file. Every file is written to a temporary name and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -25,6 +24,7 @@ from typing import get_type_hints
 import h5py
 import numpy as np
 
+from deepfake_cli.files import atomic_write, atomic_write_text
 from deepfake_cli.models import build_classifier, build_lstm_model
 
 FORMAT_VERSION = 1
@@ -159,23 +159,6 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to ``path`` via a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_config(bundle_dir: Path, config: BundleConfig) -> Path:
     """Write ``config.json`` atomically (stamping ``updated``); return its path."""
     bundle_dir = Path(bundle_dir)
@@ -209,18 +192,12 @@ def weights_tag(model_kind: str, config: BundleConfig) -> dict:
 
 def save_weights_atomic(model, path: Path, tag: dict | None = None) -> None:
     """``model.save_weights`` to a temporary file, tag it, then rename into place."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")  # Keras wants the .weights.h5 suffix
-    try:
+    with atomic_write(path, suffix=".weights.h5") as tmp:  # Keras wants the .weights.h5 suffix
         weights_only(model).save_weights(tmp)
         if tag:
             with h5py.File(tmp, "r+") as f:
                 for key, value in tag.items():
                     f.attrs[key] = value
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def weights_only(model):
@@ -267,20 +244,12 @@ def load_weights_checked(model, path: Path, expected: dict) -> None:
 
 def save_optimizer_state(optimizer, path: Path) -> None:
     """Save an optimizer's variables (after building it) as an .npz, atomically."""
-    path = Path(path)
     import keras
 
     arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
     names = np.array([v.path for v in optimizer.variables])
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, __names__=names, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, __names__=names, **arrays)
 
 
 def load_optimizer_state(optimizer, path: Path) -> None:

@@ -94,18 +94,9 @@ def _summary_table(title: str, rows: dict) -> Table:
 
 
 def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(_json_safe(data), indent=2, default=str) + "\n")
+    from deepfake_cli.files import to_jsonable  # NaN is not JSON: null instead
 
-
-def _json_safe(value):
-    """NaN is not JSON: write null instead."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+    sys.stdout.write(json.dumps(to_jsonable(data), indent=2, default=str) + "\n")
 
 
 def _command_line() -> str:

@@ -80,13 +80,6 @@ class CNNTrainOptions:
 
 
 # ---------------------------------------------------------------------- data
-def face_count(store: Store, video_id: str) -> int:
-    """Number of stored faces of a video, reading only the frame-index array."""
-    # Store has no public count; its segment reader opens the faces file without the crops.
-    with store._read_segment(video_id, "faces") as f:
-        return int(f["frame_indices"].shape[0])
-
-
 def pick_rows(count: int, limit: int | None) -> list[int]:
     """Rows 0..count-1, or ``limit`` of them evenly spread."""
     if limit is None or count <= limit:
@@ -99,7 +92,7 @@ def index_faces(store: Store, video_ids: list[str], limit: int | None = None) ->
     items = []
     for vid in video_ids:
         if store.has(vid, "faces"):
-            items.extend((vid, row) for row in pick_rows(face_count(store, vid), limit))
+            items.extend((vid, row) for row in pick_rows(store.face_count(vid), limit))
     return items
 
 

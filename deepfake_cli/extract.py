@@ -9,6 +9,7 @@ from pathlib import Path
 from stat import S_ISREG
 
 from deepfake_cli.datasets import VideoRecord, assign_splits, discover
+from deepfake_cli.files import file_sha256
 from deepfake_cli.progress import Reporter
 from deepfake_cli.store import FRAME_STATUS_FAILED, Frames, Store, VideoEntry
 from deepfake_cli.video import VideoError, choose_indices, probe, read_frames
@@ -44,14 +45,6 @@ class ExtractSummary:
         d["by_dataset"] = dict(self.by_dataset)
         d["by_label"] = dict(self.by_label)
         return d
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def video_id_for(sha256: str) -> str:

@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deepfake_cli.bundle import Bundle, BundleError, load_bundle, resolve_bundle
+from deepfake_cli.bundle import Bundle, load_bundle, resolve_bundle
 from deepfake_cli.faces import MTCNNDetector, detect_sparse, faces_from_track, resolve_device
+from deepfake_cli.files import to_jsonable
 from deepfake_cli.scoring import Scorer
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choose_indices, probe, read_frames
 
@@ -51,8 +52,7 @@ class PredictResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        data = asdict(self)
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}
+        return to_jsonable(asdict(self))
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from rich.table import Table
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from deepfake_cli.files import to_jsonable
 from deepfake_cli.metrics import COUNT_NAMES, METRIC_NAMES, label_to_int
 
 MISSING = "–"  # en dash, shown for NaN / missing metrics
@@ -77,23 +78,6 @@ def metrics_table(title: str, results: dict[str, dict[str, float]]) -> Table:
 
 
 # --------------------------------------------------------------------------- JSON / CSV
-
-
-def to_jsonable(value):
-    """Recursively convert numpy scalars/arrays, Paths and tuples; NaN/inf become None."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def write_metrics_json(path: Path, results: Mapping) -> Path:

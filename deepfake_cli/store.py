@@ -32,6 +32,8 @@ from typing import Iterator
 import h5py
 import numpy as np
 
+from deepfake_cli.files import TMP_MARK, atomic_write
+
 SCHEMA_VERSION = 1
 DEFAULT_STORE = "dfd.h5"
 STORE_ENV = "DFD_STORE"
@@ -232,9 +234,9 @@ class Store:
                         self._entries[entry.video_id] = entry
         if self.writable:
             self.segments.mkdir(exist_ok=True)
-            for stale in self.segments.glob("*.tmp*"):
+            for stale in self.segments.glob(f"*{TMP_MARK}*"):
                 stale.unlink(missing_ok=True)  # half-written segment of a killed run
-            prefix = self.path.name + ".tmp"
+            prefix = self.path.name + TMP_MARK
             for stale in self.path.parent.iterdir():
                 if stale.name.startswith(prefix):
                     stale.unlink(missing_ok=True)  # half-written index of a killed run
@@ -292,9 +294,8 @@ class Store:
         if not self.writable:
             raise StoreError("store was opened read-only")
         final = self._seg_path(video_id, stage)
-        tmp = final.with_name(final.name + f".tmp{os.getpid()}")
         try:
-            with _build_h5(tmp) as f:
+            with atomic_write(final) as tmp, _build_h5(tmp) as f:
                 f.attrs["schema_version"] = SCHEMA_VERSION
                 for key, value in attrs.items():
                     f.attrs[key] = value
@@ -305,11 +306,8 @@ class Store:
                         kwargs = dict(chunks=(1,) + array.shape[1:] if array.ndim >= 3 else True,
                                       compression="gzip", compression_opts=1)
                     f.create_dataset(name, data=array, **kwargs)
-            os.replace(tmp, final)
-            _fsync_dir(self.segments)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space" in str(exc)):
+        except OSError as exc:
+            if _disk_full(exc):
                 raise StoreError(f"disk full while writing {final.name}; the store is intact, free space and rerun") from exc
             raise
         self._stages.setdefault(video_id, set()).add(stage)
@@ -369,8 +367,13 @@ class Store:
                          settings=json.loads(f.attrs["settings"]))
 
     def faces_settings(self, video_id: str) -> dict:
+        """How a video's faces were cropped (size, align, margin, detector, ...)."""
+        return self.settings(video_id, "faces")
+
+    def face_count(self, video_id: str) -> int:
+        """Number of stored faces of a video, reading only the frame-index array (not the crops)."""
         with self._read_segment(video_id, "faces") as f:
-            return json.loads(f.attrs["settings"])
+            return int(f["frame_indices"].shape[0])
 
     # features ----------------------------------------------------------
     def write_features(self, video_id: str, model: str, features: Features) -> None:
@@ -381,6 +384,15 @@ class Store:
                   "scores": features.scores.astype(np.float32)}
         self._write_segment(video_id, f"features.{model}", arrays, {"settings": json.dumps(features.settings)})
         self._maybe_commit()
+
+    def features_settings(self, video_id: str, model: str) -> dict:
+        """What a video's stored features of ``model`` are (bundle, backbone, CNN weights hash, ...)."""
+        return self.settings(video_id, f"features.{model}")
+
+    def settings(self, video_id: str, stage: str) -> dict:
+        """The settings a segment was written with, reading only its attributes."""
+        with self._read_segment(video_id, stage) as f:
+            return json.loads(f.attrs.get("settings", "{}"))
 
     def read_features(self, video_id: str, model: str) -> Features:
         with self._read_segment(video_id, f"features.{model}") as f:
@@ -404,10 +416,9 @@ class Store:
         """Rewrite the index atomically from what is on disk now."""
         if not self.writable:
             return
-        tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
         entries = sorted(self._entries.values(), key=lambda e: e.video_id)
         try:
-            with _build_h5(tmp) as f:
+            with atomic_write(self.path) as tmp, _build_h5(tmp) as f:
                 f.attrs["schema_version"] = SCHEMA_VERSION
                 f.attrs["layout"] = "index + immutable segments in <store>.d/ (docs/store.md)"
                 table = f.create_group("videos")
@@ -429,11 +440,8 @@ class Store:
                             group.require_group("features")[stage.split(".", 1)[1]] = link
                         else:
                             group[stage] = link
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space" in str(exc)):
+        except OSError as exc:
+            if _disk_full(exc):
                 raise StoreError(f"disk full while writing the index of {self.path}; segments are intact, free space and rerun") from exc
             raise
         self._dirty = False
@@ -447,12 +455,13 @@ def _check_model_name(name: str) -> None:
 
 @contextmanager
 def _build_h5(tmp: Path) -> Iterator[h5py.File]:
-    """Build an HDF5 file in memory, then write it to tmp with plain file I/O and fsync it.
+    """Build an HDF5 file in memory, then write it to tmp with plain file I/O.
 
     HDF5 never writes to the disk itself: when one of its own writes fails (disk full),
     h5py reports it unreliably (an error while a dataset is closed is only printed, so a
     segment missing chunks was renamed into place as complete) and then crashes the
     interpreter closing the file (h5py#914, #2160). A failed write here is a plain OSError.
+    ``files.atomic_write`` fsyncs the file and renames it into place.
     """
     with h5py.File(str(tmp), "w", driver="core", backing_store=False) as f:
         yield f
@@ -460,13 +469,7 @@ def _build_h5(tmp: Path) -> Iterator[h5py.File]:
         image = f.id.get_file_image()
     with open(tmp, "wb") as fh:
         fh.write(image)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _disk_full(exc: OSError) -> bool:
+    return exc.errno == errno.ENOSPC or "No space" in str(exc)

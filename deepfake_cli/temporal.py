@@ -9,8 +9,6 @@ AUC and per-epoch checkpoints like the CNN.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,14 +19,16 @@ import numpy as np
 
 from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_CHECKPOINTS, LSTM_WEIGHTS, Bundle, load_bundle, save_config,
                                  weights_tag)
+from deepfake_cli.files import file_sha256
 from deepfake_cli.metrics import log_loss, safe_auc
 from deepfake_cli.models import build_lstm_model, pad_sequence
 from deepfake_cli.progress import Reporter
-from deepfake_cli.scoring import Scorer
 from deepfake_cli.runtime import seed_everything
+from deepfake_cli.scoring import Scorer
 from deepfake_cli.store import Features, Store
 from deepfake_cli.training import (Checkpoints, Loop, Phase, class_weights, prepare_state, record_command, run_phases,
                                    start_fresh)
+
 
 @dataclass
 class LSTMTrainOptions:
@@ -95,15 +95,6 @@ def ordered_faces(store: Store, video_id: str) -> tuple[np.ndarray, np.ndarray]:
     return faces.frame_indices[order], faces.crops[order]
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_settings(bundle: Bundle) -> dict:
     """What the stored features are (saved with every feature segment)."""
     c = bundle.config
@@ -112,14 +103,7 @@ def export_settings(bundle: Bundle) -> dict:
             "score": "P(fake), uncalibrated", "cnn_sha256": file_sha256(bundle.cnn_weights)}
 
 
-def stored_settings(store: Store, video_id: str, stage: str) -> dict:
-    """Settings of a stored segment, reading only its attributes."""
-    # Store.read_features would read the arrays too; its segment reader opens just the file.
-    with store._read_segment(video_id, stage) as f:
-        return json.loads(f.attrs.get("settings", "{}"))
-
-
-def export_targets(store: Store, stage: str, cnn_sha256: str, force: bool, counts: dict) -> list[str]:
+def export_targets(store: Store, model_name: str, cnn_sha256: str, force: bool, counts: dict) -> list[str]:
     """Video ids to export; counts the ones left out by reason.
 
     Features of another version of the CNN (a retrained bundle) are recomputed ("stale").
@@ -131,8 +115,8 @@ def export_targets(store: Store, stage: str, cnn_sha256: str, force: bool, count
             counts["failed"] += 1
         elif not store.has(vid, "faces"):
             counts["missing_faces"] += 1
-        elif store.has(vid, stage) and not force:
-            if stored_settings(store, vid, stage).get("cnn_sha256") == cnn_sha256:
+        elif store.has(vid, f"features.{model_name}") and not force:
+            if store.features_settings(vid, model_name).get("cnn_sha256") == cnn_sha256:
                 counts["skipped"] += 1
             else:
                 counts["stale"] += 1
@@ -153,7 +137,7 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
     counts = {"exported": 0, "skipped": 0, "stale": 0, "no_faces": 0, "missing_faces": 0, "failed": 0,
               "faces": 0}
     settings = export_settings(bundle)
-    todo = export_targets(store, f"features.{name}", settings["cnn_sha256"], force, counts)
+    todo = export_targets(store, name, settings["cnn_sha256"], force, counts)
     reporter.start(len(todo), "features")
     for vid in todo:
         indices, crops = ordered_faces(store, vid)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields
@@ -28,8 +27,9 @@ from typing import Callable, Iterable
 import keras
 import numpy as np
 
-from deepfake_cli.bundle import (BundleConfig, BundleError, atomic_write_text, load_optimizer_state,
-                                 load_weights_checked, now_iso, save_optimizer_state, save_weights_atomic)
+from deepfake_cli.bundle import (BundleConfig, BundleError, load_optimizer_state, load_weights_checked, now_iso,
+                                 save_optimizer_state, save_weights_atomic)
+from deepfake_cli.files import atomic_write, atomic_write_text
 
 STATE_FILE = "state.json"
 
@@ -239,12 +239,8 @@ def publish_best(loop: Loop, state: dict) -> None:
     source = loop.checkpoints.path(name)
     if not source.is_file():
         return
-    tmp = loop.final_weights.with_name(f".tmp{os.getpid()}.{loop.final_weights.name}")
-    try:
+    with atomic_write(loop.final_weights) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, loop.final_weights)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def run_epoch(loop: Loop, index: int, phase: Phase, state: dict) -> dict:

@@ -1,4 +1,5 @@
-"""The `dfd` command line: each command parses options, calls one core function, renders."""
+"""The `dfd` command line: each command parses its options, calls the core (which knows nothing of
+the terminal), and renders what comes back with rich. Exit codes are set here."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """`dfd evaluate`: the numbers a researcher reports, from exported features.
 
-Frame level: each face's CNN score. Video level: the CNN alone (mean of its frame scores)
-and CNN + BiLSTM (the LSTM over the ordered feature sequence, temperature-calibrated as
-`predict` reports it). Splits are the ones the bundle was trained with (its config records
+Frame level: each face's CNN score. Video level: the CNN alone (its frame scores aggregated
+as the bundle's video_aggregation says, uncalibrated) and CNN + BiLSTM (the probability
+`predict` reports: the LSTM over the ordered feature sequence, temperature-calibrated; both
+come from deepfake_cli.scoring, so this is the served figure). Splits are the ones the bundle was trained with (its config records
 the train and val video ids); every other video counts under its stored split.
 """
 

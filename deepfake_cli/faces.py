@@ -1,10 +1,12 @@
 """Face detection, identity tracking and face crops (aligned or plain) for sampled frames.
 
-Pipeline: a :class:`FaceDetector` finds faces in every frame, :func:`build_tracks` links
-them into identities over the frame sequence, the most important identity is the "main"
-face (:func:`track_main_face`), and :func:`extract_faces` cuts one crop per frame for it,
-either aligned on the 5 landmarks (:func:`align_face`) or as a plain square crop
-(:func:`crop_face`).
+Pipeline: a :class:`FaceDetector` finds the faces of the frames (`crop`: every frame;
+`predict`: every n-th, :func:`detect_sparse` interpolating between), :func:`build_tracks`
+links them into identities over the frame sequence, most important first (the first is the
+"main" face), and :func:`faces_from_track` cuts one crop per frame of a track, either aligned
+on the 5 landmarks (:func:`align_face`) or as a plain square crop (:func:`crop_face`).
+:func:`extract_faces` does this for the main face (`crop`); `predict` crops every track it
+scores. Crops, and every model input made from them, are resized by :func:`resize_face`.
 
 Crop geometry, shared by both crop kinds: a crop of ``size`` pixels holds a central
 "face square" of ``size / (1 + 2 * margin)`` pixels, plus ``margin`` times that square

@@ -41,7 +41,7 @@ class PredictResult:
     verdict: str = ""  # real | fake | "" on error
     probability: float = float("nan")  # calibrated P(fake)
     threshold: float = float("nan")
-    cnn_probability: float = float("nan")  # mean of the main track's frame scores
+    cnn_probability: float = float("nan")  # mean CNN frame score of the reported (most suspicious) track
     frames: int = 0
     faces: int = 0
     tracks: int = 0

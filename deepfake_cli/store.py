@@ -163,13 +163,12 @@ class Store:
 
     # ------------------------------------------------------------------ open / close
     @classmethod
-    def open(cls, path: Path | str | None = None, *, write: bool = False, wait: bool = False,
-             create: bool | None = None) -> "Store":
+    def open(cls, path: Path | str | None = None, *, write: bool = False, wait: bool = False) -> "Store":
+        """Open a store; a writer creates it when it does not exist, a reader needs one."""
         path = Path(path) if path is not None else default_store_path()
         if path.is_dir():
             raise StoreError(f"{path} is a directory; --store must name a file such as dfd.h5")
-        create = write if create is None else create
-        if not path.exists() and not create and not path.with_name(path.name + ".d").is_dir():
+        if not path.exists() and not write and not path.with_name(path.name + ".d").is_dir():
             raise StoreError(f"no store at {path}: run `dfd extract` first, or pass --store")
         store = cls(path, writable=write)
         if write:
@@ -338,7 +337,7 @@ class Store:
             return Frames(f["indices"][()], f["pixels"][()])
 
     def iter_frames(self, video_id: str) -> Iterator[tuple[int, np.ndarray]]:
-        """Stream one frame at a time (a 4K video's frames never all sit in memory)."""
+        """(frame index, pixels) one frame at a time, each read from the segment when it is reached."""
         with self._read_segment(video_id, "frames") as f:
             indices = f["indices"][()]
             pixels = f["pixels"]
@@ -398,14 +397,6 @@ class Store:
         with self._read_segment(video_id, f"features.{model}") as f:
             return Features(f["frame_indices"][()], f["features"][()], f["scores"][()],
                             settings=json.loads(f.attrs["settings"]))
-
-    def delete_stage(self, video_id: str, stage: str) -> None:
-        """Remove one stage of a video (used to redo it with other settings)."""
-        if not self.writable:
-            raise StoreError("store was opened read-only")
-        self._seg_path(video_id, stage).unlink(missing_ok=True)
-        self._stages.get(video_id, set()).discard(stage)
-        self._dirty = True
 
     # ------------------------------------------------------------------ index
     def _maybe_commit(self) -> None:

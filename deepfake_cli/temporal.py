@@ -1,10 +1,11 @@
 """Per-frame CNN features into the store, and the bidirectional LSTM over them.
 
 ``export_features`` runs a bundle's feature model over every video's face sequence (in
-frame order) and stores (n, D) features plus per-frame scores under the model's name.
-``train_lstm`` learns P(fake) of a video from that sequence, on the same train / val
-videos the CNN was trained with (recorded in the bundle), with early stopping on val
-AUC and per-epoch checkpoints like the CNN.
+frame order, through deepfake_cli.scoring, exactly as `predict` does) and stores (n, D)
+features plus per-frame scores under the model's name. ``train_lstm`` learns P(fake) of a
+video from that sequence, on the same train / val videos the CNN was trained with (recorded
+in the bundle), with early stopping on val AUC and per-epoch checkpoints: the loop of
+deepfake_cli.training, which the CNN uses too.
 """
 
 from __future__ import annotations

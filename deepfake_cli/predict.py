@@ -2,8 +2,8 @@
 
 The same steps as the training pipeline, read from the bundle's config.json: sample the
 bundle's `fpv` frames the way it was trained, find every face track (MTCNN), crop each the
-way the bundle's faces were cropped, score each track with CNN + BiLSTM and report the most
-suspicious one. A failure is an error with its own exit code, never a silent 0.5.
+way the bundle's faces were cropped, score each track with CNN + BiLSTM (deepfake_cli.scoring,
+the code evaluate measures with) and report the most suspicious one. A failure is an error with its own exit code, never a silent 0.5.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def default_bundle_dirs(models_dir: Path) -> list[Path]:
 
 
 class Predictor:
-    """Holds the loaded models, so a batch of videos loads them once."""
+    """Holds the face detector and the bundle's Scorer (its models and scoring rule, shared
+    with export-features, calibrate and evaluate), so a batch of videos loads them once."""
 
     def __init__(self, bundle: Bundle, device: str = "auto", threshold: float | None = None,
                  max_fpr: float | None = None, detect_every: int = 4):

@@ -37,6 +37,8 @@ LSTM_CHECKPOINTS = "lstm"  # checkpoints/lstm: train-lstm's
 CLASSES = ("real", "fake")  # score = P(CLASSES[1])
 FEATURE_LAYER = "pooled features before the classifier head"
 AGGREGATIONS = ("mean",)
+# Keys added after format 1 was first written: a config without them takes the default.
+OPTIONAL_KEYS = ("test_time_flip",)
 
 
 class BundleError(Exception):
@@ -67,6 +69,7 @@ class BundleConfig:
     threshold: float = 0.5
     temperature: float = 1.0
     video_aggregation: str = "mean"
+    test_time_flip: bool = False  # score each face and its mirror image, average features and scores
     thresholds_at_fpr: dict = field(default_factory=dict)  # {"0.01": threshold, ...} when calibrated
     lstm: dict = field(default_factory=_default_lstm)
     split_ids: dict = field(default_factory=dict)  # {"train": [video ids], "val": [video ids]}
@@ -115,7 +118,7 @@ def _check_format_version(data: dict, source: str) -> None:
 
 def _check_keys(data: dict, source: str) -> None:
     known = [f.name for f in fields(BundleConfig)]
-    missing = [k for k in known if k not in data]
+    missing = [k for k in known if k not in data and k not in OPTIONAL_KEYS]
     unknown = sorted(set(data) - set(known))
     if missing:
         raise BundleError(f"{source} is missing key(s): {', '.join(missing)}")
@@ -125,6 +128,8 @@ def _check_keys(data: dict, source: str) -> None:
 
 def _check_types(data: dict, source: str) -> None:
     for name, kind in get_type_hints(BundleConfig).items():
+        if name not in data:  # an optional key (OPTIONAL_KEYS) takes its default
+            continue
         value = data[name]
         ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):

@@ -3,7 +3,8 @@
     face crops (any square size)
       -> model input: resized to the bundle's input size (faces.resize_face), float32 in [0, 255]
       -> fixed-size CNN batches (the last one zero-padded: one input shape, traced once)
-      -> per-frame features (n, D) and scores P(fake) (n,)
+      -> per-frame features (n, D) and scores P(fake) (n,); with the config's test_time_flip,
+         the mean of those of the face and of its mirror image
       -> video score: the BiLSTM over the ordered features, else the config's video_aggregation
       -> calibrated probability: temperature scaling, sigmoid(logit(p) / T)
 
@@ -45,17 +46,26 @@ def fixed_batches(crops: np.ndarray, input_size: int, batch_size: int) -> Iterat
 
 
 def frame_outputs(feature_model, crops: np.ndarray, input_size: int,
-                  batch_size: int = CNN_BATCH) -> tuple[np.ndarray, np.ndarray]:
+                  batch_size: int = CNN_BATCH, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, D) float32, scores (n,) float32) of ``n`` face crops under a feature model
-    (image -> [features, P(fake)], from Bundle.build_feature_model)."""
+    (image -> [features, P(fake)], from Bundle.build_feature_model); with ``flip``, the mean
+    of the outputs of each face and of its horizontal mirror (test-time augmentation)."""
     if not len(crops):
         raise ValueError("no face crops to score")
     features, scores = [], []
     for batch, used in fixed_batches(crops, input_size, batch_size):
-        f, s = feature_model.predict_on_batch(batch)
-        features.append(np.asarray(f, np.float32)[:used])
-        scores.append(np.asarray(s, np.float32).reshape(-1)[:used])
+        f, s = _batch_outputs(feature_model, batch)
+        if flip:
+            f_mirror, s_mirror = _batch_outputs(feature_model, np.ascontiguousarray(batch[:, :, ::-1]))
+            f, s = (f + f_mirror) / 2, (s + s_mirror) / 2
+        features.append(f[:used])
+        scores.append(s[:used])
     return np.concatenate(features), np.concatenate(scores)
+
+
+def _batch_outputs(feature_model, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    f, s = feature_model.predict_on_batch(batch)
+    return np.asarray(f, np.float32), np.asarray(s, np.float32).reshape(-1)
 
 
 def lstm_probability(lstm, features: np.ndarray, seq_len: int) -> float:
@@ -95,7 +105,8 @@ class Scorer:
         """(features (n, D), scores (n,)) of face crops of any square size."""
         if self.feature_model is None:
             raise ValueError("this Scorer was made without its CNN (cnn=False)")
-        return frame_outputs(self.feature_model, crops, int(self.config.input_size), self.batch_size)
+        return frame_outputs(self.feature_model, crops, int(self.config.input_size), self.batch_size,
+                             flip=bool(self.config.test_time_flip))
 
     def cnn_score(self, scores: np.ndarray) -> float:
         """The CNN's own video score: its frame scores aggregated as the config says."""

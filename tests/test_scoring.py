@@ -132,3 +132,35 @@ def test_predict_imports_no_training_code(stored):
     assert 0.0 < json.loads(report["output"])["probability"] < 1.0
     assert "deepfake_cli.scoring" in report["modules"] and "deepfake_cli.predict" in report["modules"]
     assert [m for m in TRAINING_MODULES if m in report["modules"]] == []
+
+
+class LeftHalfModel:
+    """A stand-in feature model whose score is the brightness of the image's left half."""
+
+    def predict_on_batch(self, batch):
+        half = batch.shape[2] // 2
+        left = batch[:, :, :half].mean(axis=(1, 2, 3)) / 255.0
+        return np.stack([left, 1 - left], axis=1), left[:, None]
+
+
+def test_test_time_flip_averages_a_face_and_its_mirror():
+    from deepfake_cli.scoring import frame_outputs
+
+    crops = np.zeros((3, 8, 8, 3), np.uint8)
+    crops[:, :, :4] = 255  # left half white
+    _, plain = frame_outputs(LeftHalfModel(), crops, 8, batch_size=2)
+    features, flipped = frame_outputs(LeftHalfModel(), crops, 8, batch_size=2, flip=True)
+    np.testing.assert_allclose(plain, 1.0)
+    np.testing.assert_allclose(flipped, 0.5)  # (white left half + black left half of the mirror) / 2
+    np.testing.assert_allclose(features, 0.5)
+    assert features.shape == (3, 2)
+
+
+def test_a_config_without_test_time_flip_still_loads(tmp_path):
+    from deepfake_cli.bundle import read_config
+
+    config = BundleConfig(name="old", backbone="efficientnet-lite0", input_size=32, feature_dim=8)
+    data = json.loads(config.to_json())
+    del data["test_time_flip"]  # written by a dfd that did not know it
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert read_config(tmp_path).test_time_flip is False

@@ -32,7 +32,7 @@ dfd crop --store "$SEQ_STORE" "${CROP[@]}"
 # restarts from round 1's best weights at lr 2e-5; best epoch by validation frame AUC. Each
 # (dataset, label) pair weighs the same, so FF++'s 1 real : 3 fake mix is not learnt as a cue.
 dfd train-cnn --store "$CNN_STORE" --model default --models-dir "$MODELS" \
-    --backbone efficientnet-lite0 --weights imagenet --input-size 160 --epochs 7 --rounds 2 --patience 3 \
+    --backbone efficientnet-lite0 --weights imagenet --input-size 160 --epochs 4 --rounds 2 --patience 2 \
     --batch-size 32 --lr 2e-4 --batchnorm train --balance dataset
 dfd export-features --store "$SEQ_STORE" --model default --models-dir "$MODELS"
 dfd train-lstm --store "$SEQ_STORE" --model default --models-dir "$MODELS" --units 64 --epochs 40 --patience 8

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import cv2
 import numpy as np
 
-from deepfake_cli.faces import MTCNNDetector, extract_faces, resolve_device
+from deepfake_cli.faces import FaceTrackResult, MTCNNDetector, extract_faces, resolve_device
+from deepfake_cli.landmarks import Landmarker
 from deepfake_cli.progress import Reporter
 from deepfake_cli.store import Faces, Store
 
@@ -22,7 +24,7 @@ class CropOptions:
 
     def settings(self) -> dict:
         return {"size": self.size, "align": self.align, "margin": self.margin, "detector": "mtcnn",
-                "detect_max_side": self.detect_max_side}
+                "detect_max_side": self.detect_max_side, "landmarks68": "dlib"}
 
 
 @dataclass
@@ -76,6 +78,7 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
     if not todo:
         return summary
     detector = MTCNNDetector(device=device, detect_max_side=options.detect_max_side)
+    landmarker = Landmarker()
     reporter.start(len(todo), "crop")
     for entry in todo:
         frames = store.read_frames(entry.video_id)
@@ -92,6 +95,7 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
             track_ids=np.asarray(result.track_ids, np.int32),
             missing_frames=frames.indices[missing] if len(missing) else np.zeros(0, np.int64),
             settings=options.settings() | {"tracks": int(result.n_tracks)},
+            landmarks68=crop_landmarks68(landmarker, result),
         )
         store.write_faces(entry.video_id, faces)
         summary.cropped += 1
@@ -103,3 +107,11 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
         reporter.advance(entry.video_id)
     reporter.finish()
     return summary
+
+
+def crop_landmarks68(landmarker: Landmarker, result: FaceTrackResult) -> np.ndarray:
+    """(n, 68, 2) float32 landmarks of each crop, in crop pixels, from its 5 points mapped into it."""
+    points5 = [cv2.transform(p[None].astype(np.float64), m.astype(np.float64))[0]
+               for p, m in zip(result.landmarks, result.matrices)]
+    points = [landmarker.for_crop(crop, p) for crop, p in zip(result.crops, points5)]
+    return np.array(points, np.float32).reshape(-1, 68, 2)

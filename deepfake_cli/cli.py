@@ -270,6 +270,10 @@ def train_cnn(
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on with a GPU) | on | off"),
     balance: str = typer.Option("label", "--balance", help="label: real and fake weigh the same | dataset: "
                                 "every (dataset, label) pair weighs the same, so no dataset's mix is learnt."),
+    pseudo_fakes: str = typer.Option("none", "--pseudo-fakes", help="none | sbi: turn real training faces into "
+                                     "self-blended fakes (needs the 68 landmarks `dfd crop` stores)."),
+    pseudo_ratio: float = typer.Option(0.5, "--pseudo-ratio", help="Probability that a real training face "
+                                       "becomes a pseudo-fake, in [0, 1)."),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
     list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
@@ -299,14 +303,17 @@ def train_cnn(
                                   patience=patience, rounds=rounds, batch_size=batch_size,
                                   learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
                                   augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
-                                  mixed_precision=mixed_precision, balance=balance)
+                                  mixed_precision=mixed_precision, balance=balance, pseudo_fakes=pseudo_fakes,
+                                  pseudo_ratio=pseudo_ratio)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
 
     def on_epoch(info: dict) -> None:
         if not quiet:
+            mix = info.get("train_mix", {})
+            pseudo = f"  pseudo-fakes {mix['pseudo_fake']:.0%}" if mix.get("pseudo_fake") else ""
             err.print("round {round} epoch {epoch}: loss {loss:.4f}  val AUC {val_auc:.4f}  "
-                      "val loss {val_loss:.4f}  best {best_val_auc:.4f}  ({seconds:.0f}s)".format(**info),
+                      "val loss {val_loss:.4f}  best {best_val_auc:.4f}  ({seconds:.0f}s)".format(**info) + pseudo,
                       highlight=False)
 
     with _open_store(store, write=False) as opened:

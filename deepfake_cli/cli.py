@@ -212,19 +212,21 @@ def crop(
     margin: float = typer.Option(0.2, "--margin", help="Context around the face, as a fraction of its size on each side."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     detect_max_side: int = typer.Option(640, "--detect-size", help="Detect on frames downscaled to this longest side."),
+    detector: str = typer.Option("mtcnn", "--detector", help="mtcnn | dlib (HOG frontal faces; its 5 alignment "
+                                 "points come from the 68 landmarks)."),
     force: bool = typer.Option(False, "--force", help="Crop again videos that already have faces."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
     store: Optional[Path] = StoreOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Find, track, align and crop the main face of every stored video (MTCNN)."""
+    """Find, track, align and crop the main face of every stored video (MTCNN, or dlib)."""
     from deepfake_cli.crop import CropOptions, crop as run_crop
     from deepfake_cli.store import StoreError
 
     out, err = _consoles(quiet)
     options = CropOptions(size=size, align=align, margin=margin, device=device,
-                          detect_max_side=detect_max_side, force=force)
+                          detect_max_side=detect_max_side, force=force, detector=detector)
     with _open_store(store, write=True, wait=wait) as opened:
         try:
             summary = run_crop(opened, options, RichReporter(err, quiet))

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from deepfake_cli.faces import FaceTrackResult, MTCNNDetector, extract_faces, resolve_device
+from deepfake_cli.detectors import check_detector, make_detector
+from deepfake_cli.faces import FaceTrackResult, extract_faces, resolve_device
 from deepfake_cli.landmarks import Landmarker
 from deepfake_cli.progress import Reporter
 from deepfake_cli.store import Faces, Store
@@ -21,9 +22,10 @@ class CropOptions:
     device: str = "auto"
     detect_max_side: int = 640
     force: bool = False
+    detector: str = "mtcnn"  # mtcnn | dlib (detectors.py)
 
     def settings(self) -> dict:
-        return {"size": self.size, "align": self.align, "margin": self.margin, "detector": "mtcnn",
+        return {"size": self.size, "align": self.align, "margin": self.margin, "detector": self.detector,
                 "detect_max_side": self.detect_max_side, "landmarks68": "dlib"}
 
 
@@ -54,6 +56,7 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
         raise ValueError("--size must be at least 16 pixels")
     if not 0 <= options.margin <= 1:
         raise ValueError("--margin must be between 0 and 1")
+    check_detector(options.detector)
     reporter = reporter or Reporter()
     device = resolve_device(options.device)
     summary = CropSummary(device=device)
@@ -77,7 +80,7 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
                       "pass --force to crop them again with these")
     if not todo:
         return summary
-    detector = MTCNNDetector(device=device, detect_max_side=options.detect_max_side)
+    detector = make_detector(options.detector, device=device, detect_max_side=options.detect_max_side)
     landmarker = Landmarker()
     reporter.start(len(todo), "crop")
     for entry in todo:

@@ -158,8 +158,8 @@ class MTCNNDetector(FaceDetector):
         self, frames: list[np.ndarray], shape: tuple[int, int]
     ) -> list[list[Detection]]:
         """One MTCNN call on equally sized frames."""
-        small_hw = _downscaled_size(shape, self.detect_max_side)
-        batch = np.stack([_downscale(f, small_hw) for f in frames])
+        small_hw = downscaled_size(shape, self.detect_max_side)
+        batch = np.stack([downscale(f, small_hw) for f in frames])
         self._mtcnn.min_face_size = max(20, int(round(self.min_face_frac * min(small_hw))))
         boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
         sx = shape[1] / small_hw[1]
@@ -182,14 +182,14 @@ def _group_by_shape(frames: list[np.ndarray]) -> dict[tuple[int, int], list[int]
     return groups
 
 
-def _downscaled_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
+def downscaled_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
     """(h, w) with the longest side at most ``max_side``, aspect kept; never upscaled."""
     h, w = shape
     scale = min(1.0, max_side / max(h, w))
     return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
 
 
-def _downscale(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def downscale(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Resize ``frame`` to (h, w) with INTER_AREA (no copy when the size is unchanged)."""
     if frame.shape[:2] == hw:
         return frame

@@ -46,7 +46,7 @@ from deepfake_cli.bundle import (CHECKPOINT_DIR, CNN_WEIGHTS, CONFIG_FILE, LSTM_
                                  keras_backend, load_optimizer_state, load_weights_checked, now_iso,
                                  read_config, save_config, save_optimizer_state, save_weights_atomic,
                                  set_backbone_trainable, weights_tag)
-from deepfake_cli.pseudo import (PseudoFakes, check_options, describe, expected_class_weights,
+from deepfake_cli.pseudo import (KINDS, PseudoFakes, check_options, describe, expected_class_weights,
                                  make_pseudo_fakes, mix_shares, require_landmarks68)
 from deepfake_cli.splits import training_splits
 from deepfake_cli.store import Store
@@ -195,7 +195,7 @@ class FaceDataset(keras.utils.PyDataset):
         """Shares of real, labelled-fake and pseudo-fake faces fed so far this epoch."""
         with self._lock:
             batches = list(self._mix.values())
-        return mix_shares({k: sum(b[k] for b in batches) for k in ("real", "fake", "pseudo_fake")})
+        return mix_shares({k: sum(b[k] for b in batches) for k in KINDS})
 
     def _faces(self, video_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         """(crops, landmarks68 or None) of a video, through the LRU cache."""
@@ -233,7 +233,7 @@ class FaceDataset(keras.utils.PyDataset):
         y = np.array([label for _, label, _ in samples], np.float32)
         kinds = [kind for _, _, kind in samples]
         with self._lock:
-            self._mix[index] = {k: kinds.count(k) for k in ("real", "fake", "pseudo_fake")}
+            self._mix[index] = {k: kinds.count(k) for k in KINDS}
         if self.video_weights is not None:
             return x, y[:, None], np.array([self.video_weights[vid] for vid, _ in batch], np.float32)
         if self.weights is None:

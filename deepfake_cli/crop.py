@@ -80,8 +80,9 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
                       "pass --force to crop them again with these")
     if not todo:
         return summary
-    detector = make_detector(options.detector, device=device, detect_max_side=options.detect_max_side)
     landmarker = Landmarker()
+    detector = make_detector(options.detector, device=device, detect_max_side=options.detect_max_side,
+                             landmarker=landmarker)
     reporter.start(len(todo), "crop")
     for entry in todo:
         frames = store.read_frames(entry.video_id)

@@ -71,10 +71,11 @@ def check_detector(name: str) -> None:
         raise ValueError(f"unknown detector {name!r}; expected one of {', '.join(DETECTORS)}")
 
 
-def make_detector(name: str, device: str = "auto", detect_max_side: int = 640) -> FaceDetector:
-    """The detector called ``name`` (see DETECTORS)."""
+def make_detector(name: str, device: str = "auto", detect_max_side: int = 640,
+                  landmarker: Landmarker | None = None) -> FaceDetector:
+    """The detector called ``name`` (see DETECTORS); dlib's uses ``landmarker`` when given."""
     check_detector(name)
     if name == "dlib":
         resolve_device(device)  # a bad --device is still an error; dlib runs on the CPU
-        return DlibDetector(detect_max_side=detect_max_side)
+        return DlibDetector(detect_max_side=detect_max_side, landmarker=landmarker)
     return MTCNNDetector(device=device, detect_max_side=detect_max_side)

@@ -94,7 +94,7 @@ def resolve_device(device: str) -> str:
 
 
 class FaceDetector(abc.ABC):
-    """Finds faces in RGB frames; subclasses wrap one detector (MTCNN, later dlib, Haar)."""
+    """Finds faces in RGB frames; subclasses wrap one detector (MTCNN here, dlib in detectors.py)."""
 
     name: str = "base"
 

@@ -214,19 +214,21 @@ def crop(
     margin: float = typer.Option(0.2, "--margin", help="Context around the face, as a fraction of its size on each side."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     detect_max_side: int = typer.Option(640, "--detect-size", help="Detect on frames downscaled to this longest side."),
+    detector: str = typer.Option("mtcnn", "--detector", help="mtcnn | dlib (HOG frontal faces; its 5 alignment "
+                                 "points come from the 68 landmarks)."),
     force: bool = typer.Option(False, "--force", help="Crop again videos that already have faces."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
     store: Optional[Path] = StoreOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Find, track, align and crop the main face of every stored video (MTCNN)."""
+    """Find, track, align and crop the main face of every stored video (MTCNN, or dlib)."""
     from deepfake_cli.crop import CropOptions, crop as run_crop
     from deepfake_cli.store import StoreError
 
     out, err = _consoles(quiet)
     options = CropOptions(size=size, align=align, margin=margin, device=device,
-                          detect_max_side=detect_max_side, force=force)
+                          detect_max_side=detect_max_side, force=force, detector=detector)
     with _open_store(store, write=True, wait=wait) as opened:
         try:
             summary = run_crop(opened, options, RichReporter(err, quiet))
@@ -272,6 +274,10 @@ def train_cnn(
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on with a GPU) | on | off"),
     balance: str = typer.Option("label", "--balance", help="label: real and fake weigh the same | dataset: "
                                 "every (dataset, label) pair weighs the same, so no dataset's mix is learnt."),
+    pseudo_fakes: str = typer.Option("none", "--pseudo-fakes", help="none | sbi: turn real training faces into "
+                                     "self-blended fakes (needs the 68 landmarks `dfd crop` stores)."),
+    pseudo_ratio: float = typer.Option(0.5, "--pseudo-ratio", help="Probability that a real training face "
+                                       "becomes a pseudo-fake, in [0, 1)."),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
     list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
@@ -301,14 +307,17 @@ def train_cnn(
                                   patience=patience, rounds=rounds, batch_size=batch_size,
                                   learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
                                   augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
-                                  mixed_precision=mixed_precision, balance=balance)
+                                  mixed_precision=mixed_precision, balance=balance, pseudo_fakes=pseudo_fakes,
+                                  pseudo_ratio=pseudo_ratio)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
 
     def on_epoch(info: dict) -> None:
         if not quiet:
+            mix = info.get("train_mix", {})
+            pseudo = f"  pseudo-fakes {mix['pseudo_fake']:.0%}" if mix.get("pseudo_fake") else ""
             err.print("round {round} epoch {epoch}: loss {loss:.4f}  val AUC {val_auc:.4f}  "
-                      "val loss {val_loss:.4f}  best {best_val_auc:.4f}  ({seconds:.0f}s)".format(**info),
+                      "val loss {val_loss:.4f}  best {best_val_auc:.4f}  ({seconds:.0f}s)".format(**info) + pseudo,
                       highlight=False)
 
     with _open_store(store, write=False) as opened:

@@ -40,6 +40,8 @@ from deepfake_cli.metrics import log_loss, safe_auc
 from deepfake_cli.models import build_classifier, set_backbone_trainable
 from deepfake_cli.runtime import accelerator_scope, seed_everything, use_mixed_precision
 from deepfake_cli.scoring import model_input
+from deepfake_cli.pseudo import (KINDS, PseudoFakes, check_options, describe, expected_class_weights,
+                                 make_pseudo_fakes, mix_shares, require_landmarks68)
 from deepfake_cli.splits import training_splits
 from deepfake_cli.store import Store
 from deepfake_cli.training import (Checkpoints, Loop, Phase, cell_weights, class_weights, prepare_state,
@@ -70,11 +72,14 @@ class CNNTrainOptions:
     batchnorm: str = "auto"  # frozen | train | auto (= frozen for pretrained weights, train for "none")
     workers: int = 2  # PyDataset loader threads (decode, augment, resize)
     balance: str = "label"  # label: real and fake weigh the same | dataset: each (dataset, label) does
+    pseudo_fakes: str = "none"  # none | sbi: real training faces become self-blended fakes (pseudo.py)
+    pseudo_ratio: float = 0.5  # the probability that a drawn real face becomes a pseudo-fake
 
     def __post_init__(self) -> None:
         """Refuse bad settings before anything is read or written."""
         frozen_batchnorm(self)
         use_mixed_precision(self.mixed_precision, 0)
+        check_options(self.pseudo_fakes, self.pseudo_ratio)
         if self.balance not in ("label", "dataset"):
             raise ValueError(f"balance must be label or dataset, not {self.balance!r}")
 
@@ -125,21 +130,24 @@ class FaceDataset(keras.utils.PyDataset):
     def __init__(self, store: Store, items: list[tuple[str, int]], labels: dict[str, int],
                  batch_size: int, input_size: int, *, augment: bool = False, shuffle: bool = False,
                  weights: dict[int, float] | None = None, video_weights: dict[str, float] | None = None,
-                 cache_videos: int = 32, **kwargs):
+                 cache_videos: int = 32, pseudo: PseudoFakes | None = None, **kwargs):
         super().__init__(**kwargs)
         self.store, self.items, self.labels = store, list(items), labels
         self.batch_size, self.input_size = batch_size, input_size
         self.augment, self.shuffle, self.weights = augment, shuffle, weights
         self.video_weights = video_weights  # per video; wins over the per-label ``weights``
         self.cache_videos = max(2, cache_videos)
+        self.pseudo = pseudo  # turns real faces into labelled pseudo-fakes (needs landmarks68)
         self._order = list(self.items)
         self._key: tuple[int, ...] = (0,)
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
         self._lock = threading.Lock()
+        self._mix: dict[int, dict[str, int]] = {}  # batch index -> faces of each kind fed
 
     def set_epoch(self, key: tuple[int, ...]) -> None:
         """Fix this epoch's order and augmentation from ``key``."""
         self._key = tuple(int(k) for k in key)
+        self._mix = {}
         if self.shuffle:
             rng = np.random.default_rng(self._key)
             self._order = windowed_order(self.items, rng, max(1, self.cache_videos // 2))
@@ -151,27 +159,49 @@ class FaceDataset(keras.utils.PyDataset):
         """The (video_id, row) of each sample in the current epoch order."""
         return list(self._order)
 
-    def _crops(self, video_id: str) -> np.ndarray:
+    def epoch_mix(self) -> dict[str, float]:
+        """Shares of real, labelled-fake and pseudo-fake faces fed so far this epoch."""
+        with self._lock:
+            batches = list(self._mix.values())
+        return mix_shares({k: sum(b[k] for b in batches) for k in KINDS})
+
+    def _faces(self, video_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(crops, landmarks68 or None) of a video, through the LRU cache."""
         with self._lock:
             if video_id in self._cache:
                 self._cache.move_to_end(video_id)
                 return self._cache[video_id]
-        crops = self.store.read_faces(video_id).crops
+        faces = self.store.read_faces(video_id)
         with self._lock:
-            self._cache[video_id] = crops
+            self._cache[video_id] = (faces.crops, faces.landmarks68)
             while len(self._cache) > self.cache_videos:
                 self._cache.popitem(last=False)
-        return crops
+        return faces.crops, faces.landmarks68
 
-    def _crop(self, video_id: str, row: int, rng: np.random.Generator | None) -> np.ndarray:
-        crop = self._crops(video_id)[row]
-        return augment_face(crop, rng) if rng is not None else crop
+    def _sample(self, video_id: str, row: int, rng: np.random.Generator | None) -> tuple[np.ndarray, int, str]:
+        """(face crop, label, kind) of one face: kind is real, fake or pseudo_fake."""
+        crops, points = self._faces(video_id)
+        crop, label = crops[row], self.labels[video_id]
+        kind = "fake" if label else "real"
+        if self.pseudo is not None and rng is not None and label == 0:
+            if points is None:
+                raise ValueError(f"video {video_id} has no 68-point landmarks: re-run `dfd crop --force`")
+            fake = self.pseudo(crop, points[row], rng)
+            if fake is not None:
+                crop, label, kind = fake, 1, "pseudo_fake"
+        if self.augment and rng is not None:
+            crop = augment_face(crop, rng)
+        return crop, label, kind
 
     def __getitem__(self, index: int):
         batch = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        rng = np.random.default_rng(self._key + (index,)) if self.augment else None
-        x = model_input([self._crop(vid, row, rng) for vid, row in batch], self.input_size)  # as served
-        y = np.array([self.labels[vid] for vid, _ in batch], np.float32)
+        rng = np.random.default_rng(self._key + (index,)) if self.augment or self.pseudo else None
+        samples = [self._sample(vid, row, rng) for vid, row in batch]
+        x = model_input([crop for crop, _, _ in samples], self.input_size)  # as served
+        y = np.array([label for _, label, _ in samples], np.float32)
+        kinds = [kind for _, _, kind in samples]
+        with self._lock:
+            self._mix[index] = {k: kinds.count(k) for k in KINDS}
         if self.video_weights is not None:
             return x, y[:, None], np.array([self.video_weights[vid] for vid, _ in batch], np.float32)
         if self.weights is None:
@@ -261,7 +291,12 @@ def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,
     val_items = index_faces(store, splits["val"], options.max_frames_per_video)
     if not train_items or not val_items:
         raise ValueError("no faces to train on: run `dfd extract` with face cropping first")
-    weights = class_weights(np.array([labels[v] for v, _ in train_items]))
+    pseudo = make_pseudo_fakes(options.pseudo_fakes, options.pseudo_ratio)
+    if pseudo is not None:
+        require_landmarks68(store, [v for v in splits["train"] if labels[v] == 0])
+        weights = expected_class_weights(np.array([labels[v] for v, _ in train_items]), pseudo.ratio)
+    else:
+        weights = class_weights(np.array([labels[v] for v, _ in train_items]))
     video_weights = None
     if options.balance == "dataset":
         cell = {v: (store.entry(v).dataset, labels[v]) for v in splits["train"]}
@@ -272,7 +307,7 @@ def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,
     loader = {"workers": max(1, options.workers), "use_multiprocessing": False}
     train = FaceDataset(store, train_items, labels, options.batch_size, input_size,
                         augment=options.augment, shuffle=True, weights=weights, video_weights=video_weights,
-                        **loader)
+                        pseudo=pseudo, **loader)
     val = FaceDataset(store, val_items, labels, options.batch_size, input_size, **loader)
     return train, val, weights
 
@@ -302,7 +337,7 @@ def training_description(store: Store, splits: dict, train: FaceDataset, val: Fa
             "val": {**count(splits["val"]), "faces": len(val.items)},
             "datasets": sorted({store.entry(v).dataset for v in splits["train"]}),
             "class_weights": {"real": weights[0], "fake": weights[1]},
-            "cnn_options": asdict(options), "device": device,
+            "cnn_options": asdict(options), "device": device, "pseudo_fakes": describe(train.pseudo),
             "schedule": (f"round r: fresh Adam at learning_rate * {ROUND_LR_FACTOR}**(r-1); rounds >= 2 "
                          "restart from the best weights; warm-up epochs train the head only"),
             "early_stopping": f"validation frame AUC, patience {options.patience}",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import cv2
 import numpy as np
 
-from deepfake_cli.faces import MTCNNDetector, extract_faces, resolve_device
+from deepfake_cli.detectors import check_detector, make_detector
+from deepfake_cli.faces import FaceTrackResult, extract_faces, resolve_device
+from deepfake_cli.landmarks import Landmarker
 from deepfake_cli.progress import Reporter
 from deepfake_cli.store import Faces, Store
 
@@ -19,10 +22,11 @@ class CropOptions:
     device: str = "auto"
     detect_max_side: int = 640
     force: bool = False
+    detector: str = "mtcnn"  # mtcnn | dlib (detectors.py)
 
     def settings(self) -> dict:
-        return {"size": self.size, "align": self.align, "margin": self.margin, "detector": "mtcnn",
-                "detect_max_side": self.detect_max_side}
+        return {"size": self.size, "align": self.align, "margin": self.margin, "detector": self.detector,
+                "detect_max_side": self.detect_max_side, "landmarks68": "dlib"}
 
 
 @dataclass
@@ -52,6 +56,7 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
         raise ValueError("--size must be at least 16 pixels")
     if not 0 <= options.margin <= 1:
         raise ValueError("--margin must be between 0 and 1")
+    check_detector(options.detector)
     reporter = reporter or Reporter()
     device = resolve_device(options.device)
     summary = CropSummary(device=device)
@@ -75,7 +80,9 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
                       "pass --force to crop them again with these")
     if not todo:
         return summary
-    detector = MTCNNDetector(device=device, detect_max_side=options.detect_max_side)
+    landmarker = Landmarker()
+    detector = make_detector(options.detector, device=device, detect_max_side=options.detect_max_side,
+                             landmarker=landmarker)
     reporter.start(len(todo), "crop")
     for entry in todo:
         frames = store.read_frames(entry.video_id)
@@ -92,6 +99,7 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
             track_ids=np.asarray(result.track_ids, np.int32),
             missing_frames=frames.indices[missing] if len(missing) else np.zeros(0, np.int64),
             settings=options.settings() | {"tracks": int(result.n_tracks)},
+            landmarks68=crop_landmarks68(landmarker, result),
         )
         store.write_faces(entry.video_id, faces)
         summary.cropped += 1
@@ -103,3 +111,11 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
         reporter.advance(entry.video_id)
     reporter.finish()
     return summary
+
+
+def crop_landmarks68(landmarker: Landmarker, result: FaceTrackResult) -> np.ndarray:
+    """(n, 68, 2) float32 landmarks of each crop, in crop pixels, from its 5 points mapped into it."""
+    points5 = [cv2.transform(p[None].astype(np.float64), m.astype(np.float64))[0]
+               for p, m in zip(result.landmarks, result.matrices)]
+    points = [landmarker.for_crop(crop, p) for crop, p in zip(result.crops, points5)]
+    return np.array(points, np.float32).reshape(-1, 68, 2)

@@ -70,6 +70,7 @@ class FaceTrackResult:
     track_ids: np.ndarray  # (n,) int64, rank of the track in build_tracks order
     missing_positions: list[int] = field(default_factory=list)
     n_tracks: int = 0
+    matrices: np.ndarray | None = None  # (n, 2, 3) float32: frame pixels -> crop pixels
 
 
 # ---------------------------------------------------------------------------- detection
@@ -95,7 +96,7 @@ def resolve_device(device: str) -> str:
 
 
 class FaceDetector(abc.ABC):
-    """Finds faces in RGB frames; subclasses wrap one detector (MTCNN, later dlib, Haar)."""
+    """Finds faces in RGB frames; subclasses wrap one detector (MTCNN here, dlib in detectors.py)."""
 
     name: str = "base"
 
@@ -159,8 +160,8 @@ class MTCNNDetector(FaceDetector):
         self, frames: list[np.ndarray], shape: tuple[int, int]
     ) -> list[list[Detection]]:
         """One MTCNN call on equally sized frames."""
-        small_hw = _downscaled_size(shape, self.detect_max_side)
-        batch = np.stack([_downscale(f, small_hw) for f in frames])
+        small_hw = downscaled_size(shape, self.detect_max_side)
+        batch = np.stack([downscale(f, small_hw) for f in frames])
         self._mtcnn.min_face_size = max(20, int(round(self.min_face_frac * min(small_hw))))
         boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
         sx = shape[1] / small_hw[1]
@@ -183,14 +184,14 @@ def _group_by_shape(frames: list[np.ndarray]) -> dict[tuple[int, int], list[int]
     return groups
 
 
-def _downscaled_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
+def downscaled_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
     """(h, w) with the longest side at most ``max_side``, aspect kept; never upscaled."""
     h, w = shape
     scale = min(1.0, max_side / max(h, w))
     return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
 
 
-def _downscale(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def downscale(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Resize ``frame`` to (h, w) with INTER_AREA (no copy when the size is unchanged)."""
     if frame.shape[:2] == hw:
         return frame
@@ -414,12 +415,25 @@ def crop_face(image: np.ndarray, box: np.ndarray, size: int = 160,
               margin: float = 0.2) -> np.ndarray:
     """(size, size, 3) uint8 square crop centred on ``box``, side = longer box side x
     (1 + 2 margin); zero padded where it leaves the image, scaled isotropically."""
+    left, top, side_px = _crop_window(box, size, margin)
+    return resize_face(_padded_window(image, left, top, side_px), size)
+
+
+def _crop_window(box: np.ndarray, size: int, margin: float) -> tuple[int, int, int]:
+    """(left, top, side) in frame pixels of the square that :func:`crop_face` cuts."""
     x1, y1, x2, y2 = (float(v) for v in np.asarray(box).reshape(4))
     side = max(x2 - x1, y2 - y1, 1.0) * size / inner_size(size, margin)
     side_px = max(1, int(round(side)))
     left = int(round((x1 + x2) / 2 - side_px / 2))
     top = int(round((y1 + y2) / 2 - side_px / 2))
-    return resize_face(_padded_window(image, left, top, side_px), size)
+    return left, top, side_px
+
+
+def crop_matrix(box: np.ndarray, size: int = 160, margin: float = 0.2) -> np.ndarray:
+    """(2, 3) map from frame pixels to the pixels of :func:`crop_face`'s crop."""
+    left, top, side = _crop_window(box, size, margin)
+    k = size / side
+    return np.array([[k, 0.0, -left * k], [0.0, k, -top * k]])
 
 
 def _padded_window(image: np.ndarray, left: int, top: int, side: int) -> np.ndarray:
@@ -478,7 +492,8 @@ def faces_from_track(
         raise ValueError(f"track covers {len(track)} frames, got {len(frames)} frames")
     found = [i for i, d in enumerate(track) if d is not None]
     dets = [track[i] for i in found]
-    crops = [_face_crop(frames[i], d, size, align, margin) for i, d in zip(found, dets)]
+    made = [_face_crop(frames[i], d, size, align, margin) for i, d in zip(found, dets)]
+    crops = [crop for crop, _ in made]
     return FaceTrackResult(
         crops=np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8),
         frame_positions=np.array(found, dtype=np.int64),
@@ -488,17 +503,19 @@ def faces_from_track(
         track_ids=np.full(len(found), track_id, dtype=np.int64),
         missing_positions=[i for i, d in enumerate(track) if d is None],
         n_tracks=n_tracks,
+        matrices=np.array([m for _, m in made], np.float32).reshape(-1, 2, 3),
     )
 
 
 def _face_crop(frame: np.ndarray, det: Detection, size: int, align: bool,
-               margin: float) -> np.ndarray:
+               margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The crop and its (2, 3) frame -> crop matrix."""
     if align:
         try:
-            return align_face(frame, det.landmarks, size, margin)
+            return align_face(frame, det.landmarks, size, margin), similarity_matrix(det.landmarks, size, margin)
         except ValueError:
             pass
-    return crop_face(frame, det.box, size, margin)
+    return crop_face(frame, det.box, size, margin), crop_matrix(det.box, size, margin)
 
 
 # ------------------------------------------------------------------- sparse detection

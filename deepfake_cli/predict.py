@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from deepfake_cli.bundle import Bundle, load_bundle, resolve_bundle
-from deepfake_cli.faces import MTCNNDetector, detect_sparse, faces_from_track, resolve_device
+from deepfake_cli.detectors import make_detector
+from deepfake_cli.faces import detect_sparse, faces_from_track, resolve_device
 from deepfake_cli.files import to_jsonable
 from deepfake_cli.scoring import Scorer
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choose_indices, probe, read_frames
@@ -87,7 +88,7 @@ class Predictor:
         self.bundle = bundle
         self.config = bundle.config
         self.scorer = Scorer(bundle)
-        self.detector = MTCNNDetector(device=resolve_device(device),
+        self.detector = make_detector(self.config.face.get("detector", "mtcnn"), device=resolve_device(device),
                                       detect_max_side=int(self.config.face.get("detect_max_side", 640)))
         self.threshold = self._threshold(threshold, max_fpr)
 

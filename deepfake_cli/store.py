@@ -34,7 +34,7 @@ import numpy as np
 
 from deepfake_cli.files import TMP_MARK, atomic_write
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: faces segments hold landmarks68 (version 1 segments still read)
 DEFAULT_STORE = "dfd.h5"
 STORE_ENV = "DFD_STORE"
 FRAME_STATUS_OK = "ok"
@@ -108,6 +108,7 @@ class Faces:
     track_ids: np.ndarray  # (n,) int32
     missing_frames: np.ndarray  # (m,) int64 frame numbers where no face of the track was found
     settings: dict = field(default_factory=dict)  # size, align, margin, detector
+    landmarks68: np.ndarray | None = None  # (n, 68, 2) float32, crop pixels; None: not computed
 
 
 @dataclass
@@ -356,6 +357,8 @@ class Store:
             "track_ids": faces.track_ids.astype(np.int32),
             "missing_frames": faces.missing_frames.astype(np.int64),
         }
+        if faces.landmarks68 is not None:
+            arrays["landmarks68"] = np.asarray(faces.landmarks68, np.float32).reshape(len(faces.crops), 68, 2)
         self._write_segment(video_id, "faces", arrays, {"settings": json.dumps(faces.settings)})
         self._maybe_commit()
 
@@ -363,7 +366,19 @@ class Store:
         with self._read_segment(video_id, "faces") as f:
             return Faces(**{k: f[k][()] for k in ("crops", "frame_indices", "boxes", "landmarks",
                                                   "scores", "track_ids", "missing_frames")},
-                         settings=json.loads(f.attrs["settings"]))
+                         settings=json.loads(f.attrs["settings"]),
+                         landmarks68=f["landmarks68"][()] if "landmarks68" in f else None)
+
+    def read_landmarks68(self, video_id: str) -> np.ndarray:
+        """(n, 68, 2) float32 68-point landmarks of the stored crops (crop pixels).
+
+        Raises StoreError when the faces were cropped without them (store schema 1).
+        """
+        with self._read_segment(video_id, "faces") as f:
+            if "landmarks68" not in f:
+                raise StoreError(f"the faces of video {video_id} in {self.path} have no 68-point landmarks "
+                                 "(cropped by an older dfd, store schema 1): re-run `dfd crop --force`")
+            return f["landmarks68"][()]
 
     def faces_settings(self, video_id: str) -> dict:
         """How a video's faces were cropped (size, align, margin, detector, ...)."""

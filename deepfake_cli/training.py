@@ -253,6 +253,8 @@ def run_epoch(loop: Loop, index: int, phase: Phase, state: dict) -> dict:
     better = improved(metrics, state["best"])
     record = {"round": phase.round, "epoch": round_epoch, "phase": phase.name, "loss": loss, **metrics,
               "images_per_second": images / train_seconds if train_seconds > 0 else 0.0}
+    if hasattr(loop.train, "epoch_mix"):
+        record["train_mix"] = loop.train.epoch_mix()  # shares of real, fake and pseudo-fake faces
     state["train_images"] += images
     state["train_seconds"] += train_seconds
     record["seconds"] = time.perf_counter() - clock

@@ -31,7 +31,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deepfake_cli.cli import app
-from deepfake_cli.store import Store
+from deepfake_cli.store import SCHEMA_VERSION, Store
 
 DFD = [sys.executable, "-m", "deepfake_cli"]
 
@@ -108,15 +108,15 @@ def check_store(store: Path) -> dict:
         return {}
     if store.exists():  # the index is replaced atomically, so it is always a whole HDF5 file
         with h5py.File(store, "r") as f:
-            assert int(f.attrs["schema_version"]) == 1
+            assert int(f.attrs["schema_version"]) == SCHEMA_VERSION
             for vid, group in f.get("media", {}).items():  # every link in the index resolves
                 for name in group:
                     target = group[name]
                     if name == "features":
                         for model in target:
-                            assert int(target[model].attrs["schema_version"]) == 1, (vid, model)
+                            assert int(target[model].attrs["schema_version"]) == SCHEMA_VERSION, (vid, model)
                     else:
-                        assert int(target.attrs["schema_version"]) == 1, (vid, name)
+                        assert int(target.attrs["schema_version"]) == SCHEMA_VERSION, (vid, name)
     counts = {"videos": 0, "ok": 0, "failed": 0, "frames": 0, "faces_videos": 0, "faces": 0}
     with Store.open(store) as reader:
         for entry in reader.entries():

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from deepfake_cli.store import Faces, Features, Frames, Store, StoreError, StoreLockedError, VideoEntry
+from deepfake_cli.store import SCHEMA_VERSION, Faces, Features, Frames, Store, StoreError, StoreLockedError, VideoEntry
 
 
 def _entry(vid="v1", **kw):
@@ -52,7 +52,7 @@ def test_roundtrip_frames_faces_features(tmp_path):
         assert store.feature_models() == ["m1"]
     # the index shows the documented schema through external links
     with h5py.File(path) as f:
-        assert f.attrs["schema_version"] == 1
+        assert f.attrs["schema_version"] == SCHEMA_VERSION == 2
         assert f["videos/label"][0].decode() == "fake"
         assert f["media/v1/frames/pixels"].shape == (3, 8, 10, 3)
         assert f["media/v1/faces/crops"].shape == (3, 16, 16, 3)
@@ -154,3 +154,36 @@ def test_disk_full_leaves_store_intact(tmp_path, monkeypatch):
     assert not list(path.with_name("s.h5.d").glob("*.tmp*"))
     with Store.open(path) as store:
         assert [e.video_id for e in store.entries()] == ["v1"]
+
+
+def test_landmarks68_roundtrip(tmp_path):
+    path = tmp_path / "s.h5"
+    points = np.random.default_rng(0).uniform(0, 16, (3, 68, 2)).astype(np.float32)
+    with Store.open(path, write=True) as store:
+        store.write_frames(_entry(), _frames())
+        faces = _faces()
+        faces.landmarks68 = points
+        store.write_faces("v1", faces)
+    with Store.open(path) as store:
+        np.testing.assert_array_equal(store.read_faces("v1").landmarks68, points)
+        np.testing.assert_array_equal(store.read_landmarks68("v1"), points)
+    with h5py.File(path.with_name("s.h5.d") / "v1.faces.h5") as f:
+        assert f["landmarks68"].shape == (3, 68, 2) and f["landmarks68"].dtype == np.float32
+
+
+def test_schema_1_store_reads_but_has_no_landmarks68(tmp_path):
+    """A store written before schema 2 (no landmarks68) still reads; asking for the 68
+    points says in one line to crop again."""
+    path = tmp_path / "s.h5"
+    with Store.open(path, write=True) as store:
+        store.write_frames(_entry(), _frames())
+        store.write_faces("v1", _faces())  # no landmarks68, as schema 1 wrote them
+    for file in [path, *path.with_name("s.h5.d").glob("*.h5")]:
+        with h5py.File(file, "r+") as f:
+            f.attrs["schema_version"] = 1
+    with Store.open(path) as store:
+        faces = store.read_faces("v1")
+        assert faces.crops.shape == (3, 16, 16, 3) and faces.landmarks68 is None
+        with pytest.raises(StoreError, match=r"no 68-point landmarks .*re-run `dfd crop --force`") as info:
+            store.read_landmarks68("v1")
+        assert "\n" not in str(info.value)

@@ -101,13 +101,21 @@ def export_settings(bundle: Bundle) -> dict:
     c = bundle.config
     return {"bundle": c.name, "backbone": c.backbone, "input_size": c.input_size,
             "feature_dim": c.feature_dim, "feature_layer": c.feature_layer,
-            "score": "P(fake), uncalibrated", "cnn_sha256": file_sha256(bundle.cnn_weights)}
+            "score": "P(fake), uncalibrated", "cnn_sha256": file_sha256(bundle.cnn_weights),
+            "test_time_flip": bool(c.test_time_flip)}
 
 
-def export_targets(store: Store, model_name: str, cnn_sha256: str, force: bool, counts: dict) -> list[str]:
+def same_features(stored: dict, wanted: dict) -> bool:
+    """Whether stored features were computed by the same CNN weights, scored the same way."""
+    return (stored.get("cnn_sha256") == wanted["cnn_sha256"]
+            and bool(stored.get("test_time_flip", False)) == wanted["test_time_flip"])
+
+
+def export_targets(store: Store, model_name: str, settings: dict, force: bool, counts: dict) -> list[str]:
     """Video ids to export; counts the ones left out by reason.
 
-    Features of another version of the CNN (a retrained bundle) are recomputed ("stale").
+    Features of another version of the CNN (a retrained bundle) or of another test-time flip
+    setting are recomputed ("stale").
     """
     todo = []
     for entry in store.entries():
@@ -117,7 +125,7 @@ def export_targets(store: Store, model_name: str, cnn_sha256: str, force: bool, 
         elif not store.has(vid, "faces"):
             counts["missing_faces"] += 1
         elif store.has(vid, f"features.{model_name}") and not force:
-            if store.features_settings(vid, model_name).get("cnn_sha256") == cnn_sha256:
+            if same_features(store.features_settings(vid, model_name), settings):
                 counts["skipped"] += 1
             else:
                 counts["stale"] += 1
@@ -138,7 +146,7 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
     counts = {"exported": 0, "skipped": 0, "stale": 0, "no_faces": 0, "missing_faces": 0, "failed": 0,
               "faces": 0}
     settings = export_settings(bundle)
-    todo = export_targets(store, name, settings["cnn_sha256"], force, counts)
+    todo = export_targets(store, name, settings, force, counts)
     reporter.start(len(todo), "features")
     for vid in todo:
         indices, crops = ordered_faces(store, vid)

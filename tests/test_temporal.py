@@ -83,6 +83,14 @@ def test_export_features(tmp_path, cnn_bundle):
     save_weights_atomic(retrained, bundle_dir / "cnn.weights.h5", weights_tag("cnn", load_bundle(bundle_dir).config))
     stale = export_features(store, bundle_dir)
     assert stale["stale"] == 3 and stale["exported"] == 3 and stale["skipped"] == 0
+
+    config = load_bundle(bundle_dir).config
+    config.test_time_flip = True  # the same weights, scored with mirror averaging: other features
+    save_config(bundle_dir, config)
+    flipped = export_features(store, bundle_dir)
+    assert flipped["stale"] == 3 and flipped["exported"] == 3
+    assert store.read_features("b", "lite").settings["test_time_flip"] is True
+    assert export_features(store, bundle_dir)["skipped"] == 3
     store.close()
 
 

@@ -24,6 +24,7 @@ from typing import get_type_hints
 import h5py
 import numpy as np
 
+from deepfake_cli.errors import DfdError
 from deepfake_cli.files import atomic_write, atomic_write_text
 from deepfake_cli.models import build_classifier, build_lstm_model
 
@@ -39,7 +40,7 @@ FEATURE_LAYER = "pooled features before the classifier head"
 AGGREGATIONS = ("mean",)
 
 
-class BundleError(Exception):
+class BundleError(DfdError):
     """A model bundle is missing, malformed, or does not match its weights."""
 
 

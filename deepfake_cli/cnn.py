@@ -36,6 +36,7 @@ from deepfake_cli.augment import augment_face
 from deepfake_cli.bundle import (CHECKPOINT_DIR, CNN_CHECKPOINTS, CNN_WEIGHTS, CONFIG_FILE, LSTM_CHECKPOINTS,
                                  LSTM_WEIGHTS, BundleConfig, dfd_version, keras_backend, read_config, save_config,
                                  weights_tag)
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.metrics import log_loss, safe_auc
 from deepfake_cli.models import build_classifier, set_backbone_trainable
 from deepfake_cli.runtime import accelerator_scope, seed_everything, use_mixed_precision
@@ -76,7 +77,7 @@ class CNNTrainOptions:
         frozen_batchnorm(self)
         use_mixed_precision(self.mixed_precision, 0)
         if self.balance not in ("label", "dataset"):
-            raise ValueError(f"balance must be label or dataset, not {self.balance!r}")
+            raise OptionsError(f"balance must be label or dataset, not {self.balance!r}")
 
 
 # ---------------------------------------------------------------------- data
@@ -235,7 +236,7 @@ def usable_splits(store: Store, options: CNNTrainOptions) -> dict[str, list[str]
 def frozen_batchnorm(options: CNNTrainOptions) -> bool:
     """Whether batch-norm statistics stay fixed while fine-tuning (auto: for pretrained weights)."""
     if options.batchnorm not in ("auto", "train", "frozen"):
-        raise ValueError(f"batchnorm must be auto, train or frozen, not {options.batchnorm!r}")
+        raise OptionsError(f"batchnorm must be auto, train or frozen, not {options.batchnorm!r}")
     if options.batchnorm == "auto":
         return str(options.weights).lower() != "none"
     return options.batchnorm == "frozen"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from deepfake_cli.errors import DfdError
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_media
 
 LABELS = ("real", "fake", "unknown")
@@ -30,7 +31,7 @@ CELEBDF_FOLDERS = MappingProxyType({"celeb-real": "real", "youtube-real": "real"
 CELEBDF_TEST_LIST = "List_of_testing_videos.txt"
 
 
-class DatasetError(Exception):
+class DatasetError(DfdError):
     """Inputs that do not exist or hold nothing usable."""
 
 

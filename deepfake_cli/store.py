@@ -32,6 +32,7 @@ from typing import Iterator
 import h5py
 import numpy as np
 
+from deepfake_cli.errors import DfdError
 from deepfake_cli.files import TMP_MARK, atomic_write
 
 SCHEMA_VERSION = 1
@@ -41,7 +42,7 @@ FRAME_STATUS_OK = "ok"
 FRAME_STATUS_FAILED = "failed"
 
 
-class StoreError(Exception):
+class StoreError(DfdError):
     """A store cannot be opened, read or written; the message says why."""
 
 

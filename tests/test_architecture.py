@@ -79,5 +79,5 @@ def test_serving_and_the_bundle_format_import_no_training_code():
     training = {"cnn", "temporal", "training", "runtime"}
     assert reachable("predict") & training == set()
     assert reachable("scoring") & training == set()
-    assert reachable("bundle") <= {"files", "models", "backbones", "efficientnet_lite"}
+    assert reachable("bundle") <= {"errors", "files", "models", "backbones", "efficientnet_lite"}
     assert "cnn" not in reachable("temporal") and "temporal" not in reachable("cnn")

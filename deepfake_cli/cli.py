@@ -368,7 +368,6 @@ def train_lstm(
 ) -> None:
     """Train the bidirectional LSTM over each video's CNN features, then calibrate it on val."""
     _import_keras_quietly()
-    from deepfake_cli.calibrate import calibrate_bundle
     from deepfake_cli.temporal import LSTMTrainOptions, train_lstm as run_train
 
     out, err = _consoles(quiet)
@@ -381,9 +380,7 @@ def train_lstm(
                       highlight=False)
 
     with _open_store(store, write=False) as opened:
-        bundle_dir = _bundle_dir(model, models_dir)
-        summary = run_train(opened, bundle_dir, options, resume=resume, on_epoch=on_epoch, command=_command_line())
-        summary["calibration"] = calibrate_bundle(opened, bundle_dir)
+        summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch, command=_command_line())
     _render_summary(out, "train-lstm", summary | summary["calibration"], quiet, as_json)
 
 

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deepfake_cli.faces import MTCNNDetector, extract_faces, resolve_device
+from deepfake_cli.detectors import MTCNNDetector, resolve_device
+from deepfake_cli.faces import extract_faces
 from deepfake_cli.progress import Reporter
 from deepfake_cli.store import Faces, Store
 

@@ -18,10 +18,12 @@ import cv2
 import numpy as np
 
 from deepfake_cli.bundle import Bundle, load_bundle, resolve_bundle
+from deepfake_cli.detectors import MTCNNDetector, resolve_device
 from deepfake_cli.errors import EXIT_NO_FACE, DfdError
-from deepfake_cli.faces import MTCNNDetector, detect_sparse, faces_from_track, resolve_device
+from deepfake_cli.faces import faces_from_track
 from deepfake_cli.files import to_jsonable
 from deepfake_cli.scoring import Scorer
+from deepfake_cli.tracking import detect_sparse
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choose_indices, probe, read_frames
 
 MIN_TRACK_FRACTION = 0.25  # a track seen in fewer of the sampled frames is a passer-by or a false detection

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from deepfake_cli.faces import Detection
+from deepfake_cli.detectors import Detection
 from deepfake_cli.predict import tracks_to_score
 
 

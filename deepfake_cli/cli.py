@@ -3,7 +3,11 @@ the terminal), and renders what comes back with rich.
 
 Exit codes are set here, in one place: every command is registered with `command`, which turns
 a DfdError into its own exit code (deepfake_cli.errors) and a ValueError or KeyError of the core
-into exit 1, each with a one-line message."""
+into exit 1, each with a one-line message.
+
+Why this is one long module: it is mostly the commands' option declarations, which Typer reads
+from each command's signature; each command's body is a few lines of parse, call and render.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Face detectors: one small interface (:class:`FaceDetector`) and its MTCNN implementation.
 
-A detector takes RGB frames and returns, per frame, :class:`Detection`\ s (box, 5 landmarks,
+A detector takes RGB frames and returns, per frame, its detections (:class:`Detection`: box, 5 landmarks,
 score) in full-frame pixels, best first. deepfake_cli.tracking links them into identities and
 deepfake_cli.faces cuts the crops. :func:`resolve_device` maps ``--device`` to a torch device.
 """

@@ -15,6 +15,9 @@ place only when complete (``os.replace`` is atomic), so a killed run leaves eith
 whole segment or none. The index is derived data: it is rewritten to a temporary file
 and renamed too, and every segment carries its own metadata, so the index can always be
 rebuilt from the segments. Readers never need the lock. See docs/store.md for the schema.
+
+Why this is one long module: the schema (segment names, attributes, version), the lock and the
+atomic writers are one contract; split, a reader and a writer could disagree on it.
 """
 
 from __future__ import annotations

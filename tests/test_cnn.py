@@ -134,7 +134,15 @@ def test_train_cnn_writes_a_bundle(trained):
     assert config.metrics["cnn"]["val_auc"] == summary["best_val_auc"]
     assert config.commands[-1]["command"] == "dfd train-cnn"
     assert summary["train_videos"] == 10 and summary["val_faces"] == 36
-    assert summary["images_per_second"] > 0
+    # throughput: the median of the epochs' rates, each the train faces over at most the epoch's time
+    history = summary["history"]
+    rates = [r["images_per_second"] for r in history]
+    assert summary["images_per_second"] == pytest.approx(float(np.median(rates)))
+    assert config.training["images_per_second"] == summary["images_per_second"]
+    for record in history:
+        assert record["images_per_second"] >= summary["train_faces"] / record["seconds"]  # train time <= epoch time
+    overall = summary["images_per_second_overall"]
+    assert summary["train_faces"] * len(history) / overall <= sum(r["seconds"] for r in history)
     model = bundle.build_cnn()
     assert model.output.shape[-1] == 1
 

@@ -30,6 +30,7 @@ import numpy as np
 from keras import layers
 
 from deepfake_cli import efficientnet_lite
+from deepfake_cli.errors import DfdError
 
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # of RGB in [0, 1]
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
@@ -38,7 +39,7 @@ KERAS_APPS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 KERAS_EFFICIENTNET_URL = "https://storage.googleapis.com/keras-applications/"
 
 
-class WeightsError(Exception):
+class WeightsError(DfdError):
     """Requested weights cannot be obtained or do not fit the backbone."""
 
 

@@ -24,6 +24,7 @@ from typing import get_type_hints
 import h5py
 import numpy as np
 
+from deepfake_cli.errors import DfdError
 from deepfake_cli.files import atomic_write, atomic_write_text
 from deepfake_cli.models import build_classifier, build_lstm_model
 
@@ -41,7 +42,7 @@ AGGREGATIONS = ("mean",)
 OPTIONAL_KEYS = ("test_time_flip",)
 
 
-class BundleError(Exception):
+class BundleError(DfdError):
     """A model bundle is missing, malformed, or does not match its weights."""
 
 

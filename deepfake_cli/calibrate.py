@@ -36,6 +36,18 @@ def validation_scores(store: Store, bundle) -> tuple[np.ndarray, np.ndarray]:
     return np.array(labels, int), np.array(scores, float)
 
 
+def fit_calibration(labels: np.ndarray, raw: np.ndarray) -> dict:
+    """Temperature, decision threshold and thresholds at MAX_FPRS fitted on uncalibrated
+    video scores ``raw`` with 0/1 ``labels``; also the val metrics at that threshold."""
+    logits = logit(raw)
+    temperature = float(fit_temperature(labels, logits))
+    calibrated = apply_temperature(logits, temperature)  # as scoring.calibrate, one video at a time
+    threshold = float(best_threshold(labels, calibrated))
+    return {"temperature": temperature, "threshold": threshold,
+            "thresholds_at_fpr": {str(f): float(threshold_for_max_fpr(labels, calibrated, f)) for f in MAX_FPRS},
+            "val": binary_metrics(labels, calibrated, threshold=threshold)}
+
+
 def calibrate_bundle(store: Store, bundle_dir: Path) -> dict:
     """Fit and save temperature and thresholds; returns what was fitted and val metrics."""
     bundle = load_bundle(bundle_dir)
@@ -43,16 +55,12 @@ def calibrate_bundle(store: Store, bundle_dir: Path) -> dict:
     if len(set(labels.tolist())) < 2:
         raise ValueError("calibration needs real and fake validation videos with exported features "
                          f"(found {len(labels)} video(s)); run `dfd export-features` first")
-    logits = logit(raw)
-    temperature = float(fit_temperature(labels, logits))
-    calibrated = apply_temperature(logits, temperature)  # as scoring.calibrate, one video at a time
-    threshold = float(best_threshold(labels, calibrated))
+    fitted = fit_calibration(labels, raw)
     config = bundle.config
-    config.temperature = temperature
-    config.threshold = threshold
-    config.thresholds_at_fpr = {str(f): float(threshold_for_max_fpr(labels, calibrated, f)) for f in MAX_FPRS}
-    val = binary_metrics(labels, calibrated, threshold=threshold)
-    config.metrics["val_video_calibrated"] = val
+    config.temperature = fitted["temperature"]
+    config.threshold = fitted["threshold"]
+    config.thresholds_at_fpr = fitted["thresholds_at_fpr"]
+    config.metrics["val_video_calibrated"] = fitted["val"]
     save_config(bundle_dir, config)
-    return {"temperature": temperature, "threshold": threshold, "val_videos": int(len(labels)),
-            **{f"val_{k}": v for k, v in val.items()}}
+    return {"temperature": fitted["temperature"], "threshold": fitted["threshold"], "val_videos": int(len(labels)),
+            **{f"val_{k}": v for k, v in fitted["val"].items()}}

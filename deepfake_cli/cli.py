@@ -1,5 +1,13 @@
 """The `dfd` command line: each command parses its options, calls the core (which knows nothing of
-the terminal), and renders what comes back with rich. Exit codes are set here."""
+the terminal), and renders what comes back with rich.
+
+Exit codes are set here, in one place: every command is registered with `command`, which turns
+a DfdError into its own exit code (deepfake_cli.errors) and a ValueError or KeyError of the core
+into exit 1, each with a one-line message.
+
+Why this is one long module: it is mostly the commands' option declarations, which Typer reads
+from each command's signature; each command's body is a few lines of parse, call and render.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import os
 import shlex
 import sys
 from contextlib import contextmanager
+from functools import wraps
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deepfake_cli import __version__
+from deepfake_cli.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, DfdError
 from deepfake_cli.progress import Reporter
 
 app = typer.Typer(
@@ -27,13 +37,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-# Exit codes (documented in the README).
-EXIT_OK = 0
-EXIT_ERROR = 1  # bad store, bad model, nothing could be done
-EXIT_USAGE = 2  # bad options (Typer's own code)
-EXIT_UNREADABLE = 3  # predict: a video could not be read
-EXIT_NO_FACE = 4  # predict: no face found in a video
 
 StoreOption = typer.Option(None, "--store", envvar="DFD_STORE", help="HDF5 store [default: dfd.h5]")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
@@ -81,6 +84,27 @@ def fail(message: str, code: int = EXIT_ERROR) -> None:
     # escape: file names are not markup ("clip [abc].mp4"); soft_wrap: one line, whatever the width
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def error_message(exc: Exception) -> str:
+    """What the user reads: the error's message (KeyError's str() would add quotes)."""
+    return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def command(name: str | None = None):
+    """`app.command`, with the one mapping of errors to exit codes (the README's table)."""
+
+    def register(function):
+        @wraps(function)  # Typer reads the options from the wrapped signature
+        def run(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except (DfdError, ValueError, KeyError) as exc:
+                fail(error_message(exc), exc.exit_code if isinstance(exc, DfdError) else EXIT_ERROR)
+
+        return app.command(name)(run)
+
+    return register
 
 
 def _summary_table(title: str, rows: dict) -> Table:
@@ -148,22 +172,16 @@ def _import_keras_quietly() -> None:
 
 @contextmanager
 def _open_store(store: Optional[Path], write: bool, wait: bool = False):
-    from deepfake_cli.store import Store, StoreError
+    from deepfake_cli.store import Store
 
-    try:
-        opened = Store.open(store, write=write, wait=wait)
-    except StoreError as exc:
-        fail(str(exc))
+    opened = Store.open(store, write=write, wait=wait)
     try:
         yield opened
     finally:
-        try:
-            opened.close()  # a writer commits the index here, which can fail (disk full)
-        except StoreError as exc:
-            fail(str(exc))
+        opened.close()  # a writer commits the index here, which can fail (disk full): a StoreError
 
 
-@app.command()
+@command()
 def extract(
     paths: Optional[list[Path]] = typer.Argument(None, help="Video/image files or folders (dataset layouts are recognised)."),
     fpv: int = typer.Option(25, "--fpv", help="Frames sampled per video."),
@@ -177,19 +195,14 @@ def extract(
     as_json: bool = JsonOption,
 ) -> None:
     """Read videos, sample frames and record label, split, method, compression and identity group."""
-    from deepfake_cli.datasets import DatasetError
     from deepfake_cli.extract import ExtractOptions, extract as run_extract
-    from deepfake_cli.store import StoreError
 
     out, err = _consoles(quiet)
     if not paths and labels is None:
         fail("give video files or folders, or --labels file.csv", EXIT_USAGE)
     options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, labels_csv=labels, retry_failed=retry_failed)
     with _open_store(store, write=True, wait=wait) as opened:
-        try:
-            summary = run_extract(opened, paths or [], options, RichReporter(err, quiet))
-        except (DatasetError, StoreError, ValueError) as exc:
-            fail(str(exc))
+        summary = run_extract(opened, paths or [], options, RichReporter(err, quiet))
         store_path = opened.path
     if as_json:
         _print_json(summary.as_dict() | {"store": str(store_path)})
@@ -207,7 +220,7 @@ def extract(
         raise typer.Exit(EXIT_ERROR)
 
 
-@app.command()
+@command()
 def crop(
     size: int = typer.Option(160, "--size", help="Output face size in pixels (299 for Xception, 380/600 for EfficientNet-B4/B7)."),
     align: bool = typer.Option(True, "--align/--no-align", help="Align by the 5 landmarks (similarity transform) or crop the box."),
@@ -224,16 +237,12 @@ def crop(
 ) -> None:
     """Find, track, align and crop the main face of every stored video (MTCNN, or dlib)."""
     from deepfake_cli.crop import CropOptions, crop as run_crop
-    from deepfake_cli.store import StoreError
 
     out, err = _consoles(quiet)
     options = CropOptions(size=size, align=align, margin=margin, device=device,
                           detect_max_side=detect_max_side, force=force, detector=detector)
     with _open_store(store, write=True, wait=wait) as opened:
-        try:
-            summary = run_crop(opened, options, RichReporter(err, quiet))
-        except (StoreError, ValueError) as exc:
-            fail(str(exc))
+        summary = run_crop(opened, options, RichReporter(err, quiet))
     if as_json:
         _print_json(summary.as_dict())
     elif not quiet:
@@ -255,7 +264,7 @@ def _bundle_dir(model: str, models_dir: Path) -> Path:
 ModelsDirOption = typer.Option(Path("models"), "--models-dir", help="Where bundles are saved.")
 
 
-@app.command("train-cnn")
+@command("train-cnn")
 def train_cnn(
     model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name (under --models-dir) or directory."),
     backbone: str = typer.Option("efficientnet-b0", "--backbone", help="See `dfd train-cnn --list-backbones`."),
@@ -297,20 +306,15 @@ def train_cnn(
             table.add_row(name, str(spec.input_size), str(spec.feature_dim))
         out.print(table)
         return
-    from deepfake_cli.bundle import BundleError
     from deepfake_cli.cnn import CNNTrainOptions, train_cnn as run_train
-    from deepfake_cli.backbones import WeightsError
-    from deepfake_cli.store import StoreError
 
-    try:
-        options = CNNTrainOptions(backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
-                                  patience=patience, rounds=rounds, batch_size=batch_size,
-                                  learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
-                                  augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
-                                  mixed_precision=mixed_precision, balance=balance, pseudo_fakes=pseudo_fakes,
-                                  pseudo_ratio=pseudo_ratio)
-    except ValueError as exc:
-        fail(str(exc), EXIT_USAGE)
+    # bad --batchnorm/--mixed-precision/--balance/--pseudo-*: an OptionsError, exit 2
+    options = CNNTrainOptions(backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
+                              patience=patience, rounds=rounds, batch_size=batch_size,
+                              learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
+                              augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
+                              mixed_precision=mixed_precision, balance=balance, pseudo_fakes=pseudo_fakes,
+                              pseudo_ratio=pseudo_ratio)
 
     def on_epoch(info: dict) -> None:
         if not quiet:
@@ -321,11 +325,8 @@ def train_cnn(
                       highlight=False)
 
     with _open_store(store, write=False) as opened:
-        try:
-            summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch,
-                                command=_command_line())
-        except (BundleError, WeightsError, StoreError, ValueError, KeyError) as exc:
-            fail(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc))  # KeyError's str() adds quotes
+        summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch,
+                            command=_command_line())
     _render_summary(out, "train-cnn", summary, quiet, as_json)
 
 
@@ -337,7 +338,7 @@ def _render_summary(out: Console, title: str, summary: dict, quiet: bool, as_jso
         out.print(_summary_table(title, flat))
 
 
-@app.command("export-features")
+@command("export-features")
 def export_features(
     model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory."),
     batch_size: int = typer.Option(32, "--batch-size"),
@@ -350,8 +351,6 @@ def export_features(
 ) -> None:
     """Store per-frame CNN features and scores of every face sequence under the model's name."""
     _import_keras_quietly()
-    from deepfake_cli.bundle import BundleError
-    from deepfake_cli.store import StoreError
     from deepfake_cli.temporal import export_features as run_export
 
     out, err = _consoles(quiet)
@@ -360,14 +359,12 @@ def export_features(
         try:
             summary = run_export(opened, _bundle_dir(model, models_dir), batch_size=batch_size, force=force,
                                  reporter=reporter)
-        except (BundleError, StoreError, ValueError) as exc:
-            fail(str(exc))
         finally:
             reporter.finish()
     _render_summary(out, "export-features", summary, quiet, as_json)
 
 
-@app.command("train-lstm")
+@command("train-lstm")
 def train_lstm(
     model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory (features exported)."),
     units: int = typer.Option(128, "--units"),
@@ -384,9 +381,6 @@ def train_lstm(
 ) -> None:
     """Train the bidirectional LSTM over each video's CNN features, then calibrate it on val."""
     _import_keras_quietly()
-    from deepfake_cli.bundle import BundleError
-    from deepfake_cli.store import StoreError
-    from deepfake_cli.calibrate import calibrate_bundle
     from deepfake_cli.temporal import LSTMTrainOptions, train_lstm as run_train
 
     out, err = _consoles(quiet)
@@ -399,16 +393,11 @@ def train_lstm(
                       highlight=False)
 
     with _open_store(store, write=False) as opened:
-        try:
-            bundle_dir = _bundle_dir(model, models_dir)
-            summary = run_train(opened, bundle_dir, options, resume=resume, on_epoch=on_epoch, command=_command_line())
-            summary["calibration"] = calibrate_bundle(opened, bundle_dir)
-        except (BundleError, StoreError, ValueError) as exc:
-            fail(str(exc))
+        summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch, command=_command_line())
     _render_summary(out, "train-lstm", summary | summary["calibration"], quiet, as_json)
 
 
-@app.command()
+@command()
 def evaluate(
     model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Write metrics.json, scores.csv and plots here."),
@@ -419,17 +408,12 @@ def evaluate(
 ) -> None:
     """ACC, AUC, EER, AP and log-loss at frame and video level, per split, dataset, method and compression."""
     _import_keras_quietly()
-    from deepfake_cli.bundle import BundleError
     from deepfake_cli.evaluate import evaluate as run_evaluate
     from deepfake_cli.report import metrics_table, write_report
-    from deepfake_cli.store import StoreError
 
     out, _ = _consoles(quiet)
     with _open_store(store, write=False) as opened:
-        try:
-            evaluation = run_evaluate(opened, _bundle_dir(model, models_dir))
-        except (BundleError, StoreError, ValueError) as exc:
-            fail(str(exc))
+        evaluation = run_evaluate(opened, _bundle_dir(model, models_dir))
     written = write_report(out_dir, evaluation.results, evaluation.rows) if out_dir else []
     if as_json:
         _print_json({"results": evaluation.results, "files": [str(p) for p in written]})
@@ -444,7 +428,7 @@ def evaluate(
             out.print(f"wrote {path}")
 
 
-@app.command()
+@command()
 def predict(
     inputs: list[Path] = typer.Argument(..., help="Video or image files, or folders of them."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or directory [default: the bundled model]."),
@@ -461,16 +445,12 @@ def predict(
 ) -> None:
     """Print whether each clip is real or fake, with the probability that it is fake."""
     _import_keras_quietly()
-    from deepfake_cli.bundle import BundleError
-    from deepfake_cli.predict import PredictError, Predictor, expand_inputs, write_csv
+    from deepfake_cli.predict import Predictor, expand_inputs, write_csv
 
     out, err = _consoles(quiet)
-    try:
-        files = expand_inputs(inputs)
-        predictor = Predictor.load(model, models_dir=models_dir, device=device, threshold=threshold, max_fpr=max_fpr,
-                                   detect_every=detect_every)
-    except (BundleError, PredictError, ValueError) as exc:
-        fail(str(exc))
+    files = expand_inputs(inputs)
+    predictor = Predictor.load(model, models_dir=models_dir, device=device, threshold=threshold, max_fpr=max_fpr,
+                               detect_every=detect_every)
     results = []
     reporter = RichReporter(err, quiet or len(files) == 1)
     reporter.start(len(files), "predict")

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from deepfake_cli.detectors import check_detector, make_detector
-from deepfake_cli.faces import FaceTrackResult, extract_faces, resolve_device
+from deepfake_cli.detectors import check_detector, make_detector, resolve_device
+from deepfake_cli.faces import FaceTrackResult, extract_faces
 from deepfake_cli.landmarks import Landmarker
 from deepfake_cli.progress import Reporter
 from deepfake_cli.store import Faces, Store

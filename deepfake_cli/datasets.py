@@ -5,32 +5,29 @@ DFDC face crops (``metadata.csv`` with ``file,label[,video,original]``), plain f
 ``real/`` and ``fake/`` sub-folders, and an explicit labels CSV. Anything else is a set of
 unlabelled files. Nothing here opens a video; only file names and metadata are read.
 
-``assign_splits`` groups videos that share a face (identity) and keeps each group within
-one of train/val/test, so no identity leaks from training into evaluation.
+A record carries the dataset's official split when it has one, and the identities it shows;
+deepfake_cli.splits turns those into each record's group and split.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
-from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from deepfake_cli.errors import DfdError
+from deepfake_cli.splits import LABELS, SPLITS, UNKNOWN
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_media
-
-LABELS = ("real", "fake", "unknown")
-SPLITS = ("train", "val", "test")
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter", "DeepFakeDetection")
 FFPP_COMPRESSIONS = MappingProxyType({"raw": "c0", "c0": "c0", "c23": "c23", "c40": "c40"})
 CELEBDF_FOLDERS = MappingProxyType({"celeb-real": "real", "youtube-real": "real", "celeb-synthesis": "fake"})
 CELEBDF_TEST_LIST = "List_of_testing_videos.txt"
 
 
-class DatasetError(Exception):
+class DatasetError(DfdError):
     """Inputs that do not exist or hold nothing usable."""
 
 
@@ -45,7 +42,7 @@ class VideoRecord:
     compression: str = ""  # "c0" | "c23" | "c40" | ""
     split: str = ""  # official split when the layout has one
     identities: tuple[str, ...] = ()
-    group: str = ""  # filled by assign_splits
+    group: str = ""  # filled by splits.assign_splits
 
 
 # ---------------------------------------------------------------- small helpers
@@ -54,7 +51,7 @@ class VideoRecord:
 def _norm_label(value: str, where: str) -> str:
     """Map REAL/FAKE/unknown (any case) to a label, else DatasetError."""
     label = str(value).strip().lower()
-    if label not in LABELS:
+    if label not in LABELS + (UNKNOWN,):
         raise DatasetError(f"{where}: unknown label {value!r} (expected real, fake or unknown)")
     return label
 
@@ -289,7 +286,7 @@ def _plain_record(path: Path, scope: Path) -> VideoRecord:
     label = _folder_label(path, scope)
     return VideoRecord(
         path=path,
-        label=label or "unknown",
+        label=label or UNKNOWN,
         dataset="folders" if label else "files",
         identities=(f"file:{path.stem}",),
     )
@@ -387,93 +384,3 @@ def discover(paths: list[Path], labels_csv: Path | None = None) -> list[VideoRec
     if not found:
         raise DatasetError(f"nothing usable found in {', '.join(str(p) for p in paths)}")
     return sorted(found.values(), key=lambda r: str(r.path))
-
-
-# ---------------------------------------------------------------- assign_splits
-
-
-def _components(records: list[VideoRecord]) -> list[str]:
-    """Group name of each record: the smallest identity of its connected component."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    keys = [r.identities or (f"path:{r.path}",) for r in records]
-    for ids in keys:
-        for other in ids[1:]:
-            a, b = find(ids[0]), find(other)
-            if a != b:
-                parent[max(a, b)] = min(a, b)  # the root is always the smallest id
-    return [find(ids[0]) for ids in keys]
-
-
-def _hash_unit(text: str) -> float:
-    """Stable pseudo-random number in [0, 1) for text."""
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _check_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
-    """Three non-negative fractions, normalised to sum 1."""
-    values = tuple(float(f) for f in fractions)
-    if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers (train, val, test), got {fractions}")
-    total = sum(values)
-    return values[0] / total, values[1] / total, values[2] / total
-
-
-def _split_groups(sizes: dict[str, int], seed: int, fractions: tuple[float, float, float]) -> dict[str, str]:
-    """Assign whole groups to splits: groups in seeded-hash order fill test, then val, rest train.
-
-    A group joins test (or val) while that brings the split closer to its share of records,
-    so each split with a share gets a group once there are enough of them.
-    """
-    total = sum(sizes.values())
-    target = {"val": fractions[1] * total, "test": fractions[2] * total}
-    filled = {"val": 0.0, "test": 0.0}
-    assigned = {}
-    for group in sorted(sizes, key=lambda g: (_hash_unit(f"{seed}:{g}"), g)):
-        split = "train"
-        for candidate in ("test", "val"):
-            if filled[candidate] + sizes[group] / 2 <= target[candidate]:
-                split = candidate
-                filled[candidate] += sizes[group]
-                break
-        assigned[group] = split
-    return assigned
-
-
-def assign_splits(
-    records: list[VideoRecord],
-    seed: int = 0,
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    keep_official: bool = True,
-) -> list[VideoRecord]:
-    """Set group (shared-identity component) and split of every record, in input order.
-
-    Records with an official split keep it (unless keep_official is False); the other
-    records of such a group join the group's majority official split; the remaining
-    groups are split whole, deterministically for a seed.
-    """
-    fractions = _check_fractions(fractions)
-    groups = _components(records)
-    official: dict[str, Counter] = {}
-    for record, group in zip(records, groups):
-        if keep_official and record.split:
-            official.setdefault(group, Counter())[record.split] += 1
-    group_split = {g: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for g, c in official.items()}
-    sizes = Counter(g for g in groups if g not in group_split)
-    group_split.update(_split_groups(sizes, seed, fractions))
-    return [
-        replace(
-            record,
-            group=group,
-            split=record.split if keep_official and record.split else group_split[group],
-        )
-        for record, group in zip(records, groups)
-    ]

@@ -1,6 +1,6 @@
 """Face detectors by name: ``dfd crop --detector mtcnn|dlib`` and the bundle's ``face.detector``.
 
-* ``mtcnn`` (default): facenet-pytorch MTCNN, boxes and 5 landmarks (faces.MTCNNDetector).
+* ``mtcnn`` (default): facenet-pytorch MTCNN, boxes and 5 landmarks (MTCNNDetector below).
 * ``dlib``: dlib's HOG + linear SVM frontal-face detector. It gives boxes only; the 5 points
   the alignment needs (eye centres, nose tip, mouth corners) come from the 68 landmarks of
   dlib's shape predictor, which was trained on exactly these boxes. Frontal faces only
@@ -11,15 +11,182 @@ OpenCV's Haar cascade is not offered: OpenCV 5 (the pinned opencv-python-headles
 ships ``cv2.CascadeClassifier`` or the cascade files in ``cv2.data``.
 """
 
+
 from __future__ import annotations
 
+import abc
 import math
+from dataclasses import dataclass
+from typing import Sequence
 
+import cv2
 import numpy as np
 
-from deepfake_cli.faces import (Detection, FaceDetector, MTCNNDetector, downscale, downscaled_size,
-                                resolve_device)
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.landmarks import Landmarker, five_points
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    """One detected face. Compared by identity (it holds arrays).
+
+    ``box`` is (4,) float32 x1, y1, x2, y2 and ``landmarks`` is (5, 2) float32 (left eye,
+    right eye, nose, mouth left, mouth right), both in full-frame pixels. Boxes are not
+    clipped to the frame.
+    """
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
+
+    @property
+    def area(self) -> float:
+        """Box area in pixels."""
+        return box_area(self.box)
+
+
+def box_area(box: np.ndarray) -> float:
+    """Area in pixels of an x1, y1, x2, y2 box (0 when degenerate)."""
+    return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
+
+
+def resolve_device(device: str) -> str:
+    """Map "auto" | "cpu" | "cuda" | "cuda:N" to a torch device string."""
+    import torch
+
+    name = str(device).strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} was asked for but CUDA is not available "
+                "(no GPU, or torch was built without CUDA); use --device cpu or auto"
+            )
+        return name
+    raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
+
+
+class FaceDetector(abc.ABC):
+    """Finds faces in RGB frames; subclasses wrap one detector (MTCNN, later dlib, Haar)."""
+
+    name: str = "base"
+
+    @abc.abstractmethod
+    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """Per frame (RGB uint8, sizes may differ), the detections sorted by score desc."""
+
+
+class MTCNNDetector(FaceDetector):
+    """facenet-pytorch MTCNN, run on a downscaled copy of each frame.
+
+    Frames are shrunk (INTER_AREA) so that their longest side is at most
+    ``detect_max_side``; boxes and landmarks are mapped back to full resolution. The
+    smallest face searched for is ``min_face_frac`` of the downscaled short side (at
+    least 20 px, MTCNN's default). Frames of equal size are batched, ``batch_size`` at a
+    time.
+    """
+
+    name = "mtcnn"
+
+    def __init__(
+        self,
+        device: str = "auto",
+        detect_max_side: int = 640,
+        min_face_frac: float = 0.05,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        batch_size: int = 16,
+    ):
+        import torch
+        from facenet_pytorch import MTCNN
+
+        if detect_max_side < 32:
+            raise ValueError(f"detect_max_side must be >= 32, got {detect_max_side}")
+        if not 0.0 <= min_face_frac < 1.0:
+            raise ValueError(f"min_face_frac must be in [0, 1), got {min_face_frac}")
+        self.device = resolve_device(device)
+        self.detect_max_side = int(detect_max_side)
+        self.min_face_frac = float(min_face_frac)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.batch_size = max(1, int(batch_size))
+        self._mtcnn = MTCNN(
+            keep_all=True,
+            select_largest=False,
+            thresholds=list(self.thresholds),
+            device=torch.device(self.device),
+        )
+        self._mtcnn.eval()
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """Detect faces in every frame; see :meth:`FaceDetector.detect`."""
+        results: list[list[Detection]] = [[] for _ in frames]
+        for shape, positions in _group_by_shape(frames).items():
+            for start in range(0, len(positions), self.batch_size):
+                chunk = positions[start : start + self.batch_size]
+                found = self._detect_same_size([frames[i] for i in chunk], shape)
+                for pos, dets in zip(chunk, found):
+                    results[pos] = dets
+        return results
+
+    def _detect_same_size(
+        self, frames: list[np.ndarray], shape: tuple[int, int]
+    ) -> list[list[Detection]]:
+        """One MTCNN call on equally sized frames."""
+        small_hw = downscaled_size(shape, self.detect_max_side)
+        batch = np.stack([downscale(f, small_hw) for f in frames])
+        self._mtcnn.min_face_size = max(20, int(round(self.min_face_frac * min(small_hw))))
+        boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+        sx = shape[1] / small_hw[1]
+        sy = shape[0] / small_hw[0]
+        return [
+            _to_detections(b, p, l, sx, sy) for b, p, l in zip(boxes, probs, points)
+        ]
+
+
+def _group_by_shape(frames: list[np.ndarray]) -> dict[tuple[int, int], list[int]]:
+    """Frame positions grouped by (height, width), after checking frames are RGB uint8."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, frame in enumerate(frames):
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(
+                f"frame {i}: expected an RGB uint8 array (H, W, 3), "
+                f"got {frame.dtype} {frame.shape}"
+            )
+        groups.setdefault((frame.shape[0], frame.shape[1]), []).append(i)
+    return groups
+
+
+def downscaled_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(h, w) with the longest side at most ``max_side``, aspect kept; never upscaled."""
+    h, w = shape
+    scale = min(1.0, max_side / max(h, w))
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+
+def downscale(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize ``frame`` to (h, w) with INTER_AREA (no copy when the size is unchanged)."""
+    if frame.shape[:2] == hw:
+        return frame
+    return cv2.resize(frame, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+
+
+def _to_detections(boxes, probs, points, sx: float, sy: float) -> list[Detection]:
+    """MTCNN output of one frame -> Detections in full-frame pixels, by score desc."""
+    if boxes is None or len(boxes) == 0:
+        return []
+    scale = np.array([sx, sy], dtype=np.float64)
+    dets = [
+        Detection(
+            box=(np.asarray(b, np.float64).reshape(2, 2) * scale).reshape(4).astype(np.float32),
+            landmarks=(np.asarray(l, np.float64) * scale).astype(np.float32),
+            score=float(p),
+        )
+        for b, p, l in zip(boxes, probs, points)
+    ]
+    return sorted(dets, key=lambda d: -d.score)
+
 
 DETECTORS = ("mtcnn", "dlib")
 
@@ -63,12 +230,12 @@ class DlibDetector(FaceDetector):
 
 
 def check_detector(name: str) -> None:
-    """Raise ValueError unless ``name`` is one of DETECTORS."""
+    """Raise OptionsError (exit 2) unless ``name`` is one of DETECTORS."""
     if name == "haar":
-        raise ValueError("the Haar cascade detector is not available: OpenCV 5 dropped cv2.CascadeClassifier; "
+        raise OptionsError("the Haar cascade detector is not available: OpenCV 5 dropped cv2.CascadeClassifier; "
                          "use --detector mtcnn or dlib")
     if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; expected one of {', '.join(DETECTORS)}")
+        raise OptionsError(f"unknown detector {name!r}; expected one of {', '.join(DETECTORS)}")
 
 
 def make_detector(name: str, device: str = "auto", detect_max_side: int = 640,

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
 
-from deepfake_cli.datasets import VideoRecord, assign_splits, discover
+from deepfake_cli.datasets import VideoRecord, discover
 from deepfake_cli.files import file_sha256
 from deepfake_cli.progress import Reporter
+from deepfake_cli.splits import assign_splits
 from deepfake_cli.store import FRAME_STATUS_FAILED, Frames, Store, VideoEntry
 from deepfake_cli.video import VideoError, choose_indices, probe, read_frames
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deepfake_cli.faces import similarity_matrix, template_points
+from deepfake_cli.alignment import similarity_matrix, template_points
 
 N_POINTS = 68
 LEFT_EYE = slice(36, 42)  # image left

@@ -18,21 +18,21 @@ import cv2
 import numpy as np
 
 from deepfake_cli.bundle import Bundle, load_bundle, resolve_bundle
-from deepfake_cli.detectors import make_detector
-from deepfake_cli.faces import detect_sparse, faces_from_track, resolve_device
+from deepfake_cli.detectors import make_detector, resolve_device
+from deepfake_cli.errors import EXIT_NO_FACE, DfdError
+from deepfake_cli.faces import faces_from_track
 from deepfake_cli.files import to_jsonable
 from deepfake_cli.scoring import Scorer
+from deepfake_cli.tracking import detect_sparse
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choose_indices, probe, read_frames
 
-EXIT_UNREADABLE = 3
-EXIT_NO_FACE = 4
 MIN_TRACK_FRACTION = 0.25  # a track seen in fewer of the sampled frames is a passer-by or a false detection
 # A face less than this times the size of the largest one is a bystander, a face on a poster or
 # a false detection: the CNN was trained on main faces, and an upscaled 30 px face says nothing.
 MIN_RELATIVE_FACE_SIZE = 0.6
 
 
-class PredictError(Exception):
+class PredictError(DfdError):
     """The inputs or the model cannot be used; the message says why."""
 
 
@@ -129,7 +129,7 @@ class Predictor:
             indices = choose_indices(info.frame_count, self.config.fpv, self.config.sampling)
             kept, frames = read_frames(path, indices, info)
         except VideoError as exc:
-            result.error, result.exit_code = str(exc), EXIT_UNREADABLE
+            result.error, result.exit_code = str(exc), exc.exit_code
             return result
         result.frames = len(kept)
         result.seconds["decode"] = time.perf_counter() - clock

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.sbi import self_blend
 from deepfake_cli.store import Store
 
@@ -27,9 +28,9 @@ KINDS = ("real", "fake", "pseudo_fake")  # the three kinds of training face
 def check_options(method: str, ratio: float) -> None:
     """Refuse an unknown method, or a ratio outside [0, 1) (1 would leave no real face)."""
     if method not in METHODS:
-        raise ValueError(f"pseudo_fakes must be one of {', '.join(METHODS)}, not {method!r}")
+        raise OptionsError(f"pseudo_fakes must be one of {', '.join(METHODS)}, not {method!r}")
     if not 0.0 <= float(ratio) < 1.0:
-        raise ValueError(f"pseudo_ratio must be in [0, 1), got {ratio}")
+        raise OptionsError(f"pseudo_ratio must be in [0, 1), got {ratio}")
 
 
 @dataclass(frozen=True)

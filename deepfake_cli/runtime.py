@@ -13,6 +13,8 @@ from typing import Iterator
 import keras
 import numpy as np
 
+from deepfake_cli.errors import OptionsError
+
 
 def gpu_count() -> int:
     """GPUs visible to the active Keras backend."""
@@ -52,7 +54,7 @@ def seed_everything(seed: int) -> None:
 def use_mixed_precision(mode: str, gpus: int) -> bool:
     """auto: mixed_float16 only on a GPU; on / off force it."""
     if mode not in ("auto", "on", "off"):
-        raise ValueError(f"mixed_precision must be auto, on or off, not {mode!r}")
+        raise OptionsError(f"mixed_precision must be auto, on or off, not {mode!r}")
     return mode == "on" or (mode == "auto" and gpus > 0)
 
 

@@ -15,6 +15,9 @@ place only when complete (``os.replace`` is atomic), so a killed run leaves eith
 whole segment or none. The index is derived data: it is rewritten to a temporary file
 and renamed too, and every segment carries its own metadata, so the index can always be
 rebuilt from the segments. Readers never need the lock. See docs/store.md for the schema.
+
+Why this is one long module: the schema (segment names, attributes, version), the lock and the
+atomic writers are one contract; split, a reader and a writer could disagree on it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Iterator
 import h5py
 import numpy as np
 
+from deepfake_cli.errors import DfdError
 from deepfake_cli.files import TMP_MARK, atomic_write
 
 SCHEMA_VERSION = 2  # 2: faces segments hold landmarks68 (version 1 segments still read)
@@ -41,7 +45,7 @@ FRAME_STATUS_OK = "ok"
 FRAME_STATUS_FAILED = "failed"
 
 
-class StoreError(Exception):
+class StoreError(DfdError):
     """A store cannot be opened, read or written; the message says why."""
 
 

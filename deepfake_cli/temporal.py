@@ -5,7 +5,8 @@ frame order, through deepfake_cli.scoring, exactly as `predict` does) and stores
 features plus per-frame scores under the model's name. ``train_lstm`` learns P(fake) of a
 video from that sequence, on the same train / val videos the CNN was trained with (recorded
 in the bundle), with early stopping on val AUC and per-epoch checkpoints: the loop of
-deepfake_cli.training, which the CNN uses too.
+deepfake_cli.training, which the CNN uses too. The trained bundle is then calibrated on the
+same val videos (deepfake_cli.calibrate), so its config.json is complete for `predict`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_CHECKPOINTS, LSTM_WEIGHTS, Bundle, load_bundle, save_config,
                                  weights_tag)
+from deepfake_cli.calibrate import calibrate_bundle
 from deepfake_cli.files import file_sha256
 from deepfake_cli.metrics import log_loss, safe_auc
 from deepfake_cli.models import build_lstm_model, pad_sequence
@@ -244,7 +246,9 @@ def sequence_sampling(store: Store, video_ids: list[str], face: dict) -> tuple[i
 
 def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume: bool = False,
                on_epoch: Callable[[dict], None] | None = None, command: str | None = None) -> dict:
-    """Train the BiLSTM of a bundle on its stored features; returns a summary."""
+    """Train the BiLSTM of a bundle on its stored features, then calibrate the bundle on val
+    (temperature and thresholds, as `dfd train-lstm` does); returns a summary whose
+    "calibration" entry is what calibrate_bundle fitted."""
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
     config = bundle.config
@@ -276,4 +280,5 @@ def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume
             "train_videos": len(train.items), "val_videos": len(val.items),
             "epochs_run": len(state["history"]), "best_val_auc": best.get("val_auc", float("nan")),
             "best_epoch": best.get("epoch", 0), "resumed_from_epoch": resumed_at,
-            "weights": str(bundle_dir / LSTM_WEIGHTS), "history": state["history"]}
+            "weights": str(bundle_dir / LSTM_WEIGHTS), "history": state["history"],
+            "calibration": calibrate_bundle(store, bundle_dir)}

@@ -14,6 +14,8 @@ from types import MappingProxyType
 import cv2
 import numpy as np
 
+from deepfake_cli.errors import EXIT_UNREADABLE, DfdError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 SAMPLINGS = ("consecutive", "uniform", "random")
@@ -29,8 +31,10 @@ _ROTATE_FLAGS = MappingProxyType(
 )
 
 
-class VideoError(Exception):
+class VideoError(DfdError):
     """A file that cannot be read as a video or image."""
+
+    exit_code = EXIT_UNREADABLE
 
     def __init__(self, path: Path | str, reason: str):
         self.path = Path(path)

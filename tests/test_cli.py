@@ -1,5 +1,6 @@
 """The whole chain through the command line, on clips the test makes from a real face."""
 
+import csv
 import json
 import os
 import subprocess
@@ -100,10 +101,19 @@ def test_whole_chain(dataset, tmp_path):
     assert (report / "metrics.json").exists() and (report / "scores.csv").exists()
     assert list(report.glob("*.png"))
 
+    # predict serves what evaluate measured: the same probability for the same clip (crop detected on
+    # every frame, so predict does too), and the verdict the bundle's calibrated threshold gives it
+    config = json.loads((models / "tiny" / "config.json").read_text())
+    with open(report / "scores.csv", newline="") as fh:
+        measured = {Path(r["path"]).name: float(r["score"]) for r in csv.DictReader(fh)
+                    if r["level"] == "video" and r["model"] == "cnn+lstm"}
     clip = dataset / "fake" / "fake0.mp4"
-    out = json.loads(run("predict", clip, "--models-dir", models, "--model", "tiny", "--json").stdout)
-    assert out["verdict"] in ("real", "fake") and 0.0 <= out["probability"] <= 1.0
-    assert out["frames"] == 4 and out["faces"] >= 3
+    out = json.loads(run("predict", clip, "--models-dir", models, "--model", "tiny", "--json", "--device", "cpu",
+                         "--detect-every", 1).stdout)
+    assert out["probability"] == pytest.approx(measured[clip.name], abs=1e-5)
+    assert out["threshold"] == config["threshold"]
+    assert out["verdict"] == ("fake" if out["probability"] >= config["threshold"] else "real")
+    assert out["frames"] == 4 and out["faces"] >= 3 and out["exit_code"] == 0
 
     # bad inputs: a clear error and its own exit code, never a made-up probability
     bad = run("predict", dataset / "real" / "empty.mp4", "--models-dir", models, "--model", "tiny", expect=3)

@@ -22,7 +22,8 @@ import pytest
 from deepfake_cli.augment import augment_face, jpeg_recompress
 from deepfake_cli.faces import resize_face as resize_crop
 from deepfake_cli.bundle import load_bundle
-from deepfake_cli.cnn import CNNTrainOptions, FaceDataset, cnn_phases, index_faces, train_cnn, windowed_order
+from deepfake_cli.cnn import CNNTrainOptions, cnn_phases, train_cnn
+from deepfake_cli.face_dataset import FaceDataset, index_faces, windowed_order
 from deepfake_cli.store import Faces, Frames, Store, VideoEntry
 
 BACKBONE = "efficientnet-lite0"
@@ -134,7 +135,15 @@ def test_train_cnn_writes_a_bundle(trained):
     assert config.metrics["cnn"]["val_auc"] == summary["best_val_auc"]
     assert config.commands[-1]["command"] == "dfd train-cnn"
     assert summary["train_videos"] == 10 and summary["val_faces"] == 36
-    assert summary["images_per_second"] > 0
+    # throughput: the median of the epochs' rates, each the train faces over at most the epoch's time
+    history = summary["history"]
+    rates = [r["images_per_second"] for r in history]
+    assert summary["images_per_second"] == pytest.approx(float(np.median(rates)))
+    assert config.training["images_per_second"] == summary["images_per_second"]
+    for record in history:
+        assert record["images_per_second"] >= summary["train_faces"] / record["seconds"]  # train time <= epoch time
+    overall = summary["images_per_second_overall"]
+    assert summary["train_faces"] * len(history) / overall <= sum(r["seconds"] for r in history)
     model = bundle.build_cnn()
     assert model.output.shape[-1] == 1
 
@@ -261,7 +270,7 @@ def test_a_fresh_run_that_fails_early_leaves_the_bundle_as_it_was(trained, tmp_p
 
 
 def test_cell_weights_balance_every_dataset_and_label():
-    from deepfake_cli.cnn import cell_weights
+    from deepfake_cli.training import cell_weights
 
     # FF++ 1 real : 3 fake, DFDC 1 : 1 and twice as big: each of the four cells must weigh a quarter
     cells = [("ffpp", 0)] * 10 + [("ffpp", 1)] * 30 + [("dfdc", 0)] * 40 + [("dfdc", 1)] * 40

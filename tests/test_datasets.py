@@ -11,7 +11,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from deepfake_cli.datasets import DatasetError, VideoRecord, assign_splits, discover
+from deepfake_cli.datasets import DatasetError, VideoRecord, discover
+from deepfake_cli.splits import assign_splits
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

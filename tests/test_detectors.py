@@ -7,7 +7,7 @@ import pytest
 from skimage import data
 
 from deepfake_cli.detectors import DlibDetector, check_detector, make_detector
-from deepfake_cli.faces import MTCNNDetector
+from deepfake_cli.detectors import MTCNNDetector
 
 # Eileen Collins' face, as in tests/test_faces.py
 ASTRONAUT_FACE = np.array([180, 60, 268, 174], np.float32)

@@ -1,4 +1,4 @@
-"""Tests for deepfake_cli.faces: MTCNN detection, tracking, alignment and crops."""
+"""Tests for deepfake_cli.detectors, .tracking and .faces: MTCNN detection, tracking, alignment and crops."""
 
 from __future__ import annotations
 
@@ -8,19 +8,10 @@ import pytest
 from skimage import data
 
 from deepfake_cli import faces
-from deepfake_cli.faces import (
-    Detection,
-    FaceDetector,
-    MTCNNDetector,
-    align_face,
-    build_tracks,
-    crop_face,
-    extract_faces,
-    resolve_device,
-    similarity_matrix,
-    template_points,
-    track_main_face,
-)
+from deepfake_cli.detectors import Detection, FaceDetector, MTCNNDetector, resolve_device
+from deepfake_cli.alignment import ARCFACE_5PTS, similarity_matrix, template_points
+from deepfake_cli.faces import align_face, crop_face, extract_faces
+from deepfake_cli.tracking import build_tracks, track_main_face
 
 # Eileen Collins' face in skimage's astronaut, checked by eye on a rendered PNG:
 # hairline/brows to chin, ear to ear.
@@ -152,15 +143,15 @@ def test_mtcnn_two_faces_sorted_by_score(detector, astronaut):
 def test_template_points_geometry():
     pts = template_points(160, 0.2)
     inner = 160 / 1.4
-    np.testing.assert_allclose(pts, faces.ARCFACE_5PTS / 112 * inner + 0.2 * inner, rtol=1e-6)
-    np.testing.assert_allclose(template_points(112, 0.0), faces.ARCFACE_5PTS)
+    np.testing.assert_allclose(pts, ARCFACE_5PTS / 112 * inner + 0.2 * inner, rtol=1e-6)
+    np.testing.assert_allclose(template_points(112, 0.0), ARCFACE_5PTS)
 
 
 def test_similarity_matrix_exact_for_similar_points():
     """Landmarks that are a rotated/scaled/shifted template map back exactly."""
     angle, scale, shift = np.radians(25), 2.7, np.array([300.0, 120.0])
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    lms = faces.ARCFACE_5PTS @ (scale * rot).T + shift
+    lms = ARCFACE_5PTS @ (scale * rot).T + shift
     matrix = similarity_matrix(lms, 160, 0.2)
     np.testing.assert_allclose(transform(lms, matrix), template_points(160, 0.2), atol=1e-3)
     with pytest.raises(ValueError, match="degenerate"):
@@ -171,7 +162,7 @@ def test_align_face_warps_landmarks_onto_template():
     """Dots drawn at landmark positions land on the template in the aligned crop."""
     angle, scale, shift = np.radians(-20), 4.0, np.array([200.0, 150.0])
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    lms = faces.ARCFACE_5PTS @ (scale * rot).T + shift
+    lms = ARCFACE_5PTS @ (scale * rot).T + shift
     image = np.zeros((900, 900, 3), np.uint8)
     for x, y in lms:
         cv2.circle(image, (int(round(x * 16)), int(round(y * 16))), 7 * 16, (255, 255, 255),
@@ -213,7 +204,7 @@ def test_align_rotated_face_levels_eyes(astronaut, detector):
 
 def test_align_face_big_face_is_antialiased():
     """A face shrunk >2x goes through INTER_AREA: a fine stripe pattern averages to gray."""
-    lms = faces.ARCFACE_5PTS * 8.0 + 100
+    lms = ARCFACE_5PTS * 8.0 + 100
     stripes = np.zeros((1200, 1200, 3), np.uint8)
     stripes[:, ::2] = 255
     out = align_face(stripes, lms, size=112, margin=0.0)
@@ -411,7 +402,7 @@ def test_extract_faces_two_people_video(detector, astronaut):
 
 
 def test_detect_sparse_interpolates_between_key_frames():
-    from deepfake_cli.faces import Detection, detect_sparse
+    from deepfake_cli.tracking import detect_sparse
 
     class MovingFace:
         name = "fake-detector"

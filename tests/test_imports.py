@@ -33,6 +33,11 @@ def test_import_order_does_not_crash(order):
 
 
 def test_dfd_cli_imports_both_frameworks():
-    code = "import deepfake_cli.faces, deepfake_cli.backbones; import keras; print(keras.backend.backend())"
+    """dfd's torch side (MTCNN) and Keras side load in one process, and both still compute."""
+    code = ("import deepfake_cli.detectors, deepfake_cli.faces, deepfake_cli.backbones; import keras, torch; "
+            "from facenet_pytorch import MTCNN; "
+            "print(keras.backend.backend(), float(keras.ops.sum(keras.ops.ones((2, 3)))), "
+            "float(torch.ones(4).sum()), deepfake_cli.detectors.resolve_device('cpu'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-4:] == ["tensorflow", "6.0", "4.0", "cpu"], proc.stdout

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deepfake_cli.faces import MTCNNDetector, align_face, crop_face, crop_matrix, similarity_matrix
+from deepfake_cli.alignment import similarity_matrix
+from deepfake_cli.detectors import MTCNNDetector
+from deepfake_cli.faces import align_face, crop_face, crop_matrix
 from deepfake_cli.landmarks import Landmarker, five_points, predictor_box
 
 

@@ -1,9 +1,20 @@
-"""Which faces `predict` scores."""
+"""`predict`: which faces it scores, its --threshold and --max-fpr, its CSV and annotated video."""
 
+import csv
+import json
+from pathlib import Path
+
+import cv2
 import numpy as np
+import pytest
+from typer.testing import CliRunner
 
-from deepfake_cli.faces import Detection
-from deepfake_cli.predict import tracks_to_score
+from deepfake_cli.bundle import BundleConfig, save_config, save_weights_atomic, weights_tag
+from deepfake_cli.cli import app
+from deepfake_cli.detectors import Detection
+from deepfake_cli.models import build_classifier
+from deepfake_cli.predict import PredictResult, tracks_to_score, write_annotated, write_csv
+from tests.test_cli import write_face_clip
 
 
 def face(x: float, side: float) -> Detection:
@@ -25,3 +36,82 @@ def test_the_main_track_is_scored_even_when_nothing_else_qualifies():
     brief = track(40, 0, 1)
     assert tracks_to_score([brief], 8) == [brief]
     assert tracks_to_score([], 8) == []
+
+
+# ---------------------------------------------------------------------- predict's options and outputs
+AT_FPR = {"0.001": 0.97, "0.01": 0.9, "0.05": 0.7, "0.1": 0.6}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A tiny CNN-only bundle (random weights, calibrated thresholds made up) and a face clip."""
+    root = tmp_path_factory.mktemp("predict")
+    config = BundleConfig(name="tiny", backbone="efficientnet-lite0", input_size=32, feature_dim=1280,
+                          face={"size": 64, "align": True, "margin": 0.2, "detect_max_side": 640},
+                          fpv=4, sampling="consecutive", threshold=0.5, thresholds_at_fpr=dict(AT_FPR))
+    save_config(root / "tiny", config)
+    classifier, _ = build_classifier(config.backbone, config.input_size)
+    save_weights_atomic(classifier, root / "tiny" / "cnn.weights.h5", weights_tag("cnn", config))
+    return root / "tiny", write_face_clip(root / "clip.mp4", shift=0, fake=True, frames=6)
+
+
+def predict_json(bundle: Path, clip: Path, *options, expect: int = 0) -> dict | str:
+    result = CliRunner().invoke(app, ["predict", str(clip), "--model", str(bundle), "--device", "cpu", "--json",
+                                      *map(str, options)])
+    assert result.exit_code == expect, result.output
+    return json.loads(result.stdout) if expect == 0 else result.output
+
+
+def test_the_verdict_flips_at_the_threshold_given(served):
+    bundle, clip = served
+    first = predict_json(bundle, clip)
+    p = first["probability"]
+    assert first["threshold"] == 0.5 and first["verdict"] == ("fake" if p >= 0.5 else "real")
+    below = predict_json(bundle, clip, "--threshold", p - 1e-3)
+    above = predict_json(bundle, clip, "--threshold", p + 1e-3)
+    assert below["probability"] == above["probability"] == p  # the threshold changes the verdict only
+    assert (below["verdict"], below["threshold"]) == ("fake", pytest.approx(p - 1e-3))
+    assert (above["verdict"], above["threshold"]) == ("real", pytest.approx(p + 1e-3))
+
+
+def test_max_fpr_takes_the_bundles_threshold_for_that_rate(served):
+    bundle, clip = served
+    assert predict_json(bundle, clip, "--max-fpr", 0.01)["threshold"] == AT_FPR["0.01"]
+    assert predict_json(bundle, clip, "--max-fpr", 0.1)["threshold"] == AT_FPR["0.1"]
+    refused = predict_json(bundle, clip, "--max-fpr", 0.2, expect=1)
+    assert "no threshold calibrated for --max-fpr 0.2" in refused and "0.001, 0.01, 0.05, 0.1" in refused
+    both = predict_json(bundle, clip, "--max-fpr", 0.01, "--threshold", 0.5, expect=1)
+    assert "not both" in both
+
+
+def test_write_csv_has_one_row_per_input_errors_included(tmp_path):
+    ok = PredictResult(path="a.mp4", verdict="fake", probability=0.8, threshold=0.5, cnn_probability=0.7,
+                       frames=4, faces=4, tracks=1)
+    bad = PredictResult(path="b.mp4", threshold=0.5, error="b.mp4: no such file", exit_code=3)
+    write_csv(tmp_path / "out.csv", [ok, bad])
+    with open(tmp_path / "out.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["path", "verdict", "probability", "threshold", "cnn_probability", "frames", "faces", "tracks",
+                       "error", "exit_code"]
+    assert rows[1] == ["a.mp4", "fake", "0.8", "0.5", "0.7", "4", "4", "1", "", "0"]
+    assert rows[2][:2] == ["b.mp4", ""] and rows[2][2] == "" and rows[2][-2:] == ["b.mp4: no such file", "3"]
+    assert len(rows) == 3
+
+
+def test_write_annotated_writes_a_readable_video(tmp_path):
+    frames = [np.full((72, 96, 3), 40 * t, np.uint8) for t in range(5)]
+    faces = type("Faces", (), {"frame_positions": np.array([0, 2, 3]),
+                               "boxes": np.array([[10, 10, 40, 40]] * 3, np.float32)})()
+    result = PredictResult(path="x.mp4", verdict="fake", probability=0.9, threshold=0.5)
+    out = tmp_path / "annotated.mp4"
+    write_annotated(out, frames, faces, np.array([0.2, 0.6, 0.9]), result, fps=10.0)
+    capture = cv2.VideoCapture(str(out))
+    read = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        read.append(frame)
+    capture.release()
+    assert len(read) == 5 and read[0].shape == (72, 96, 3)
+    assert read[0][20, 10].tolist() != frames[0][20, 10].tolist()  # the face box is drawn at frame 0

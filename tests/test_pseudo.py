@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from deepfake_cli.bundle import load_bundle
-from deepfake_cli.cnn import CNNTrainOptions, FaceDataset, index_faces, train_cnn
+from deepfake_cli.cnn import CNNTrainOptions, train_cnn
+from deepfake_cli.face_dataset import FaceDataset, index_faces
 from deepfake_cli.pseudo import PseudoFakes, expected_class_weights, mix_shares
 from deepfake_cli.sbi import mask_reach
 from deepfake_cli.store import Faces, Frames, Store, StoreError, VideoEntry

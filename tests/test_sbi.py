@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deepfake_cli.faces import MTCNNDetector, align_face
+from deepfake_cli.detectors import MTCNNDetector
+from deepfake_cli.faces import align_face
 from deepfake_cli.landmarks import Landmarker
 from deepfake_cli.sbi import BLEND_RATIOS, mask_reach, self_blend
 

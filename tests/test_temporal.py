@@ -11,6 +11,7 @@ from deepfake_cli.bundle import BundleConfig, load_bundle, save_config, save_wei
 from deepfake_cli.models import build_classifier, pad_sequence
 from deepfake_cli.scoring import score_sequence
 from deepfake_cli.store import Faces, Features, Frames, Store, VideoEntry
+from deepfake_cli.calibrate import calibrate_bundle
 from deepfake_cli.temporal import LSTMTrainOptions, export_features, train_lstm
 
 BACKBONE = "efficientnet-lite0"
@@ -184,3 +185,14 @@ def test_lstm_sampling_comes_from_the_store_it_learns_from(tmp_path):
     assert sequence_sampling(store, ["img"], {"size": SIZE}) is None  # single images say nothing
     with pytest.raises(ValueError, match=r"a\.mp4.*size=64"):
         sequence_sampling(store, ["a"], {"size": 64})
+
+
+def test_train_lstm_calibrates_the_bundle(sequence_bundle):
+    root, store, summary, _ = sequence_bundle
+    config = load_bundle(root / "seq").config
+    fitted = summary["calibration"]
+    assert fitted["temperature"] == config.temperature and fitted["threshold"] == config.threshold
+    assert fitted["val_videos"] == summary["val_videos"] == 80
+    assert set(config.thresholds_at_fpr) == {"0.001", "0.01", "0.05", "0.1"}
+    assert config.metrics["val_video_calibrated"]["threshold"] == config.threshold
+    assert calibrate_bundle(store, root / "seq") == fitted  # what a separate calibration would fit

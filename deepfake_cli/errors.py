@@ -1,0 +1,25 @@
+"""Every error dfd raises on purpose derives from DfdError, and carries its exit code.
+
+The command line maps an error to its exit code in one place (cli.py); a Python caller can
+catch DfdError to handle them all. The codes are the README's "Exit codes" table.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # bad store, bad model, nothing could be done
+EXIT_USAGE = 2  # bad options (Typer's own code)
+EXIT_UNREADABLE = 3  # predict: a video could not be read
+EXIT_NO_FACE = 4  # predict: no face found in a video
+
+
+class DfdError(Exception):
+    """An error the user is meant to read: the message says what went wrong."""
+
+    exit_code: int = EXIT_ERROR
+
+
+class OptionsError(DfdError, ValueError):
+    """Settings that cannot work, refused before anything is read or written (a ValueError too)."""
+
+    exit_code = EXIT_USAGE

@@ -3,7 +3,7 @@
 Warm: one process, models loaded once, videos scored in a loop (the first video is a
 warm-up and not counted). Cold: a fresh `dfd predict` process per video.
 
-    python -m benchmarks.bench_predict --videos 6 [--model models/default] [paths...]
+    python -m benchmarks.bench_predict --videos 6 [--model deepfake_cli/default_model] [paths...]
 """
 
 from __future__ import annotations

@@ -72,8 +72,9 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
 
 
 def default_bundle_dirs(models_dir: Path) -> list[Path]:
-    """Where the bundled default model is looked for: --models-dir, then the source tree's models/."""
-    return [models_dir / "default", Path(__file__).resolve().parent.parent / "models" / "default"]
+    """Where the default model is looked for: ``--models-dir``/default (one you trained), then the
+    bundle shipped inside the package (deepfake_cli/default_model), so any install finds it."""
+    return [models_dir / "default", Path(__file__).resolve().parent / "default_model"]
 
 
 class Predictor:

@@ -362,7 +362,7 @@ def test_a_folder_of_2000_images(tmp_path):
 
 
 # ---------------------------------------------------------------------- predict
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "deepfake_cli" / "default_model"
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How models/default was trained: run from the repository root, with ../shared/data present.
+# How the bundled default model (deepfake_cli/default_model) was trained: run from the repository root, with ../shared/data present.
 # Everything runs on a 2-core CPU; the figures it printed are in models/default/README.md.
 #
 # Two stores, because the CNN and the LSTM want different frames of the same videos:
@@ -15,7 +15,7 @@ RUNS=${RUNS:-runs}
 CNN_STORE=${CNN_STORE:-$RUNS/cnn.h5}
 SEQ_STORE=${SEQ_STORE:-$RUNS/seq.h5}
 REPORT=${REPORT:-$RUNS/default-report}
-MODELS=${MODELS:-models}
+MODELS=${MODELS:-$RUNS/models}
 mkdir -p "$RUNS"
 CROP=(--size 160 --align --margin 0.2 --detect-size 480)
 
@@ -39,3 +39,6 @@ dfd train-cnn --store "$CNN_STORE" --model default --models-dir "$MODELS" \
 dfd export-features --store "$SEQ_STORE" --model default --models-dir "$MODELS"
 dfd train-lstm --store "$SEQ_STORE" --model default --models-dir "$MODELS" --units 64 --epochs 40 --patience 8
 dfd evaluate --store "$SEQ_STORE" --model default --models-dir "$MODELS" --out "$REPORT"
+# What `dfd predict` uses when no --model is given: the bundle shipped inside the package.
+cp "$MODELS/default/config.json" "$MODELS/default/cnn.weights.h5" "$MODELS/default/lstm.weights.h5" \
+    deepfake_cli/default_model/

@@ -2,7 +2,7 @@
 
     face crops (any square size)
       -> model input: resized to the bundle's input size (faces.resize_face), float32 in [0, 255]
-      -> fixed-size CNN batches (the last one zero-padded: one input shape, traced once)
+      -> CNN batches of a few fixed sizes (zero-padded: at most six input shapes, each traced once)
       -> per-frame features (n, D) and scores P(fake) (n,); with the config's test_time_flip,
          the mean of those of the face and of its mirror image
       -> video score: the BiLSTM over the ordered features, else the config's video_aggregation
@@ -35,12 +35,21 @@ def model_input(crops, input_size: int) -> np.ndarray:
     return np.stack([resize_face(c, input_size) for c in crops]).astype(np.float32)
 
 
+def padded_rows(count: int, batch_size: int) -> int:
+    """Rows of the batch that holds ``count`` faces: ``batch_size``, or for fewer faces the next
+    power of two. The backend then sees at most log2(batch_size) + 1 input shapes (traced once
+    each per process), and a single image costs one row of work, not ``batch_size``."""
+    if count >= batch_size:
+        return batch_size
+    return min(batch_size, 1 << max(0, count - 1).bit_length())
+
+
 def fixed_batches(crops: np.ndarray, input_size: int, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
-    """(batch, rows used): model inputs in batches of exactly ``batch_size`` rows, the last
-    zero-padded, so the backend sees one input shape and traces the model once per process."""
+    """(batch, rows used): model inputs in batches of ``batch_size`` rows (fewer faces: the next
+    power of two, see :func:`padded_rows`), zero-padded, so the backend sees few input shapes."""
     for start in range(0, len(crops), batch_size):
         chunk = crops[start:start + batch_size]
-        batch = np.zeros((batch_size, input_size, input_size, 3), np.float32)
+        batch = np.zeros((padded_rows(len(chunk), batch_size), input_size, input_size, 3), np.float32)
         batch[:len(chunk)] = model_input(chunk, input_size)
         yield batch, len(chunk)
 

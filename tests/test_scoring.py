@@ -31,16 +31,25 @@ BACKBONE = "efficientnet-lite0"
 INPUT_SIZE, FACE_SIZE, FPV, TEMPERATURE = 32, 64, 6, 1.7
 
 
-def test_model_input_resizes_and_batches_to_one_shape():
+def test_model_input_resizes_and_batches_to_few_shapes():
     crops = np.random.default_rng(0).integers(0, 255, (5, FACE_SIZE, FACE_SIZE, 3)).astype(np.uint8)
     x = model_input(crops, INPUT_SIZE)
     assert x.shape == (5, INPUT_SIZE, INPUT_SIZE, 3) and x.dtype == np.float32
     batches = list(fixed_batches(crops, INPUT_SIZE, 4))
-    assert [b.shape for b, _ in batches] == [(4, INPUT_SIZE, INPUT_SIZE, 3)] * 2 and [n for _, n in batches] == [4, 1]
+    assert [b.shape for b, _ in batches] == [(4, INPUT_SIZE, INPUT_SIZE, 3), (1, INPUT_SIZE, INPUT_SIZE, 3)]
+    assert [n for _, n in batches] == [4, 1]
     np.testing.assert_array_equal(np.concatenate([b[:n] for b, n in batches]), x)
-    assert not batches[1][0][1:].any()  # zero padding
+    three = list(fixed_batches(crops[:3], INPUT_SIZE, 4))[0][0]
+    assert three.shape[0] == 4 and not three[3:].any()  # zero padding
     assert calibrate(0.8, 1.0) == pytest.approx(0.8, abs=1e-12)
     assert calibrate(0.8, 2.0) == pytest.approx(1 / (1 + np.sqrt(0.2 / 0.8)), abs=1e-12)  # sigmoid(logit(p) / 2)
+
+
+def test_small_batches_are_padded_to_a_power_of_two_only():
+    from deepfake_cli.scoring import padded_rows
+
+    assert [padded_rows(n, 32) for n in (1, 2, 3, 5, 9, 17, 25, 32, 40)] == [1, 2, 4, 8, 16, 32, 32, 32, 32]
+    assert len({padded_rows(n, 32) for n in range(1, 200)}) == 6  # 1, 2, 4, 8, 16, 32: six traces at most
 
 
 @pytest.fixture(scope="module")

@@ -236,7 +236,8 @@ def sequence_sampling(store: Store, video_ids: list[str], face: dict) -> tuple[i
             counts[(int(entry.fpv), entry.sampling)] = counts.get((int(entry.fpv), entry.sampling), 0) + 1
         if face and store.has(vid, "faces"):
             settings = store.faces_settings(vid)
-            differing = sorted(k for k in ("size", "align", "margin") if k in face and settings.get(k) != face[k])
+            differing = sorted(k for k in ("size", "align", "margin", "detector")
+                               if k in face and settings.get(k) != face[k])
             if differing:
                 raise ValueError(f"the faces of {entry.path} in {store.path} were cropped with other settings "
                                  f"than the bundle's CNN ({', '.join(differing)}): run `dfd crop --force` with "

@@ -185,6 +185,8 @@ def test_lstm_sampling_comes_from_the_store_it_learns_from(tmp_path):
     assert sequence_sampling(store, ["img"], {"size": SIZE}) is None  # single images say nothing
     with pytest.raises(ValueError, match=r"a\.mp4.*size=64"):
         sequence_sampling(store, ["a"], {"size": 64})
+    with pytest.raises(ValueError, match=r"detector=dlib"):  # serving would detect and align otherwise
+        sequence_sampling(store, ["a"], {"size": SIZE, "detector": "dlib"})
 
 
 def test_train_lstm_calibrates_the_bundle(sequence_bundle):

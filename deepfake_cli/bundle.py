@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from deepfake_cli.errors import DfdError
-from deepfake_cli.files import atomic_write, atomic_write_text
+from deepfake_cli.files import atomic_write, atomic_write_text, file_sha256
 from deepfake_cli.models import build_classifier, build_lstm_model
 
 FORMAT_VERSION = 1
@@ -39,7 +39,7 @@ CLASSES = ("real", "fake")  # score = P(CLASSES[1])
 FEATURE_LAYER = "pooled features before the classifier head"
 AGGREGATIONS = ("mean",)
 # Keys added after format 1 was first written: a config without them takes the default.
-OPTIONAL_KEYS = ("test_time_flip",)
+OPTIONAL_KEYS = ("test_time_flip", "weights_sha256")
 
 
 class BundleError(DfdError):
@@ -72,6 +72,7 @@ class BundleConfig:
     video_aggregation: str = "mean"
     test_time_flip: bool = False  # score each face and its mirror image, average features and scores
     thresholds_at_fpr: dict = field(default_factory=dict)  # {"0.01": threshold, ...} when calibrated
+    weights_sha256: dict = field(default_factory=dict)  # {"cnn.weights.h5": hex digest, ...} as trained
     lstm: dict = field(default_factory=_default_lstm)
     split_ids: dict = field(default_factory=dict)  # {"train": [video ids], "val": [video ids]}
     training: dict = field(default_factory=dict)
@@ -225,12 +226,27 @@ def read_weights_tag(path: Path) -> dict:
         raise BundleError(f"{path} is not a readable weights file ({exc})") from None
 
 
-def load_weights_checked(model, path: Path, expected: dict) -> None:
-    """Load weights into ``model``; raise BundleError if they belong to another model."""
+def record_weights_hashes(config: BundleConfig, bundle_dir: Path) -> None:
+    """Record the SHA-256 of each weights file the bundle holds now (after training wrote it)."""
+    config.weights_sha256 = {name: file_sha256(Path(bundle_dir) / name) for name in (CNN_WEIGHTS, LSTM_WEIGHTS)
+                             if (Path(bundle_dir) / name).is_file()}
+
+
+def check_weights_hash(path: Path, expected: str | None) -> None:
+    """Raise BundleError when a weights file differs from the one training recorded."""
+    if expected and file_sha256(path) != expected:
+        raise BundleError(f"{path}: weights file changed or damaged since training (its SHA-256 differs from "
+                          "the one in config.json); restore the bundle, or retrain it")
+
+
+def load_weights_checked(model, path: Path, expected: dict, sha256: str | None = None) -> None:
+    """Load weights into ``model``; raise BundleError if they belong to another model, or differ
+    from the file training wrote (``sha256``, when the config records one)."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"missing weights file {path}: this part of the model was not trained "
                           "(or training has not finished)")
+    check_weights_hash(path, sha256)
     tag = read_weights_tag(path)
     for key, want in expected.items():
         if key in tag and tag[key] != want:
@@ -294,7 +310,9 @@ class Bundle:
 
     @property
     def has_lstm(self) -> bool:
-        return bool(self.config.lstm.get("trained")) and self.lstm_weights.is_file()
+        """Whether the config says the LSTM is trained (its file must then be there: build_lstm
+        refuses a missing or damaged one rather than falling back to the CNN)."""
+        return bool(self.config.lstm.get("trained"))
 
     @property
     def seq_len(self) -> int:
@@ -308,7 +326,8 @@ class Bundle:
     def _cnn_models(self):
         classifier, feature_model = build_classifier(self.config.backbone, self.config.input_size,
                                                      "none", self.config.head_dropout)
-        load_weights_checked(classifier, self.cnn_weights, weights_tag("cnn", self.config))
+        load_weights_checked(classifier, self.cnn_weights, weights_tag("cnn", self.config),
+                             self.config.weights_sha256.get(CNN_WEIGHTS))
         return classifier, feature_model
 
     def build_cnn(self):
@@ -324,7 +343,8 @@ class Bundle:
         lstm = self.config.lstm
         model = build_lstm_model(self.seq_len, self.config.feature_dim, int(lstm["units"]),
                                  float(lstm["dropout"]))
-        load_weights_checked(model, self.lstm_weights, weights_tag("lstm", self.config))
+        load_weights_checked(model, self.lstm_weights, weights_tag("lstm", self.config),
+                             self.config.weights_sha256.get(LSTM_WEIGHTS))
         return model
 
 

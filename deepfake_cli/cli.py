@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deepfake_cli import __version__
-from deepfake_cli.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, DfdError
+from deepfake_cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DfdError
 from deepfake_cli.progress import Reporter
 
 app = typer.Typer(
@@ -428,6 +428,18 @@ def evaluate(
             out.print(f"wrote {path}")
 
 
+def _print_result(r, out: Console, err: Console) -> None:
+    """One line per input: its verdict on stdout, or its error on stderr."""
+    if r.error:
+        message = r.error if r.error.startswith(r.path) else f"{r.path}: {r.error}"  # errors name their file
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    else:
+        colour = "red" if r.verdict == "fake" else "green"
+        out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
+                  f"threshold {r.threshold:.3f}, {r.faces} faces in {r.frames} frames)", highlight=False,
+                  soft_wrap=True)  # one line per clip, whatever the terminal width
+
+
 @command()
 def predict(
     inputs: list[Path] = typer.Argument(..., help="Video or image files, or folders of them."),
@@ -438,39 +450,53 @@ def predict(
     detect_every: int = typer.Option(4, "--detect-every", help="Run the face detector on every Nth sampled frame "
                                      "and interpolate between (consecutive sampling only); 1 = every frame."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the (first) video with face boxes and scores drawn."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per input here."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per input here, "
+                                            "each as soon as it is known."),
+    jsonl_path: Optional[Path] = typer.Option(None, "--jsonl", help="Also write one JSON line per input here, "
+                                              "each as soon as it is known."),
+    skip_done: Optional[Path] = typer.Option(None, "--skip-done", help="Skip the inputs this earlier --csv or "
+                                             "--jsonl file has a verdict for, and append to --csv/--jsonl "
+                                             "(resume an interrupted batch)."),
     models_dir: Path = ModelsDirOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Print whether each clip is real or fake, with the probability that it is fake."""
     _import_keras_quietly()
-    from deepfake_cli.predict import Predictor, expand_inputs, write_csv
+    from deepfake_cli.predict import Predictor, expand_inputs
+    from deepfake_cli.result_files import ResultWriter, done_paths, interrupt_on_sigterm
 
     out, err = _consoles(quiet)
     files = expand_inputs(inputs)
+    if skip_done is not None:
+        done = done_paths(skip_done)
+        files = [f for f in files if str(f) not in done]
+        err.print(f"skipping {len(done)} input(s) {escape(str(skip_done))} has a verdict for; {len(files)} to go",
+                  highlight=False, soft_wrap=True)
     predictor = Predictor.load(model, models_dir=models_dir, device=device, threshold=threshold, max_fpr=max_fpr,
                                detect_every=detect_every)
-    results = []
-    reporter = RichReporter(err, quiet or len(files) == 1)
+    results, interrupted = [], False
+    reporter = RichReporter(err, quiet or len(files) <= 1)
     reporter.start(len(files), "predict")
-    for i, path in enumerate(files):
-        results.append(predictor.predict(path, annotate=annotate if i == 0 else None))
-        reporter.advance(path.name)
+    with ResultWriter(csv_path, jsonl_path, append=skip_done is not None) as writer, interrupt_on_sigterm():
+        try:
+            for i, path in enumerate(files):
+                result = predictor.predict(path, annotate=annotate if i == 0 else None)
+                results.append(result)
+                writer.write(result.as_dict())
+                if not as_json:
+                    _print_result(result, out, err)
+                reporter.advance(path.name)
+        except KeyboardInterrupt:
+            interrupted = True
     reporter.finish()
-    if csv_path:
-        write_csv(csv_path, results)
-    if as_json:
-        _print_json([r.as_dict() for r in results] if len(results) > 1 else results[0].as_dict())
-    else:
-        for r in results:
-            if r.error:
-                message = r.error if r.error.startswith(r.path) else f"{r.path}: {r.error}"  # errors name their file
-                err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-            else:
-                colour = "red" if r.verdict == "fake" else "green"
-                out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
-                          f"threshold {r.threshold:.3f}, {r.faces} faces in {r.frames} frames)", highlight=False,
-                          soft_wrap=True)  # one line per clip, whatever the terminal width
+    if as_json and results:
+        _print_json([r.as_dict() for r in results] if len(files) > 1 else results[0].as_dict())
+    if interrupted:
+        Console(stderr=True).print(f"[bold red]interrupted[/] after {len(results)} of {len(files)} input(s)"
+                  + ("; every verdict reached is in " + ", ".join(escape(str(p)) for p in (csv_path, jsonl_path) if p)
+                     + ": rerun with --skip-done to go on" if csv_path or jsonl_path else ""),
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
     codes = [r.exit_code for r in results if r.exit_code]
     raise typer.Exit(max(codes) if codes else EXIT_OK)

@@ -29,8 +29,8 @@ from typing import Callable
 import numpy as np
 
 from deepfake_cli.bundle import (CHECKPOINT_DIR, CNN_CHECKPOINTS, CNN_WEIGHTS, CONFIG_FILE, LSTM_CHECKPOINTS,
-                                 LSTM_WEIGHTS, BundleConfig, dfd_version, keras_backend, read_config, save_config,
-                                 weights_tag)
+                                 LSTM_WEIGHTS, BundleConfig, dfd_version, keras_backend, read_config,
+                                 record_weights_hashes, save_config, weights_tag)
 from deepfake_cli.errors import OptionsError
 from deepfake_cli.face_dataset import FaceDataset, index_faces
 from deepfake_cli.metrics import log_loss, safe_auc
@@ -284,5 +284,6 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
             state = run_phases(loop, cnn_phases(options), state)
     config.metrics["cnn"] = cnn_metrics(state)
     config.training["images_per_second"] = images_per_second(state)
+    record_weights_hashes(config, bundle_dir)
     save_config(bundle_dir, config)
     return cnn_summary(bundle_dir, state, config, resumed_at)

@@ -11,6 +11,8 @@ EXIT_ERROR = 1  # bad store, bad model, nothing could be done
 EXIT_USAGE = 2  # bad options (Typer's own code)
 EXIT_UNREADABLE = 3  # predict: a video could not be read
 EXIT_NO_FACE = 4  # predict: no face found in a video
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention)
+EXIT_BAD_SCORE = 5  # the model gave NaN or inf for an input: it is damaged or diverged, no verdict
 
 
 class DfdError(Exception):

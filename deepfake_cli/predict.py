@@ -8,7 +8,6 @@ the code evaluate measures with) and report the most suspicious one. A failure i
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,10 +18,11 @@ import numpy as np
 
 from deepfake_cli.bundle import Bundle, load_bundle, resolve_bundle
 from deepfake_cli.detectors import make_detector, resolve_device
-from deepfake_cli.errors import EXIT_NO_FACE, DfdError
+from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
 from deepfake_cli.faces import faces_from_track
 from deepfake_cli.files import to_jsonable
-from deepfake_cli.scoring import Scorer
+from deepfake_cli.result_files import ResultWriter
+from deepfake_cli.scoring import NonFiniteScoreError, Scorer
 from deepfake_cli.tracking import detect_sparse
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choose_indices, probe, read_frames
 
@@ -57,17 +57,20 @@ class PredictResult:
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given; folders expanded to the videos and images inside, sorted."""
+    """Files as given; folders expanded to the videos and images inside, sorted.
+
+    Nothing is refused here: a folder without media stays in the list as itself, and a missing,
+    unreadable or looping file as given, so that each is reported on its own line (by
+    :meth:`Predictor.predict`) while the other inputs are scored.
+    """
     files: list[Path] = []
     for path in inputs:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                           and p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
-            if not found:
-                raise PredictError(f"{path}: no video or image files in this folder")
-            files.extend(found)
+            found = sorted(p for p in path.rglob("*") if (p.is_file() or p.is_symlink())
+                           and not p.name.startswith(".") and p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+            files.extend(found or [path])
         else:
-            files.append(path)  # a missing or broken file is reported per file, not here
+            files.append(path)
     return files
 
 
@@ -125,6 +128,9 @@ class Predictor:
     def predict(self, path: Path, annotate: Path | None = None) -> PredictResult:
         result = PredictResult(path=str(path), threshold=self.threshold)
         clock = time.perf_counter()
+        if path.is_dir():  # expand_inputs keeps a folder only when it holds no media
+            result.error, result.exit_code = f"{path}: a folder with no video or image files in it", EXIT_UNREADABLE
+            return result
         try:
             info = probe(path)
             indices = choose_indices(info.frame_count, self.config.fpv, self.config.sampling)
@@ -149,15 +155,19 @@ class Predictor:
         crops = [faces_from_track(frame_list, track, track_id=i, n_tracks=len(tracks), size=int(face["size"]),
                                   align=bool(face["align"]), margin=float(face["margin"]))
                  for i, track in enumerate(tracks)]
-        features, scores = self.scorer.frames(np.concatenate([c.crops for c in crops]))
-        result.seconds["cnn"] = time.perf_counter() - clock
+        try:
+            features, scores = self.scorer.frames(np.concatenate([c.crops for c in crops]))
+            result.seconds["cnn"] = time.perf_counter() - clock
 
-        clock = time.perf_counter()
-        probabilities, offset = [], 0
-        for track_crops in crops:
-            n = len(track_crops.crops)
-            probabilities.append(self.scorer.probability(features[offset:offset + n], scores[offset:offset + n]))
-            offset += n
+            clock = time.perf_counter()
+            probabilities, offset = [], 0
+            for track_crops in crops:
+                n = len(track_crops.crops)
+                probabilities.append(self.scorer.probability(features[offset:offset + n], scores[offset:offset + n]))
+                offset += n
+        except NonFiniteScoreError as exc:
+            result.error, result.exit_code = f"{path}: {exc}", exc.exit_code
+            return result
         result.seconds["lstm"] = time.perf_counter() - clock
 
         worst = int(np.argmax(probabilities))
@@ -217,10 +227,7 @@ def write_annotated(out: Path, frames: list[np.ndarray], faces, scores: np.ndarr
 
 
 def write_csv(path: Path, results: list[PredictResult]) -> None:
-    columns = ["path", "verdict", "probability", "threshold", "cnn_probability", "frames", "faces", "tracks",
-               "error", "exit_code"]
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
+    """One CSV row per result (the columns of deepfake_cli.result_files.CSV_COLUMNS)."""
+    with ResultWriter(csv_path=path) as writer:
         for r in results:
-            writer.writerow(r.as_dict())
+            writer.write(r.as_dict())

@@ -21,11 +21,25 @@ from typing import Iterator
 import numpy as np
 
 from deepfake_cli.bundle import Bundle
+from deepfake_cli.errors import EXIT_BAD_SCORE, DfdError
 from deepfake_cli.faces import resize_face
 from deepfake_cli.metrics import aggregate_video_scores, apply_temperature, logit
 from deepfake_cli.models import pad_sequence
 
 CNN_BATCH = 32  # faces per CNN call
+
+
+class NonFiniteScoreError(DfdError):
+    """The model gave NaN or inf: no verdict can be drawn from it (damaged weights, a diverged run)."""
+
+    exit_code = EXIT_BAD_SCORE
+
+
+def require_finite(values, what: str, bundle: Bundle) -> None:
+    """Raise NonFiniteScoreError unless every value is finite (a NaN never becomes a verdict)."""
+    if not np.all(np.isfinite(values)):
+        raise NonFiniteScoreError(f"model {bundle.path} gave a non-finite {what} (NaN or inf): its weights are "
+                                  "damaged or its training diverged; restore or retrain the bundle")
 
 
 def model_input(crops, input_size: int) -> np.ndarray:
@@ -100,7 +114,8 @@ class Scorer:
 
     ``cnn=False`` / ``lstm=False`` skip building a model the caller does not need (scoring
     stored features needs no CNN; exporting features needs no LSTM). The LSTM is used when
-    the bundle has a trained one.
+    the bundle's config says it is trained (a missing or damaged LSTM file is then an error,
+    never a fallback to the CNN). Any NaN or inf it computes is a NonFiniteScoreError.
     """
 
     def __init__(self, bundle: Bundle, *, cnn: bool = True, lstm: bool = True, batch_size: int = CNN_BATCH):
@@ -114,8 +129,11 @@ class Scorer:
         """(features (n, D), scores (n,)) of face crops of any square size."""
         if self.feature_model is None:
             raise ValueError("this Scorer was made without its CNN (cnn=False)")
-        return frame_outputs(self.feature_model, crops, int(self.config.input_size), self.batch_size,
-                             flip=bool(self.config.test_time_flip))
+        features, scores = frame_outputs(self.feature_model, crops, int(self.config.input_size), self.batch_size,
+                                         flip=bool(self.config.test_time_flip))
+        require_finite(features, "face feature", self.bundle)
+        require_finite(scores, "frame score", self.bundle)
+        return features, scores
 
     def cnn_score(self, scores: np.ndarray) -> float:
         """The CNN's own video score: its frame scores aggregated as the config says."""
@@ -129,7 +147,9 @@ class Scorer:
 
     def video_score(self, features: np.ndarray, scores: np.ndarray) -> float:
         """The uncalibrated video score: the LSTM's when there is one, else the CNN's."""
-        return self.lstm_score(features) if self.lstm is not None else self.cnn_score(scores)
+        score = self.lstm_score(features) if self.lstm is not None else self.cnn_score(scores)
+        require_finite(score, "video score", self.bundle)
+        return score
 
     def probability(self, features: np.ndarray, scores: np.ndarray) -> float:
         """Calibrated P(fake) of a video: what `predict` reports."""

@@ -19,8 +19,8 @@ from typing import Callable
 import keras
 import numpy as np
 
-from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_CHECKPOINTS, LSTM_WEIGHTS, Bundle, load_bundle, save_config,
-                                 weights_tag)
+from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_CHECKPOINTS, LSTM_WEIGHTS, Bundle, load_bundle,
+                                 record_weights_hashes, save_config, weights_tag)
 from deepfake_cli.calibrate import calibrate_bundle
 from deepfake_cli.files import file_sha256
 from deepfake_cli.metrics import log_loss, safe_auc
@@ -276,6 +276,7 @@ def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume
     if not state["done"]:
         state = run_phases(loop, [Phase("lstm", 1, options.epochs, options.learning_rate)], state)
     best = lstm_results(config, state)
+    record_weights_hashes(config, bundle_dir)
     save_config(bundle_dir, config)
     return {"bundle": str(bundle_dir), "features_model": model_name, "seq_len": seq_len,
             "train_videos": len(train.items), "val_videos": len(val.items),

@@ -7,6 +7,9 @@ is applied here, exactly once.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -69,13 +72,37 @@ def is_media(path: Path | str) -> bool:
 
 
 def _check_file(path: Path) -> None:
-    """Raise VideoError for a missing, non-regular or empty file."""
-    if not path.exists():
-        raise VideoError(path, "no such file")
-    if not path.is_file():
-        raise VideoError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise VideoError(path, "empty file (0 bytes)")
+    """Raise VideoError, with the real reason, for a file that cannot be read as a whole: missing,
+    a symlink loop, a directory or other non-regular file, empty, or not readable by this user."""
+    reason = unreadable_reason(path)
+    if reason:
+        raise VideoError(path, reason)
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a media file (None when it can be opened and is not empty)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "no such file" if not os.path.islink(path) else "a broken symbolic link (its target is missing)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (too many levels of symbolic links)"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a file (a pipe, socket or device)"
+    if info.st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except PermissionError:
+        return "permission denied"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -284,3 +284,17 @@ def test_cell_weights_balance_every_dataset_and_label():
 def test_balance_option_is_checked():
     with pytest.raises(ValueError, match="balance"):
         CNNTrainOptions(balance="videos")
+
+
+def test_batchnorm_trains_with_a_fast_momentum_or_stays_frozen():
+    import keras
+
+    from deepfake_cli.models import FINE_TUNE_BN_MOMENTUM, build_classifier, iter_layers, set_backbone_trainable
+
+    classifier, _ = build_classifier("efficientnet-lite0", 32)
+    norms = [layer for layer in iter_layers(classifier) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and {n.momentum for n in norms} == {0.99}  # the checkpoints' own (TensorFlow's)
+    set_backbone_trainable(classifier, True, freeze_batchnorm=False)
+    assert all(n.trainable for n in norms) and {n.momentum for n in norms} == {FINE_TUNE_BN_MOMENTUM}
+    set_backbone_trainable(classifier, True, freeze_batchnorm=True)
+    assert not any(n.trainable for n in norms)  # frozen: inference mode, the momentum is never used

@@ -9,10 +9,12 @@ python -m benchmarks.kill_test --fuzz N runs the same fuzzer with more cases.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import queue
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -529,3 +531,85 @@ def test_fuzzed_videos_never_crash_or_hang(tmp_path):
     unexpected = {p: o for p, o in outcomes.items() if o not in ("ok", "VideoError")}
     assert not unexpected, unexpected
     assert counts["ok"] > 0 and counts["VideoError"] > 0
+
+
+# ---------------------------------------------------------------------- batches: per entry, streamed, resumable
+def test_each_bad_entry_of_a_batch_fails_alone_with_its_reason(hostile, model, tmp_path):
+    (tmp_path / "x.mp4").mkdir()  # a folder named like a video
+    (tmp_path / "empty").mkdir()
+    os.symlink(tmp_path / "loop.mp4", tmp_path / "loop.mp4")
+    inside = tmp_path / "folder"
+    inside.mkdir()
+    os.symlink(inside / "loop inside.mp4", inside / "loop inside.mp4")
+    shutil.copy(hostile / "good.mp4", inside / "good copy.mp4")
+    inputs = [hostile / "good.mp4", tmp_path / "x.mp4", tmp_path / "empty", tmp_path / "loop.mp4", inside]
+    expected = {"x.mp4": "no video or image files", "empty": "no video or image files",
+                "loop.mp4": "symbolic link loop", "loop inside.mp4": "symbolic link loop"}
+    if os.geteuid() != 0:  # root reads any file: a permission cannot be denied to it
+        locked = shutil.copy(hostile / "good.mp4", tmp_path / "locked.mp4")
+        os.chmod(locked, 0)
+        inputs.append(locked)
+        expected["locked.mp4"] = "permission denied"
+    result = invoke("predict", *inputs, *model, "--json", expect=3)
+    by_name = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
+    for name in ("good.mp4", "good copy.mp4"):
+        assert by_name[name]["exit_code"] == 0 and by_name[name]["verdict"] in ("real", "fake")
+    for name, reason in expected.items():
+        assert by_name[name]["exit_code"] == 3 and reason in by_name[name]["error"], by_name[name]
+    assert len(by_name) == len(expected) + 2
+
+
+def test_unreadable_reasons():
+    from deepfake_cli.video import unreadable_reason
+
+    assert unreadable_reason(Path(__file__)) is None
+    assert unreadable_reason(Path(__file__).parent) == "is a directory"
+    assert unreadable_reason(Path("/nonexistent/x.mp4")) == "no such file"
+
+
+INTERRUPTIBLE = r"""
+import sys
+from deepfake_cli.cli import app
+sys.argv = ["dfd", *sys.argv[1:]]
+app()
+"""
+
+
+def test_an_interrupted_batch_keeps_every_verdict_and_resumes(hostile, model, tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(12):
+        shutil.copy(hostile / "good.mp4", clips / f"clip{i:02d}.mp4")
+    out = tmp_path / "out.csv"
+    args = [sys.executable, "-c", INTERRUPTIBLE, "predict", str(clips), *model, "--csv", str(out), "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:  # wait for the first two verdicts on disk
+        if out.exists() and len(out.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert 2 <= len(rows) < 12 and all(r["verdict"] in ("real", "fake") for r in rows)
+    assert len(stdout.splitlines()) == len(rows)  # each verdict was printed as soon as it was known
+    assert f"interrupted after {len(rows)} of 12" in stderr and "--skip-done" in stderr
+    again = invoke("predict", clips, *model, "--csv", out, "--skip-done", out, "--quiet")
+    assert len(again.stdout.splitlines()) == 12 - len(rows)
+    final = list(csv.DictReader(out.read_text().splitlines()))
+    assert sorted(r["path"] for r in final) == sorted(str(p) for p in clips.iterdir())  # each once
+
+
+def test_skip_done_reads_jsonl_and_refuses_other_files(tmp_path):
+    from deepfake_cli.result_files import ResultFileError, ResultWriter, done_paths
+
+    with ResultWriter(jsonl_path=tmp_path / "r.jsonl") as writer:
+        writer.write({"path": "a.mp4", "verdict": "fake"})
+        writer.write({"path": "b.mp4", "verdict": "", "error": "b.mp4: no such file"})
+    assert done_paths(tmp_path / "r.jsonl") == {"a.mp4"}  # a failed input is tried again
+    assert done_paths(tmp_path / "none.csv") == set()
+    (tmp_path / "other.csv").write_text("name,score\na.mp4,0.3\n")
+    with pytest.raises(ResultFileError, match="no path and verdict columns"):
+        done_paths(tmp_path / "other.csv")

@@ -173,3 +173,77 @@ def test_a_config_without_test_time_flip_still_loads(tmp_path):
     del data["test_time_flip"]  # written by a dfd that did not know it
     (tmp_path / "config.json").write_text(json.dumps(data))
     assert read_config(tmp_path).test_time_flip is False
+
+
+# ---------------------------------------------------------------------- broken models give no verdict
+def copy_bundle(bundle_dir: Path, dest: Path, hashes: bool = True) -> Path:
+    """A copy of a bundle, with the SHA-256 of its weights recorded as training records them."""
+    from deepfake_cli.bundle import read_config, record_weights_hashes
+
+    shutil.copytree(bundle_dir, dest, ignore=shutil.ignore_patterns("checkpoints"))
+    config = read_config(dest)
+    config.weights_sha256 = {}
+    if hashes:
+        record_weights_hashes(config, dest)
+    save_config(dest, config)
+    return dest
+
+
+def damage(path: Path, size: int = 4096) -> None:
+    """Random bytes written into the middle of a file (its length unchanged)."""
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2
+    data[start:start + size] = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("weights_file", ["cnn.weights.h5", "lstm.weights.h5"])
+def test_a_damaged_weights_file_is_refused(stored, tmp_path, weights_file):
+    from deepfake_cli.bundle import BundleError
+
+    _, bundle_dir, _ = stored
+    copy = copy_bundle(bundle_dir, tmp_path / "tiny")
+    assert set(load_bundle(copy).config.weights_sha256) == {"cnn.weights.h5", "lstm.weights.h5"}
+    Predictor(load_bundle(copy), device="cpu")  # intact: loads
+    damage(copy / weights_file)
+    with pytest.raises(BundleError, match=f"{weights_file}: weights file changed or damaged"):
+        Predictor(load_bundle(copy), device="cpu")
+
+
+def test_a_missing_lstm_is_refused_not_replaced_by_the_cnn_mean(stored, tmp_path):
+    from deepfake_cli.bundle import BundleError
+
+    _, bundle_dir, _ = stored
+    copy = copy_bundle(bundle_dir, tmp_path / "tiny")
+    (copy / "lstm.weights.h5").unlink()
+    with pytest.raises(BundleError, match="missing weights file .*lstm.weights.h5"):
+        Predictor(load_bundle(copy), device="cpu")
+
+
+def nan_bundle(bundle_dir: Path, dest: Path) -> Path:
+    """A bundle whose CNN head holds NaN weights (as a diverged run leaves it), hashes recorded."""
+    copy_bundle(bundle_dir, dest, hashes=False)
+    bundle = load_bundle(dest)
+    classifier = bundle.build_cnn()
+    kernel, bias = classifier.get_layer("score").get_weights()
+    classifier.get_layer("score").set_weights([np.full_like(kernel, np.nan), bias])
+    save_weights_atomic(classifier, dest / "cnn.weights.h5", weights_tag("cnn", bundle.config))
+    return copy_bundle(dest, dest.with_name(dest.name + "-hashed"))
+
+
+def test_nan_scores_are_an_error_never_a_verdict(stored, tmp_path):
+    from typer.testing import CliRunner
+
+    from deepfake_cli.cli import app
+    from deepfake_cli.errors import EXIT_BAD_SCORE
+
+    _, bundle_dir, _ = stored
+    broken = nan_bundle(bundle_dir, tmp_path / "nan")
+    clip = sorted((bundle_dir.parent.parent / "clips" / "fake").glob("*.mp4"))[0]
+    result = Predictor(load_bundle(broken), device="cpu").predict(clip)
+    assert result.verdict == "" and result.exit_code == EXIT_BAD_SCORE
+    assert str(clip) in result.error and "non-finite" in result.error
+    out = CliRunner().invoke(app, ["predict", str(clip), "--model", str(broken), "--json", "--device", "cpu",
+                                   "--csv", str(tmp_path / "out.csv")])
+    assert out.exit_code == EXIT_BAD_SCORE, out.output
+    assert '"verdict": "real"' not in out.stdout and "real" not in (tmp_path / "out.csv").read_text()

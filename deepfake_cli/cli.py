@@ -438,6 +438,8 @@ def _print_result(r, out: Console, err: Console) -> None:
         out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
                   f"threshold {r.threshold:.3f}, {r.faces} faces in {r.frames} frames)", highlight=False,
                   soft_wrap=True)  # one line per clip, whatever the terminal width
+    for warning in r.warnings:
+        err.print(f"[yellow]note:[/] {escape(r.path)}: {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 @command()

@@ -13,7 +13,7 @@ from deepfake_cli.files import file_sha256
 from deepfake_cli.progress import Reporter
 from deepfake_cli.splits import assign_splits
 from deepfake_cli.store import FRAME_STATUS_FAILED, Frames, Store, VideoEntry
-from deepfake_cli.video import VideoError, choose_indices, probe, read_frames
+from deepfake_cli.video import VideoError, sample_frames
 
 SAMPLINGS = ("consecutive", "uniform", "random")
 
@@ -116,9 +116,7 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
             summary.already_done += 1
             return
     try:
-        info = probe(path)
-        indices = choose_indices(info.frame_count, options.fpv, options.sampling, seed=options.seed)
-        kept, pixels = read_frames(path, indices, info)
+        info, kept, pixels = sample_frames(path, options.fpv, options.sampling, seed=options.seed)
     except VideoError as exc:
         entry.video_id = _failed_id(path)
         entry.status, entry.error = FRAME_STATUS_FAILED, str(exc)
@@ -130,6 +128,8 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
     entry.fps, entry.frame_count = info.fps, info.frame_count
     entry.height, entry.width = int(pixels.shape[1]), int(pixels.shape[2])
     entry.rotation = info.rotation
+    if info.header_frame_count is not None:
+        reporter.warn(f"{record.path}: frame count in header: {info.header_frame_count}, decoded: {info.frame_count}")
     store.write_frames(entry, Frames(kept, pixels))
     if len(kept) < options.fpv and info.frame_count > 1:  # an image is a one-frame video by design
         summary.short += 1

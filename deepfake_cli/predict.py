@@ -24,7 +24,7 @@ from deepfake_cli.files import to_jsonable
 from deepfake_cli.result_files import ResultWriter
 from deepfake_cli.scoring import NonFiniteScoreError, Scorer
 from deepfake_cli.tracking import detect_sparse
-from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, choose_indices, probe, read_frames
+from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, sample_frames
 
 MIN_TRACK_FRACTION = 0.25  # a track seen in fewer of the sampled frames is a passer-by or a false detection
 # A face less than this times the size of the largest one is a bystander, a face on a poster or
@@ -48,6 +48,7 @@ class PredictResult:
     tracks: int = 0
     track_probabilities: list[float] = field(default_factory=list)
     frame_scores: list[float] = field(default_factory=list)  # CNN P(fake) per face of the reported track
+    warnings: list[str] = field(default_factory=list)  # what weakens or qualifies the verdict
     error: str = ""
     exit_code: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -132,13 +133,13 @@ class Predictor:
             result.error, result.exit_code = f"{path}: a folder with no video or image files in it", EXIT_UNREADABLE
             return result
         try:
-            info = probe(path)
-            indices = choose_indices(info.frame_count, self.config.fpv, self.config.sampling)
-            kept, frames = read_frames(path, indices, info)
+            info, kept, frames = sample_frames(path, self.config.fpv, self.config.sampling)
         except VideoError as exc:
             result.error, result.exit_code = str(exc), exc.exit_code
             return result
         result.frames = len(kept)
+        if info.header_frame_count is not None:
+            result.warnings.append(f"frame count in header: {info.header_frame_count}, decoded: {info.frame_count}")
         result.seconds["decode"] = time.perf_counter() - clock
 
         clock = time.perf_counter()

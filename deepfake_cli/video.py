@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -54,6 +54,7 @@ class VideoInfo:
     width: int
     height: int
     rotation: int  # degrees from the metadata: 0, 90, 180 or 270
+    header_frame_count: int | None = None  # what the container claimed, when sample_frames found it wrong
 
 
 def is_image(path: Path | str) -> bool:
@@ -247,3 +248,60 @@ def read_frames(path: Path, indices: list[int], info: VideoInfo | None = None) -
     if not frames:
         raise VideoError(path, f"none of the {len(wanted)} requested frames could be decoded")
     return np.asarray(kept, dtype=np.int64), np.stack(frames)
+
+
+INDEXED_CONTAINERS = (".mp4", ".m4v", ".mov")  # frame count = the sample table's: never an under-count
+
+
+def sample_frames(path: Path, fpv: int, sampling: str, seed: int = 0) -> tuple[VideoInfo, np.ndarray, np.ndarray]:
+    """probe + choose_indices + read_frames, sampling from the video's real length.
+
+    A container's frame count can be wrong (an MKV or AVI whose header claims ten times the
+    frames it holds, or fewer than it holds). When the decoder stops before the last wanted
+    frame, or a frame exists at the claimed end, the frames are counted by decoding them and
+    the sample is drawn again from the real length; ``info.header_frame_count`` then keeps
+    the claimed count. An under-count is looked for (one seek and grab, 0.2-0.5 s on an FF++
+    clip) only in containers other than MP4/MOV, whose count is their sample table: the index
+    the demuxer reads frames by.
+    """
+    path = Path(path)
+    info = probe(path)
+    indices = choose_indices(info.frame_count, fpv, sampling, seed=seed)
+    try:
+        kept, frames = read_frames(path, indices, info)
+    except VideoError:
+        kept, frames = np.zeros(0, np.int64), None
+    if is_image(path):
+        return info, kept, frames
+    complete = frames is not None and len(kept) and int(kept[-1]) == max(indices)
+    indexed = path.suffix.lower() in INDEXED_CONTAINERS
+    if complete and (indexed or not _frame_exists(path, info.frame_count)):
+        return info, kept, frames
+    real = _decoded_length(path)
+    if real in (0, info.frame_count):
+        if frames is None:
+            raise VideoError(path, f"none of the {len(set(indices))} requested frames could be decoded")
+        return info, kept, frames
+    info = replace(info, frame_count=real, header_frame_count=info.frame_count)
+    kept, frames = read_frames(path, choose_indices(real, fpv, sampling, seed=seed), info)
+    return info, kept, frames
+
+
+def _frame_exists(path: Path, index: int) -> bool:
+    """Whether the video delivers a frame at ``index`` (past the claimed end: the header under-counts)."""
+    cap = _open(path)
+    try:
+        if cap.get(cv2.CAP_PROP_FRAME_COUNT) <= 0 or not cap.set(cv2.CAP_PROP_POS_FRAMES, index):
+            return False
+        return int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == index and cap.grab()
+    finally:
+        cap.release()
+
+
+def _decoded_length(path: Path) -> int:
+    """The number of frames the decoder delivers, counted by grabbing them all."""
+    cap = _open(path)
+    try:
+        return _count_frames(cap)
+    finally:
+        cap.release()

@@ -613,3 +613,16 @@ def test_skip_done_reads_jsonl_and_refuses_other_files(tmp_path):
     (tmp_path / "other.csv").write_text("name,score\na.mp4,0.3\n")
     with pytest.raises(ResultFileError, match="no path and verdict columns"):
         done_paths(tmp_path / "other.csv")
+
+
+def test_predict_scores_a_video_whose_header_lies_and_says_so(model, tmp_path):
+    path = write_video(tmp_path / "lying.avi", face_frames(30, 160), fourcc="MJPG")
+    data = bytearray(path.read_bytes())
+    for tag, offset in ((b"avih", 8 + 16), (b"strh", 8 + 32)):
+        struct.pack_into("<I", data, data.index(tag) + offset, 300)
+    path.write_bytes(bytes(data))
+    result = json.loads(invoke("predict", path, *model, "--json").stdout)
+    assert result["verdict"] in ("real", "fake") and result["frames"] == 25
+    assert result["warnings"] == ["frame count in header: 300, decoded: 30"]
+    text = invoke("predict", path, *model)
+    assert "frame count in header: 300, decoded: 30" in text.output

@@ -247,3 +247,41 @@ def test_real_ffpp_video():
     assert info.frame_count > 100 and info.fps > 0 and info.rotation == 0
     kept, frames = read_frames(path, choose_indices(info.frame_count, 4, "consecutive"), info)
     assert len(kept) == 4 and frames.shape == (4, info.height, info.width, 3)
+
+
+def avi_with_claimed_count(path, frames: int, claimed: int):
+    """An MJPEG AVI of ``frames`` frames whose headers (avih and strh) claim ``claimed``."""
+    import struct
+
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for t in range(frames):
+        writer.write(np.full((48, 64, 3), (t * 4) % 256, np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.index(b"avih") + 8 + 16, claimed)  # dwTotalFrames
+    struct.pack_into("<I", data, data.index(b"strh") + 8 + 32, claimed)  # dwLength
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("claimed", [600, 6])
+@pytest.mark.parametrize("sampling", ["consecutive", "uniform"])
+def test_a_lying_frame_count_is_sampled_from_the_real_length(tmp_path, claimed, sampling):
+    from deepfake_cli.video import choose_indices, probe, sample_frames
+
+    path = avi_with_claimed_count(tmp_path / "lying.avi", 60, claimed)
+    assert probe(path).frame_count == claimed  # what the header says
+    info, kept, frames = sample_frames(path, 25, sampling)
+    assert (info.frame_count, info.header_frame_count) == (60, claimed)
+    assert kept.tolist() == choose_indices(60, 25, sampling) and len(frames) == 25
+    np.testing.assert_allclose(frames[:, 0, 0, 0], (kept * 4) % 256, atol=6)  # the frames asked for
+
+
+def test_a_correct_frame_count_is_kept(tmp_path):
+    from deepfake_cli.video import sample_frames
+
+    path = avi_with_claimed_count(tmp_path / "honest.avi", 60, 60)
+    info, kept, _ = sample_frames(path, 25, "consecutive")
+    assert info.header_frame_count is None and kept.tolist() == list(range(17, 42))

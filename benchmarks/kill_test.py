@@ -233,8 +233,11 @@ def train_campaign(work: Path, store: Path, rng: np.random.Generator, modes: lis
     results["train_cnn"] = {"epochs": epochs, "uninterrupted_s": round(seconds, 1),
                             "epochs_checkpointed_before_final_run": len(before),
                             "final_run_resumed_from_epoch": summary["resumed_from_epoch"]}
-    print(f"train-cnn: {kills} kills survived; the final --resume went on from epoch "
-          f"{summary['resumed_from_epoch']} of {epochs} and every epoch was trained once")
+    interrupted = sum(r.landed != "finished" for r in records)
+    resumed = (f"went on after epoch {summary['resumed_from_epoch']} of {epochs}" if summary["resumed_from_epoch"]
+               else f"started afresh (the run before it had finished all {epochs} epochs, or none was checkpointed)")
+    print(f"train-cnn: {kills} kills ({interrupted} interrupted training, {kills - interrupted} landed after it "
+          f"finished); the final --resume {resumed}, and every epoch was trained once")
     return records
 
 

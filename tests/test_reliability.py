@@ -246,7 +246,7 @@ def start_and_kill(args: list, log: Path, mode: str, progress: Callable[[], int]
     """Start `dfd args` and SIGKILL it: once ``progress() >= target``, plus ``jitter`` seconds
     ("progress"), or ``delay`` seconds after the start ("time").
 
-    Returns (whether it finished before the kill, seconds until the kill, exit code).
+    Returns (whether it exited on its own, before or despite the kill; seconds until the kill; exit code).
     """
     with open(log, "a") as fh:
         fh.write(f"$ dfd {' '.join(map(str, args))}  # {mode} kill\n")
@@ -262,14 +262,16 @@ def start_and_kill(args: list, log: Path, mode: str, progress: Callable[[], int]
                 deadline = start + delay
             while proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.002)
-            finished = proc.poll() is not None
             sent = time.monotonic() - start
-            if not finished:
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
         finally:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+        # Decided by how it ended, not by a poll before the kill: a run can finish between the
+        # two, and a kill that lands after the exit changes nothing (it is counted as finished).
+        finished = proc.returncode != -signal.SIGKILL
         fh.write(f"# {'finished' if finished else 'killed'} after {sent:.3f}s (exit {proc.returncode})\n")
     return finished, sent, proc.returncode
 

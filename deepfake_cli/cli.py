@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deepfake_cli import __version__
-from deepfake_cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DfdError
+from deepfake_cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_WEAK_EVIDENCE, DfdError
 from deepfake_cli.progress import Reporter
 
 app = typer.Typer(
@@ -438,8 +438,8 @@ def _print_result(r, out: Console, err: Console) -> None:
         out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
                   f"threshold {r.threshold:.3f}, {r.faces} faces in {r.frames} frames)", highlight=False,
                   soft_wrap=True)  # one line per clip, whatever the terminal width
-    for warning in r.warnings:
-        err.print(f"[yellow]note:[/] {escape(r.path)}: {escape(warning)}", highlight=False, soft_wrap=True)
+    for note in ([r.tracks_summary()] if r.tracks_summary() else []) + r.warnings:
+        err.print(f"[yellow]note:[/] {escape(r.path)}: {escape(note)}", highlight=False, soft_wrap=True)
 
 
 @command()
@@ -459,6 +459,8 @@ def predict(
     skip_done: Optional[Path] = typer.Option(None, "--skip-done", help="Skip the inputs this earlier --csv or "
                                              "--jsonl file has a verdict for, and append to --csv/--jsonl "
                                              "(resume an interrupted batch)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 6 when a verdict carries a warning (a small or "
+                                "rarely seen face, a single image, too few frames, a wrong frame count)."),
     models_dir: Path = ModelsDirOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
@@ -501,4 +503,6 @@ def predict(
                   highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     codes = [r.exit_code for r in results if r.exit_code]
+    if strict and not codes and any(r.warnings for r in results):
+        codes = [EXIT_WEAK_EVIDENCE]
     raise typer.Exit(max(codes) if codes else EXIT_OK)

@@ -13,6 +13,7 @@ EXIT_UNREADABLE = 3  # predict: a video could not be read
 EXIT_NO_FACE = 4  # predict: no face found in a video
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention)
 EXIT_BAD_SCORE = 5  # the model gave NaN or inf for an input: it is damaged or diverged, no verdict
+EXIT_WEAK_EVIDENCE = 6  # predict --strict: a verdict came with a warning (small face, single image, ...)
 
 
 class DfdError(Exception):

@@ -24,12 +24,15 @@ from deepfake_cli.files import to_jsonable
 from deepfake_cli.result_files import ResultWriter
 from deepfake_cli.scoring import NonFiniteScoreError, Scorer
 from deepfake_cli.tracking import detect_sparse
-from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, sample_frames
+from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, sample_frames
 
 MIN_TRACK_FRACTION = 0.25  # a track seen in fewer of the sampled frames is a passer-by or a false detection
 # A face less than this times the size of the largest one is a bystander, a face on a poster or
 # a false detection: the CNN was trained on main faces, and an upscaled 30 px face says nothing.
 MIN_RELATIVE_FACE_SIZE = 0.6
+# A face at least this big (median box side, px) and seen in half the frames is scored even when
+# smaller than that; under it, the verdict carries a warning (an upscaled face holds little detail).
+MIN_USEFUL_FACE_SIDE = 64
 
 
 class PredictError(DfdError):
@@ -47,6 +50,7 @@ class PredictResult:
     faces: int = 0
     tracks: int = 0
     track_probabilities: list[float] = field(default_factory=list)
+    track_reports: list[dict] = field(default_factory=list)  # every track seen (TrackReport), scored or not
     frame_scores: list[float] = field(default_factory=list)  # CNN P(fake) per face of the reported track
     warnings: list[str] = field(default_factory=list)  # what weakens or qualifies the verdict
     error: str = ""
@@ -55,6 +59,16 @@ class PredictResult:
 
     def as_dict(self) -> dict:
         return to_jsonable(asdict(self))
+
+    def tracks_summary(self) -> str:
+        """'2 faces seen, 1 scored (the other: ...)' when more than one face track was seen, else ''."""
+        if len(self.track_reports) < 2:
+            return ""
+        skipped = [r for r in self.track_reports if not r["scored"]]
+        text = f"{len(self.track_reports)} faces seen, {len(self.track_reports) - len(skipped)} scored"
+        if skipped:
+            text += " (not scored: " + "; ".join(r["reason"] for r in skipped) + ")"
+        return text
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
@@ -144,7 +158,11 @@ class Predictor:
 
         clock = time.perf_counter()
         frame_list = list(frames)
-        tracks = self._tracks(frame_list)
+        every = self.detect_every if self.config.sampling == "consecutive" else 1
+        all_tracks = detect_sparse(self.detector, frame_list, every)
+        reports = judge_tracks(all_tracks, len(frame_list))
+        tracks = [all_tracks[r.track] for r in reports if r.scored]
+        scored_reports = [r for r in reports if r.scored]
         result.seconds["detect"] = time.perf_counter() - clock
         if not tracks:
             result.error = f"{path}: no face found in any of the {len(kept)} sampled frames"
@@ -172,6 +190,11 @@ class Predictor:
         result.seconds["lstm"] = time.perf_counter() - clock
 
         worst = int(np.argmax(probabilities))
+        for r, p in zip(scored_reports, probabilities):
+            r.probability = round(float(p), 6)
+        result.track_reports = [asdict(r) for r in reports]
+        result.warnings += evidence_warnings(scored_reports[worst], len(frame_list), is_image(path),
+                                             self.scorer.bundle.seq_len)
         result.tracks = len(tracks)
         result.track_probabilities = [round(float(p), 6) for p in probabilities]
         result.probability = float(probabilities[worst])
@@ -185,21 +208,69 @@ class Predictor:
                             result, fps=info.fps or 5.0)
         return result
 
-    def _tracks(self, frames: list[np.ndarray]) -> list[list]:
-        every = self.detect_every if self.config.sampling == "consecutive" else 1
-        return tracks_to_score(detect_sparse(self.detector, frames, every), len(frames))
+
+@dataclass
+class TrackReport:
+    """One face track of a clip: where it was, how much of it was seen, and whether it was scored."""
+
+    track: int
+    frames_seen: int
+    face_side: float  # median side of its boxes, in frame pixels
+    median_box: list[float]  # x1, y1, x2, y2 in frame pixels
+    scored: bool
+    reason: str = ""  # why it was not scored
+    probability: float | None = None  # calibrated P(fake) when scored
+
+
+def judge_tracks(tracks: list[list], n_frames: int) -> list[TrackReport]:
+    """Which face tracks are worth scoring, and why the others are not (the main one always is).
+
+    A track is scored when it is seen in at least MIN_TRACK_FRACTION of the sampled frames and
+    its face is either at least MIN_RELATIVE_FACE_SIZE times the largest one, or a usable face
+    in its own right (MIN_USEFUL_FACE_SIDE px or more, in at least half the frames): a
+    smaller deepfake beside a bigger real face is still scored.
+    """
+    reports = []
+    for i, t in enumerate(tracks):
+        boxes = np.array([d.box for d in t if d is not None], np.float32)
+        sides = [math.sqrt(d.area) for d in t if d is not None]
+        reports.append(TrackReport(track=i, frames_seen=len(sides), face_side=round(float(np.median(sides)), 1),
+                                   median_box=[round(float(v), 1) for v in np.median(boxes, axis=0)], scored=False))
+    seen_enough = max(1, MIN_TRACK_FRACTION * n_frames)
+    largest = max((r.face_side for r in reports if r.frames_seen >= seen_enough), default=0.0)
+    for r in reports:
+        if r.frames_seen < seen_enough:
+            r.reason = f"seen in {r.frames_seen} of {n_frames} frames (under {MIN_TRACK_FRACTION:.0%})"
+        elif r.face_side >= MIN_RELATIVE_FACE_SIZE * largest:
+            r.scored = True
+        elif r.face_side >= MIN_USEFUL_FACE_SIDE and r.frames_seen >= 0.5 * n_frames:
+            r.scored = True
+        else:
+            r.reason = (f"{r.face_side:.0f} px, under {MIN_RELATIVE_FACE_SIZE}x the main face ({largest:.0f} px) "
+                        f"and under {MIN_USEFUL_FACE_SIDE} px or seen in under half the frames")
+    if reports and not any(r.scored for r in reports):
+        reports[0].scored, reports[0].reason = True, ""  # the most important track, whatever it is
+    return reports
 
 
 def tracks_to_score(tracks: list[list], n_frames: int) -> list[list]:
-    """The identity tracks worth scoring, most important first (the main one always).
+    """The face tracks worth scoring (see :func:`judge_tracks`), in their order."""
+    return [tracks[r.track] for r in judge_tracks(tracks, n_frames) if r.scored]
 
-    A track counts when it is seen in at least MIN_TRACK_FRACTION of the frames and its face
-    (median box side) is at least MIN_RELATIVE_FACE_SIZE times the largest such face.
-    """
-    seen = [t for t in tracks if sum(d is not None for d in t) >= max(1, MIN_TRACK_FRACTION * n_frames)]
-    sides = [float(np.median([math.sqrt(d.area) for d in t if d is not None])) for t in seen]
-    keep = [t for t, side in zip(seen, sides) if side >= MIN_RELATIVE_FACE_SIZE * max(sides)]
-    return keep or tracks[:1]
+
+def evidence_warnings(report: TrackReport, n_frames: int, single_image: bool, seq_len: int) -> list[str]:
+    """What makes the verdict on this (the reported) track weak evidence."""
+    warnings = []
+    if report.face_side < MIN_USEFUL_FACE_SIDE:
+        warnings.append(f"small face ({report.face_side:.0f} px, under {MIN_USEFUL_FACE_SIDE} px): it was upscaled "
+                        "for the model, so the verdict rests on little detail")
+    if not single_image and report.frames_seen < 0.5 * n_frames:
+        warnings.append(f"the face was found in only {report.frames_seen} of the {n_frames} sampled frames")
+    if single_image:
+        warnings.append("a single image: no motion or sequence evidence (the model was made for video clips)")
+    elif n_frames < seq_len:
+        warnings.append(f"only {n_frames} frames, fewer than the {seq_len} the model's sequence stage reads")
+    return warnings
 
 
 def write_annotated(out: Path, frames: list[np.ndarray], faces, scores: np.ndarray, result: PredictResult,

@@ -626,3 +626,13 @@ def test_predict_scores_a_video_whose_header_lies_and_says_so(model, tmp_path):
     assert result["warnings"] == ["frame count in header: 300, decoded: 30"]
     text = invoke("predict", path, *model)
     assert "frame count in header: 300, decoded: 30" in text.output
+
+
+def test_strict_turns_a_warning_into_exit_6(model, tmp_path):
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), face_frames(1, 200)[0])
+    lenient = json.loads(invoke("predict", image, *model, "--json").stdout)
+    assert lenient["verdict"] in ("real", "fake") and any("single image" in w for w in lenient["warnings"])
+    assert lenient["track_reports"][0]["scored"] and lenient["track_reports"][0]["frames_seen"] == 1
+    strict = invoke("predict", image, *model, "--strict", expect=6)
+    assert "single image" in strict.output

@@ -115,3 +115,30 @@ def test_write_annotated_writes_a_readable_video(tmp_path):
     capture.release()
     assert len(read) == 5 and read[0].shape == (72, 96, 3)
     assert read[0][20, 10].tolist() != frames[0][20, 10].tolist()  # the face box is drawn at frame 0
+
+
+def test_a_smaller_usable_face_beside_a_bigger_one_is_scored_and_every_track_is_reported():
+    from deepfake_cli.predict import judge_tracks
+
+    big_real, small_fake = track(171, 0, 8), track(70, 300, 8)  # 0.41x the big face, but 70 px in every frame
+    tiny, brief = track(30, 500, 8), track(120, 700, 1)
+    reports = judge_tracks([big_real, small_fake, tiny, brief], 8)
+    assert [r.scored for r in reports] == [True, True, False, False]
+    assert "under 0.6x the main face (171 px)" in reports[2].reason and "seen in 1 of 8" in reports[3].reason
+    assert reports[1].frames_seen == 8 and reports[1].face_side == 70 and reports[1].median_box == [300, 0, 370, 70]
+    assert tracks_to_score([big_real, track(70, 300, 3)], 8) == [big_real]  # small and seen in 3 of 8 only
+    result = PredictResult(path="x.mp4", track_reports=[r.__dict__ for r in reports])
+    assert result.tracks_summary().startswith("4 faces seen, 2 scored (not scored: 30 px, under 0.6x")
+
+
+def test_weak_evidence_is_flagged():
+    from deepfake_cli.predict import TrackReport, evidence_warnings
+
+    good = TrackReport(track=0, frames_seen=25, face_side=150, median_box=[0, 0, 150, 150], scored=True)
+    assert evidence_warnings(good, 25, False, 25) == []
+    small = TrackReport(track=0, frames_seen=7, face_side=20, median_box=[0, 0, 20, 20], scored=True)
+    warnings = evidence_warnings(small, 25, False, 25)
+    assert len(warnings) == 2 and "small face (20 px" in warnings[0] and "only 7 of the 25" in warnings[1]
+    assert "single image" in evidence_warnings(TrackReport(0, 1, 150, [0, 0, 1, 1], True), 1, True, 25)[0]
+    assert "only 4 frames, fewer than the 25" in evidence_warnings(TrackReport(0, 4, 150, [0, 0, 1, 1], True), 4,
+                                                                  False, 25)[0]

@@ -251,9 +251,45 @@ def crop(
             "already cropped": summary.already_done, "frames searched": summary.frames,
             "frames with the main face": summary.faces,
             "face rate": f"{summary.face_rate:.1%}" if summary.frames else "-",
-            "videos without any face": len(summary.no_face_videos), "device": summary.device}))
+            "videos without any face": len(summary.no_face_videos),
+            "damaged frames (dropped: run extract)": len(summary.damaged), "device": summary.device}))
         if not summary.cropped:
             out.print("Nothing to do: every video already has faces.")
+
+
+@command()
+def check(
+    repair: bool = typer.Option(False, "--repair", help="Drop the damaged segments (the stage that wrote each "
+                                "redoes that video on its next run) and rebuild a damaged index."),
+    wait: bool = typer.Option(False, "--wait", help="With --repair: wait for another writer to finish."),
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Read every segment of the store, verifying its checksums; list (or with --repair, drop) the damaged."""
+    from deepfake_cli.check import check_store
+    from deepfake_cli.store import default_store_path
+
+    out, err = _consoles(quiet)
+    path = store or default_store_path()
+    if not path.exists() and not Path(str(path) + ".d").is_dir():
+        fail(f"no store at {path}")
+    summary = check_store(path, repair=repair, wait=wait, reporter=RichReporter(err, quiet))
+    if as_json:
+        _print_json(summary.as_dict())
+    else:
+        for damage in summary.damaged:
+            action = f"dropped: run `{damage['redo']}` to redo it" if summary.repaired else f"redo: {damage['redo']}"
+            err.print(f"[bold red]damaged:[/] {escape(damage['segment'])} ({damage['stage']} of "
+                      f"{escape(damage['path'] or damage['video_id'])}): {escape(damage['reason'])}; {action}",
+                      highlight=False, soft_wrap=True)
+        if summary.index_rebuilt:
+            out.print(f"the index {escape(str(path))} was damaged: rebuilt from its segments (the old one is "
+                      f"{escape(str(path))}.damaged)", highlight=False, soft_wrap=True)
+        out.print(f"{summary.segments} segments read, {len(summary.damaged)} damaged"
+                  + (", dropped" if summary.repaired and summary.damaged else ""), highlight=False)
+    if summary.damaged and not summary.repaired:
+        raise typer.Exit(EXIT_ERROR)
 
 
 def _bundle_dir(model: str, models_dir: Path) -> Path:

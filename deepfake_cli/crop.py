@@ -11,7 +11,7 @@ from deepfake_cli.detectors import check_detector, make_detector, resolve_device
 from deepfake_cli.faces import FaceTrackResult, extract_faces
 from deepfake_cli.landmarks import Landmarker
 from deepfake_cli.progress import Reporter
-from deepfake_cli.store import Faces, Store
+from deepfake_cli.store import DamagedSegmentError, Faces, Store
 
 
 @dataclass
@@ -38,6 +38,7 @@ class CropSummary:
     faces: int = 0
     no_face_videos: list[str] = field(default_factory=list)
     settings_conflicts: int = 0
+    damaged: list[str] = field(default_factory=list)  # videos whose frames failed their checksum (dropped)
     device: str = ""
 
     @property
@@ -85,7 +86,15 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
                              landmarker=landmarker)
     reporter.start(len(todo), "crop")
     for entry in todo:
-        frames = store.read_frames(entry.video_id)
+        try:
+            frames = store.read_frames(entry.video_id)
+        except DamagedSegmentError as exc:
+            store.drop_segment(entry.video_id, "frames")
+            summary.damaged.append(entry.path)
+            reporter.warn(f"{entry.path}: its frames in {exc.segment} are damaged ({exc.reason}); dropped them: "
+                          "run `dfd extract` again to redo this video")
+            reporter.advance(entry.video_id)
+            continue
         result = extract_faces(list(frames.pixels), detector, size=options.size, align=options.align,
                                margin=options.margin)
         positions = np.asarray(result.frame_positions, dtype=np.int64)

@@ -49,6 +49,19 @@ class StoreError(DfdError):
     """A store cannot be opened, read or written; the message says why."""
 
 
+class DamagedSegmentError(StoreError):
+    """A segment's data fails its checksum (or cannot be decompressed): it cannot be trusted."""
+
+    def __init__(self, video_id: str, stage: str, segment: Path, reason: str):
+        super().__init__(f"{segment}: damaged {stage} segment of video {video_id} ({reason}); `dfd check --repair` "
+                         f"drops it so that the stage which wrote it redoes this video")
+        self.video_id, self.stage, self.segment, self.reason = video_id, stage, segment, reason
+
+
+class DamagedIndexError(StoreError):
+    """The index file cannot be read, but its segments folder is there to rebuild it from."""
+
+
 class StoreLockedError(StoreError):
     def __init__(self, path: Path, pid: str):
         super().__init__(
@@ -223,7 +236,7 @@ class Store:
     # ------------------------------------------------------------------ loading
     def _load(self) -> None:
         if self.path.exists():
-            with _open_h5(self.path) as f:
+            with self._open_index() as f:
                 _check_version(f.attrs, self.path)
                 if "videos" in f:
                     table = f["videos"]
@@ -247,6 +260,16 @@ class Store:
         self._scan_segments()
         if self.writable and (self._dirty or not self.path.exists()):
             self.commit()
+
+    def _open_index(self) -> h5py.File:
+        try:
+            return _open_h5(self.path)
+        except StoreError as exc:
+            if not self.segments.is_dir():
+                raise
+            raise DamagedIndexError(
+                f"the index {self.path} is damaged ({str(exc.__cause__ or exc).splitlines()[0]}); the data is in "
+                f"{self.segments}/: `dfd check --repair` (or deleting {self.path}) rebuilds the index from it") from None
 
     def _scan_segments(self) -> None:
         """Pick up segments that the index does not list yet (a run killed before commit)."""
@@ -306,9 +329,11 @@ class Store:
                 for name, array in arrays.items():
                     array = np.ascontiguousarray(array)
                     kwargs = {}
-                    if array.ndim >= 1 and array.shape[0] > 0 and array.nbytes > 4096:
-                        kwargs = dict(chunks=(1,) + array.shape[1:] if array.ndim >= 3 else True,
-                                      compression="gzip", compression_opts=1)
+                    if array.ndim >= 1 and array.size > 0:  # Fletcher-32: a damaged chunk fails to read
+                        kwargs = dict(chunks=True, fletcher32=True)
+                        if array.nbytes > 4096:
+                            kwargs.update(chunks=(1,) + array.shape[1:] if array.ndim >= 3 else True,
+                                          compression="gzip", compression_opts=1)
                     f.create_dataset(name, data=array, **kwargs)
         except OSError as exc:
             if _disk_full(exc):
@@ -317,13 +342,48 @@ class Store:
         self._stages.setdefault(video_id, set()).add(stage)
         self._dirty = True
 
-    def _read_segment(self, video_id: str, stage: str) -> h5py.File:
+    @contextmanager
+    def _read_segment(self, video_id: str, stage: str) -> Iterator[h5py.File]:
+        """The open segment; a read that fails its checksum or decompression inside the block
+        raises DamagedSegmentError naming the video and the file."""
         seg = self._seg_path(video_id, stage)
         if not seg.exists():
             raise StoreError(f"video {video_id} has no {stage} in store {self.path}")
-        f = _open_h5(seg)
-        _check_version(f.attrs, seg)
-        return f
+        try:
+            f = _open_h5(seg)
+        except StoreError:
+            raise DamagedSegmentError(video_id, stage, seg, "not a readable HDF5 file") from None
+        with f:
+            _check_version(f.attrs, seg)
+            try:
+                yield f
+            except (OSError, KeyError) as exc:  # h5py: "Can't read data (filter returned failure ...)"
+                raise DamagedSegmentError(video_id, stage, seg, str(exc).splitlines()[0]) from None
+
+    def verify_segment(self, video_id: str, stage: str) -> None:
+        """Read every array of a segment (checksums verified); DamagedSegmentError if one fails."""
+        with self._read_segment(video_id, stage) as f:
+            for name in f:
+                f[name][()]
+
+    def stored_videos(self) -> list[str]:
+        """Every video id with a segment on disk (entries, and any whose frames were dropped)."""
+        return sorted(set(self._entries) | set(self._stages))
+
+    def segments_of(self, video_id: str) -> list[str]:
+        """The stages stored for a video ("frames", "faces", "features.<model>")."""
+        return sorted(self._stages.get(video_id, ()))
+
+    def drop_segment(self, video_id: str, stage: str) -> None:
+        """Delete a (damaged) segment, so that the stage which wrote it redoes the video. Dropping
+        the frames also forgets the video, so that `dfd extract` adds it again."""
+        if not self.writable:
+            raise StoreError("store was opened read-only")
+        self._seg_path(video_id, stage).unlink(missing_ok=True)
+        self._stages.get(video_id, set()).discard(stage)
+        if stage == "frames":
+            self._entries.pop(video_id, None)
+        self._dirty = True
 
     # frames ------------------------------------------------------------
     def write_frames(self, entry: VideoEntry, frames: Frames | None) -> None:

@@ -28,7 +28,7 @@ from deepfake_cli.models import build_lstm_model, pad_sequence
 from deepfake_cli.progress import Reporter
 from deepfake_cli.runtime import seed_everything
 from deepfake_cli.scoring import Scorer
-from deepfake_cli.store import Features, Store
+from deepfake_cli.store import DamagedSegmentError, Features, Store
 from deepfake_cli.training import (Checkpoints, Loop, Phase, class_weights, prepare_state, record_command, run_phases,
                                    start_fresh)
 
@@ -146,12 +146,20 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
     scorer = Scorer(bundle, lstm=False, batch_size=batch_size)
     reporter = reporter or Reporter()
     counts = {"exported": 0, "skipped": 0, "stale": 0, "no_faces": 0, "missing_faces": 0, "failed": 0,
-              "faces": 0}
+              "damaged": 0, "faces": 0}
     settings = export_settings(bundle)
     todo = export_targets(store, name, settings, force, counts)
     reporter.start(len(todo), "features")
     for vid in todo:
-        indices, crops = ordered_faces(store, vid)
+        try:
+            indices, crops = ordered_faces(store, vid)
+        except DamagedSegmentError as exc:
+            store.drop_segment(vid, "faces")
+            counts["damaged"] += 1
+            reporter.warn(f"{store.entry(vid).path}: its faces in {exc.segment} are damaged ({exc.reason}); dropped "
+                          "them: run `dfd crop` again to redo this video")
+            reporter.advance(vid)
+            continue
         if len(crops):
             feats, scores = scorer.frames(crops)
             store.write_features(vid, name, Features(indices, feats, scores, settings=settings))

@@ -23,6 +23,7 @@ from deepfake_cli.faces import faces_from_track
 from deepfake_cli.files import to_jsonable
 from deepfake_cli.result_files import ResultWriter
 from deepfake_cli.scoring import NonFiniteScoreError, Scorer
+from deepfake_cli.identity import FaceDescriber, IdentityCheck
 from deepfake_cli.tracking import detect_sparse
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, sample_frames
 
@@ -110,6 +111,7 @@ class Predictor:
         self.detector = make_detector(self.config.face.get("detector", "mtcnn"), device=resolve_device(device),
                                       detect_max_side=int(self.config.face.get("detect_max_side", 640)))
         self.threshold = self._threshold(threshold, max_fpr)
+        self.describer = FaceDescriber()  # who a face is: a track never passes to another person at a cut
 
     @classmethod
     def load(cls, model: str | None, models_dir: Path = Path("models"), **kwargs) -> "Predictor":
@@ -159,7 +161,8 @@ class Predictor:
         clock = time.perf_counter()
         frame_list = list(frames)
         every = self.detect_every if self.config.sampling == "consecutive" else 1
-        all_tracks = detect_sparse(self.detector, frame_list, every)
+        all_tracks = detect_sparse(self.detector, frame_list, every,
+                                   identity=lambda key_frames: IdentityCheck(key_frames, self.describer))
         reports = judge_tracks(all_tracks, len(frame_list))
         tracks = [all_tracks[r.track] for r in reports if r.scored]
         scored_reports = [r for r in reports if r.scored]

@@ -8,11 +8,15 @@ on every n-th frame only and interpolates the tracks between (`predict`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from deepfake_cli.detectors import Detection, FaceDetector, box_area
+
+# (frame s, its detection, frame t, a detection there) -> whether the latter may continue the
+# track of the former (identity.IdentityCheck: not across a hard cut to another person)
+SameIdentity = Callable[[int, Detection, int, Detection], bool]
 
 
 @dataclass
@@ -65,14 +69,16 @@ def _affinity(pred: np.ndarray, det: Detection, iou_min: float, max_scale: float
 
 
 def _match(tracks: list[_Track], active: list[int], dets: list[Detection], t: int,
-           iou_min: float, max_scale: float, max_center: float) -> dict[int, int]:
+           iou_min: float, max_scale: float, max_center: float,
+           same_identity: SameIdentity | None = None) -> dict[int, int]:
     """Greedy one-to-one assignment {detection index: track index} for frame ``t``."""
     pairs = []
     for ti in active:
         pred = tracks[ti].predict(t)
+        last = max(tracks[ti].dets)
         for di, det in enumerate(dets):
             aff = _affinity(pred, det, iou_min, max_scale, max_center)
-            if aff is not None:
+            if aff is not None and (same_identity is None or same_identity(last, tracks[ti].dets[last], t, det)):
                 pairs.append((aff, ti, di))
     pairs.sort(key=lambda p: -p[0])
     assigned: dict[int, int] = {}
@@ -100,6 +106,7 @@ def build_tracks(
     max_scale: float = 1.5,
     max_center: float = 1.0,
     frame_shapes: Sequence[Sequence[int]] | None = None,
+    same_identity: SameIdentity | None = None,
 ) -> list[list[Detection | None]]:
     """Link detections into identity tracks, most important first.
 
@@ -111,13 +118,14 @@ def build_tracks(
     per-frame list holding its Detection or None.
 
     Without appearance cues, two faces of similar size that swap places between two
-    sampled frames cannot be told apart; all other splices are gated out.
+    sampled frames cannot be told apart; all other splices are gated out. ``same_identity``
+    (identity.IdentityCheck) adds that cue: a pair it refuses is never linked.
     """
     n = len(detections)
     tracks: list[_Track] = []
     for t, dets in enumerate(detections):
         active = [i for i, tr in enumerate(tracks) if t - max(tr.dets) <= max_gap + 1]
-        assigned = _match(tracks, active, dets, t, iou_min, max_scale, max_center)
+        assigned = _match(tracks, active, dets, t, iou_min, max_scale, max_center, same_identity)
         for di, det in enumerate(dets):
             if di in assigned:
                 tracks[assigned[di]].dets[t] = det
@@ -153,19 +161,22 @@ def track_main_face(
 # ------------------------------------------------------------------- sparse detection
 
 
-def detect_sparse(detector: FaceDetector, frames: list[np.ndarray], every: int = 1) -> list[list[Detection | None]]:
+def detect_sparse(detector: FaceDetector, frames: list[np.ndarray], every: int = 1,
+                  identity: Callable[[list[np.ndarray]], SameIdentity] | None = None) -> list[list[Detection | None]]:
     """Tracks over all frames, detecting only on every ``every``-th frame (and the last).
 
     Between two detections of the same track, box and landmarks are interpolated linearly:
     faces move little between neighbouring frames, and detection dominates the cost of
-    `predict`. ``every=1`` detects on every frame.
+    `predict`. ``every=1`` detects on every frame. ``identity`` makes the tracks' identity
+    check from the frames detected on (e.g. ``lambda f: IdentityCheck(f, describer)``).
     """
     n = len(frames)
-    if every <= 1 or n <= 2:
-        return build_tracks(detector.detect(frames), frame_shapes=[f.shape[:2] for f in frames])
-    keys = sorted(set(range(0, n, every)) | {n - 1})
-    key_tracks = build_tracks(detector.detect([frames[k] for k in keys]),
-                              frame_shapes=[frames[k].shape[:2] for k in keys])
+    keys = list(range(n)) if every <= 1 or n <= 2 else sorted(set(range(0, n, every)) | {n - 1})
+    key_frames = [frames[k] for k in keys]
+    key_tracks = build_tracks(detector.detect(key_frames), frame_shapes=[f.shape[:2] for f in key_frames],
+                              same_identity=identity(key_frames) if identity is not None else None)
+    if len(keys) == n:
+        return key_tracks
     return [_interpolate(track, keys, n) for track in key_tracks]
 
 

@@ -142,3 +142,69 @@ def test_weak_evidence_is_flagged():
     assert "single image" in evidence_warnings(TrackReport(0, 1, 150, [0, 0, 1, 1], True), 1, True, 25)[0]
     assert "only 4 frames, fewer than the 25" in evidence_warnings(TrackReport(0, 4, 150, [0, 0, 1, 1], True), 4,
                                                                   False, 25)[0]
+
+
+def test_a_track_does_not_pass_to_another_person_at_a_hard_cut():
+    from deepfake_cli.identity import IdentityCheck
+    from deepfake_cli.tracking import build_tracks
+
+    # two people in the same place: A in frames 0-3 (a blue shot), B in frames 4-7 (a red shot)
+    frames = [np.full((60, 80, 3), (20, 40, 200) if t < 4 else (200, 40, 20), np.uint8) for t in range(8)]
+    detections = [[face(10, 40)] for _ in range(8)]
+    person = {id(d[0]): np.full(128, 0.0 if t < 4 else 0.1, np.float32) for t, d in enumerate(detections)}
+
+    class Describer:
+        calls = 0
+
+        def __call__(self, frame, detection):
+            Describer.calls += 1
+            return person[id(detection)]
+
+    check = IdentityCheck(frames, Describer())
+    assert check.cuts == {4}
+    tracks = build_tracks(detections, same_identity=check)
+    assert [[d is not None for d in t] for t in tracks] == [[True] * 4 + [False] * 4, [False] * 4 + [True] * 4]
+    # described: the last face before the cut, and those after it while A's track could go on
+    # (max_gap frames); none of frames 0-2
+    assert Describer.calls == 5
+    assert len(build_tracks(detections)) == 1  # by position alone they are one track
+    person.update({k: np.zeros(128, np.float32) for k in person})  # one person in both shots: one track
+    assert len(build_tracks(detections, same_identity=IdentityCheck(frames, Describer()))) == 1
+
+
+def test_face_descriptors_tell_people_apart():
+    """dlib's descriptors (face_recognition_models) on real faces: one person close, two apart."""
+    from skimage.data import astronaut
+
+    from deepfake_cli.detectors import make_detector
+    from deepfake_cli.identity import FaceDescriber, same_person
+
+    image = astronaut()
+    (det,) = make_detector("mtcnn", device="cpu").detect([image])[0][:1]
+    describer = FaceDescriber()
+    a = describer(image, det)
+    shifted = np.ascontiguousarray(np.roll(image, (7, 5), axis=(0, 1)))
+    moved = Detection(box=det.box + 5, landmarks=det.landmarks + np.array([5, 7], np.float32), score=det.score)
+    assert a.shape == (128,) and same_person(a, describer(shifted, moved))
+
+
+@pytest.mark.realdata
+def test_a_hard_cut_between_two_ffpp_people_splits_the_track():
+    from tests.test_video import DATA
+
+    from deepfake_cli.detectors import make_detector
+    from deepfake_cli.identity import FaceDescriber, IdentityCheck
+    from deepfake_cli.tracking import detect_sparse
+    from deepfake_cli.video import sample_frames
+
+    videos = sorted((DATA / "ffpp" / "original_sequences" / "youtube" / "c23" / "videos").glob("*.mp4"))
+    if len(videos) < 2:
+        pytest.skip("shared data not present")
+    first, second = (list(sample_frames(v, 8, "consecutive")[2]) for v in videos[:2])
+    size = first[0].shape[:2][::-1]
+    frames = first + [cv2.resize(f, size) for f in second]  # a hard cut between two people
+    detector, describer = make_detector("mtcnn", device="cpu"), FaceDescriber()
+    tracks = detect_sparse(detector, frames, 4, identity=lambda key_frames: IdentityCheck(key_frames, describer))
+    seen = [[d is not None for d in t] for t in tracks]
+    assert any(any(s[:8]) for s in seen) and any(any(s[8:]) for s in seen), seen
+    assert not any(any(s[:8]) and any(s[8:]) for s in seen), seen  # no track holds both people

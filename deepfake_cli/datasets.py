@@ -360,9 +360,14 @@ def _discover_path(path: Path, cache: dict) -> list[VideoRecord]:
     return records
 
 
-def _file_key(path: Path) -> tuple[int, int]:
-    """Identity of a file on disk (device, inode): the same for every path to it."""
-    st = path.stat()
+def _file_key(path: Path) -> tuple:
+    """Identity of a file on disk (device, inode): the same for every path to it. A path that
+    cannot be stat'ed (a broken link, a symlink loop) is its own key: extract records it as
+    failed, with the reason, instead of stopping."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ("unreadable", str(path))
     return st.st_dev, st.st_ino
 
 
@@ -374,7 +379,7 @@ def discover(paths: list[Path], labels_csv: Path | None = None) -> list[VideoRec
     if not paths and labels_csv is None:
         raise DatasetError("no input paths given")
     cache: dict = {}
-    found: dict[tuple[int, int], VideoRecord] = {}
+    found: dict[tuple, VideoRecord] = {}
     for path in paths:
         for record in _discover_path(Path(path), cache):
             found.setdefault(_file_key(record.path), record)

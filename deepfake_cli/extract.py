@@ -13,7 +13,7 @@ from deepfake_cli.files import file_sha256
 from deepfake_cli.progress import Reporter
 from deepfake_cli.splits import assign_splits
 from deepfake_cli.store import FRAME_STATUS_FAILED, Frames, Store, VideoEntry
-from deepfake_cli.video import VideoError, sample_frames
+from deepfake_cli.video import VideoError, sample_frames, unreadable_reason
 
 SAMPLINGS = ("consecutive", "uniform", "random")
 
@@ -82,11 +82,11 @@ def _cannot_read(summary: ExtractSummary, record: VideoRecord, reason: str | Non
 
 def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, known: dict,
                  summary: ExtractSummary, reporter: Reporter) -> None:
-    path = record.path.resolve()
     try:
+        path = record.path.resolve()
         stat = path.stat()
-    except OSError as exc:
-        _cannot_read(summary, record, exc.strerror)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: pathlib's "Symlink loop" (Python < 3.13)
+        _cannot_read(summary, record, unreadable_reason(record.path) or getattr(exc, "strerror", None) or str(exc))
         return
     if not S_ISREG(stat.st_mode):  # a FIFO would block the hashing forever, a device never end
         _cannot_read(summary, record, "not a regular file")

@@ -636,3 +636,16 @@ def test_strict_turns_a_warning_into_exit_6(model, tmp_path):
     assert lenient["track_reports"][0]["scored"] and lenient["track_reports"][0]["frames_seen"] == 1
     strict = invoke("predict", image, *model, "--strict", expect=6)
     assert "single image" in strict.output
+
+
+def test_extract_records_symlink_loops_and_broken_links_as_failed(hostile, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(hostile / "good.mp4", folder / "good.mp4")
+    os.symlink(folder / "loop.mp4", folder / "loop.mp4")
+    os.symlink(folder / "gone.mp4", folder / "broken.mp4")
+    summary = json.loads(invoke("extract", folder, "--fpv", FPV, "--store", tmp_path / "s.h5", "--json",
+                                "--quiet").stdout)
+    reasons = {Path(f["path"]).name: f["error"] for f in summary["failures"]}
+    assert summary["added"] == 1 and summary["failed"] == 2
+    assert "symbolic link loop" in reasons["loop.mp4"] and "broken symbolic link" in reasons["broken.mp4"]

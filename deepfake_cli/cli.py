@@ -141,11 +141,18 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
-                                      help="Print the version and exit.")) -> None:
+                                      help="Print the version and exit."),
+         verbose: bool = typer.Option(False, "--verbose", help="Show the native libraries' messages (FFmpeg's "
+                                      "decoder warnings, OpenCV's and TensorFlow's logs).")) -> None:
     """dfd: deepfake detection for face videos. Run a command with --help for its options."""
-    # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is not for our users;
-    # set TF_CPP_MIN_LOG_LEVEL yourself to see it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) and FFmpeg's per-packet
+    # decoder warnings on damaged files ("moov atom not found") are not for our users: the
+    # error line dfd prints says what is wrong with the file. --verbose (or setting these
+    # variables yourself) shows them.
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 
 def _import_keras_quietly() -> None:

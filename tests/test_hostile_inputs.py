@@ -649,3 +649,13 @@ def test_extract_records_symlink_loops_and_broken_links_as_failed(hostile, tmp_p
     reasons = {Path(f["path"]).name: f["error"] for f in summary["failures"]}
     assert summary["added"] == 1 and summary["failed"] == 2
     assert "symbolic link loop" in reasons["loop.mp4"] and "broken symbolic link" in reasons["broken.mp4"]
+
+
+def test_native_decoder_warnings_stay_off_the_terminal(hostile, model):
+    """FFmpeg's own lines ("moov atom not found") and OpenCV's WARN lines: only with --verbose."""
+    clip = hostile / "truncated 50.mp4"
+    run = subprocess.run([sys.executable, "-m", "deepfake_cli", "predict", str(clip), *model],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert run.returncode == 3
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(clip) in lines[0], run.stderr

@@ -495,6 +495,9 @@ def predict(
     detect_every: int = typer.Option(4, "--detect-every", help="Run the face detector on every Nth sampled frame "
                                      "and interpolate between (consecutive sampling only); 1 = every frame."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the (first) video with face boxes and scores drawn."),
+    heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="Write the reported face track's crops with "
+                                           "class activation maps of the fake score (red: towards fake) into "
+                                           "this folder."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per input here, "
                                             "each as soon as it is known."),
     jsonl_path: Optional[Path] = typer.Option(None, "--jsonl", help="Also write one JSON line per input here, "
@@ -528,7 +531,7 @@ def predict(
     with ResultWriter(csv_path, jsonl_path, append=skip_done is not None) as writer, interrupt_on_sigterm():
         try:
             for i, path in enumerate(files):
-                result = predictor.predict(path, annotate=annotate if i == 0 else None)
+                result = predictor.predict(path, annotate=annotate if i == 0 else None, heatmap=heatmap)
                 results.append(result)
                 writer.write(result.as_dict())
                 if not as_json:

@@ -23,6 +23,7 @@ from deepfake_cli.faces import faces_from_track
 from deepfake_cli.files import to_jsonable
 from deepfake_cli.result_files import ResultWriter
 from deepfake_cli.scoring import NonFiniteScoreError, Scorer
+from deepfake_cli.heatmaps import ActivationMapper, write_heatmaps
 from deepfake_cli.identity import FaceDescriber, IdentityCheck
 from deepfake_cli.tracking import detect_sparse
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, sample_frames
@@ -54,6 +55,7 @@ class PredictResult:
     track_reports: list[dict] = field(default_factory=list)  # every track seen (TrackReport), scored or not
     frame_scores: list[float] = field(default_factory=list)  # CNN P(fake) per face of the reported track
     warnings: list[str] = field(default_factory=list)  # what weakens or qualifies the verdict
+    heatmaps: list[str] = field(default_factory=list)  # --heatmap: the images written
     error: str = ""
     exit_code: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -112,6 +114,7 @@ class Predictor:
                                       detect_max_side=int(self.config.face.get("detect_max_side", 640)))
         self.threshold = self._threshold(threshold, max_fpr)
         self.describer = FaceDescriber()  # who a face is: a track never passes to another person at a cut
+        self._mapper: ActivationMapper | None = None  # --heatmap: built on first use
 
     @classmethod
     def load(cls, model: str | None, models_dir: Path = Path("models"), **kwargs) -> "Predictor":
@@ -142,7 +145,7 @@ class Predictor:
         return float(self.config.threshold)
 
     # ---------------------------------------------------------------------- one video
-    def predict(self, path: Path, annotate: Path | None = None) -> PredictResult:
+    def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None) -> PredictResult:
         result = PredictResult(path=str(path), threshold=self.threshold)
         clock = time.perf_counter()
         if path.is_dir():  # expand_inputs keeps a folder only when it holds no media
@@ -206,6 +209,13 @@ class Predictor:
         result.frame_scores = [round(float(s), 6) for s in scores[start:start + result.faces]]
         result.cnn_probability = float(np.mean(result.frame_scores))
         result.verdict = "fake" if result.probability >= self.threshold else "real"
+        if heatmap is not None:
+            if self._mapper is None:
+                self._mapper = ActivationMapper(self.scorer.feature_model, int(self.config.input_size))
+            reported = crops[worst]
+            written = write_heatmaps(heatmap, path.stem, reported.crops, self._mapper(reported.crops),
+                                     kept[np.asarray(reported.frame_positions, np.int64)], result.frame_scores)
+            result.heatmaps = [str(p) for p in written]
         if annotate is not None:
             write_annotated(annotate, frame_list, crops[worst], scores[start:start + result.faces],
                             result, fps=info.fps or 5.0)

@@ -659,3 +659,13 @@ def test_native_decoder_warnings_stay_off_the_terminal(hostile, model):
     assert run.returncode == 3
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and str(clip) in lines[0], run.stderr
+
+
+def test_predict_writes_heatmaps_of_the_reported_track(hostile, model, tmp_path):
+    result = json.loads(invoke("predict", hostile / "good.mp4", *model, "--heatmap", tmp_path / "maps",
+                               "--json").stdout)
+    written = [Path(p) for p in result["heatmaps"]]
+    assert len(written) == result["faces"] + 1 and all(p.is_file() for p in written)
+    face = cv2.imread(str(written[0]))
+    assert face.shape[1] == 2 * face.shape[0]  # the crop beside its overlay
+    assert written[-1].name == "good_heatmaps.png"

@@ -208,3 +208,18 @@ def test_a_hard_cut_between_two_ffpp_people_splits_the_track():
     seen = [[d is not None for d in t] for t in tracks]
     assert any(any(s[:8]) for s in seen) and any(any(s[8:]) for s in seen), seen
     assert not any(any(s[:8]) and any(s[8:]) for s in seen), seen  # no track holds both people
+
+
+@pytest.mark.parametrize("size", [(360, 640), (1080, 1920)])
+def test_annotation_labels_stay_inside_the_frame(size):
+    from deepfake_cli.predict import put_label
+
+    height, width = size
+    image = np.zeros((height, width, 3), np.uint8)
+    unit = max(1, min(width, height) // 360)
+    for x, y in ((0, 0), (width - 20, 5), (width - 5, height - 5)):  # a face at the top or right edge
+        left, top, right, bottom = put_label(image, "frame P(fake) 0.97", x, y, (0, 0, 255), 0.5 * unit, unit)
+        assert 0 <= left < right <= width and 0 <= top < bottom <= height
+    left, top, right, bottom = put_label(image, "video: fake P(fake)=0.91", 0, 0, (255, 255, 255), 0.5 * unit, unit,
+                                         above=False)
+    assert top == 0 and bottom <= height and image[top:bottom, left:right].max() == 255  # drawn, not cut off

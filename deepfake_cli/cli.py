@@ -265,6 +265,30 @@ def crop(
 
 
 @command()
+def compress(
+    paths: list[Path] = typer.Argument(..., help="Video files or folders (an FF++ tree keeps its layout)."),
+    crf: int = typer.Option(..., "--crf", help="libx264 constant rate factor: 23 or 40 for FaceForensics++'s "
+                            "c23 and c40."),
+    out: Path = typer.Option(..., "--out", help="Folder for the re-encoded videos (the input layout is kept)."),
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-encode videos with H.264 at a FaceForensics++ compression level (resumable)."""
+    from deepfake_cli.compress import compress as run_compress
+
+    out_console, err = _consoles(quiet)
+    summary = run_compress(paths, crf, out, RichReporter(err, quiet))
+    if as_json:
+        _print_json(summary.as_dict())
+    elif not quiet:
+        out_console.print(_summary_table(f"compress c{crf}", {
+            "written": len(summary.written), "already there": summary.already_done,
+            "failed": len(summary.failed), "into": str(out)}))
+    if summary.failed:
+        raise typer.Exit(EXIT_ERROR if not summary.written and not summary.already_done else EXIT_OK)
+
+
+@command()
 def check(
     repair: bool = typer.Option(False, "--repair", help="Drop the damaged segments (the stage that wrote each "
                                 "redoes that video on its next run) and rebuild a damaged index."),

@@ -522,6 +522,9 @@ def predict(
     heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="Write the reported face track's crops with "
                                            "class activation maps of the fake score (red: towards fake) into "
                                            "this folder."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML page of evidence "
+                                          "(verdict, score curve, faces with heatmaps, tracks, clip metadata): "
+                                          "this file for one input, or this folder (one page per input) for several."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per input here, "
                                             "each as soon as it is known."),
     jsonl_path: Optional[Path] = typer.Option(None, "--jsonl", help="Also write one JSON line per input here, "
@@ -555,7 +558,10 @@ def predict(
     with ResultWriter(csv_path, jsonl_path, append=skip_done is not None) as writer, interrupt_on_sigterm():
         try:
             for i, path in enumerate(files):
-                result = predictor.predict(path, annotate=annotate if i == 0 else None, heatmap=heatmap)
+                page = None if report is None else (report / f"{path.stem}.html" if len(files) > 1 else report)
+                if page is not None:
+                    page.parent.mkdir(parents=True, exist_ok=True)
+                result = predictor.predict(path, annotate=annotate if i == 0 else None, heatmap=heatmap, report=page)
                 results.append(result)
                 writer.write(result.as_dict())
                 if not as_json:

@@ -13,7 +13,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from deepfake_cli.bundle import Bundle, load_bundle, resolve_bundle
@@ -23,6 +22,8 @@ from deepfake_cli.faces import faces_from_track
 from deepfake_cli.files import to_jsonable
 from deepfake_cli.result_files import ResultWriter
 from deepfake_cli.scoring import NonFiniteScoreError, Scorer
+from deepfake_cli.annotate import write_annotated
+from deepfake_cli.clip_report import write_clip_report
 from deepfake_cli.heatmaps import ActivationMapper, write_heatmaps
 from deepfake_cli.identity import FaceDescriber, IdentityCheck
 from deepfake_cli.tracking import detect_sparse
@@ -56,6 +57,7 @@ class PredictResult:
     frame_scores: list[float] = field(default_factory=list)  # CNN P(fake) per face of the reported track
     warnings: list[str] = field(default_factory=list)  # what weakens or qualifies the verdict
     heatmaps: list[str] = field(default_factory=list)  # --heatmap: the images written
+    report: str = ""  # --report: the HTML page written
     error: str = ""
     exit_code: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -145,7 +147,8 @@ class Predictor:
         return float(self.config.threshold)
 
     # ---------------------------------------------------------------------- one video
-    def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None) -> PredictResult:
+    def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,
+                report: Path | None = None) -> PredictResult:
         result = PredictResult(path=str(path), threshold=self.threshold)
         clock = time.perf_counter()
         if path.is_dir():  # expand_inputs keeps a folder only when it holds no media
@@ -209,13 +212,18 @@ class Predictor:
         result.frame_scores = [round(float(s), 6) for s in scores[start:start + result.faces]]
         result.cnn_probability = float(np.mean(result.frame_scores))
         result.verdict = "fake" if result.probability >= self.threshold else "real"
-        if heatmap is not None:
+        reported = crops[worst]
+        reported_frames = kept[np.asarray(reported.frame_positions, np.int64)]
+        if heatmap is not None or report is not None:
             if self._mapper is None:
                 self._mapper = ActivationMapper(self.scorer.feature_model, int(self.config.input_size))
-            reported = crops[worst]
-            written = write_heatmaps(heatmap, path.stem, reported.crops, self._mapper(reported.crops),
-                                     kept[np.asarray(reported.frame_positions, np.int64)], result.frame_scores)
-            result.heatmaps = [str(p) for p in written]
+            cams = self._mapper(reported.crops)
+            if heatmap is not None:
+                written = write_heatmaps(heatmap, path.stem, reported.crops, cams, reported_frames, result.frame_scores)
+                result.heatmaps = [str(p) for p in written]
+            if report is not None:
+                write_clip_report(report, result, info, self.config, reported_frames, reported.crops, cams)
+                result.report = str(report)
         if annotate is not None:
             write_annotated(annotate, frame_list, crops[worst], scores[start:start + result.faces],
                             result, fps=info.fps or 5.0)
@@ -284,53 +292,6 @@ def evidence_warnings(report: TrackReport, n_frames: int, single_image: bool, se
     elif n_frames < seq_len:
         warnings.append(f"only {n_frames} frames, fewer than the {seq_len} the model's sequence stage reads")
     return warnings
-
-
-def write_annotated(out: Path, frames: list[np.ndarray], faces, scores: np.ndarray, result: PredictResult,
-                    fps: float) -> None:
-    """The frames dfd looked at, with the scored face box, its per-frame CNN score (label and a
-    bar along the bottom edge) and the video verdict; every label is kept inside the frame."""
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), max(1.0, fps), (width, height))
-    if not writer.isOpened():
-        raise PredictError(f"cannot write {out}")
-    by_position = {int(p): i for i, p in enumerate(faces.frame_positions)}
-    unit = max(1, min(width, height) // 360)  # line width and font scale grow with the frame
-    scale, thickness = 0.5 * unit, unit
-    bar = max(6, height // 60)
-    for position, frame in enumerate(frames):
-        image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
-        if position in by_position:
-            i = by_position[position]
-            x1, y1, x2, y2 = (int(v) for v in faces.boxes[i])
-            colour = (0, 0, 255) if scores[i] >= result.threshold else (0, 200, 0)
-            cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2 * thickness)
-            put_label(image, f"frame P(fake) {scores[i]:.2f}", x1, y1, colour, scale, thickness)
-            filled = int(round(float(scores[i]) * width))
-            cv2.rectangle(image, (0, height - bar), (filled, height - 1), colour, -1)
-        cv2.line(image, (int(result.threshold * width), height - 2 * bar), (int(result.threshold * width), height - 1),
-                 (255, 255, 255), thickness)
-        put_label(image, f"video: {result.verdict} P(fake)={result.probability:.2f}", 0, 0, (255, 255, 255),
-                  scale, thickness, above=False)
-        writer.write(image)
-    writer.release()
-
-
-def put_label(image: np.ndarray, text: str, x: int, y: int, colour, scale: float, thickness: int,
-              above: bool = True) -> tuple[int, int, int, int]:
-    """Text on a dark box at (x, y) (above that point, or below it when there is no room),
-    moved as needed to lie wholly inside the image; returns the box (left, top, right, bottom)."""
-    height, width = image.shape[:2]
-    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    pad = max(2, thickness * 2)
-    box_h = h + base + 2 * pad
-    top = y - box_h if above and y - box_h >= 0 else y
-    top = int(min(max(0, top), max(0, height - box_h)))
-    left = int(min(max(0, x), max(0, width - w - 2 * pad)))
-    cv2.rectangle(image, (left, top), (left + w + 2 * pad, top + box_h), (0, 0, 0), -1)
-    cv2.putText(image, text, (left + pad, top + pad + h), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness,
-                cv2.LINE_AA)
-    return left, top, left + w + 2 * pad, top + box_h
 
 
 def write_csv(path: Path, results: list[PredictResult]) -> None:

@@ -55,6 +55,12 @@ class VideoInfo:
     height: int
     rotation: int  # degrees from the metadata: 0, 90, 180 or 270
     header_frame_count: int | None = None  # what the container claimed, when sample_frames found it wrong
+    codec: str = ""  # the stream's FourCC as OpenCV reports it (e.g. "avc1"), or the image format
+
+    @property
+    def duration_s(self) -> float:
+        """Length in seconds (0 for an image or an unknown frame rate)."""
+        return self.frame_count / self.fps if self.fps > 0 else 0.0
 
 
 def is_image(path: Path | str) -> bool:
@@ -159,13 +165,16 @@ def probe(path: Path) -> VideoInfo:
     path = Path(path)
     if is_image(path):
         image = _read_image(path)
-        return VideoInfo(fps=0.0, frame_count=1, width=image.shape[1], height=image.shape[0], rotation=0)
+        return VideoInfo(fps=0.0, frame_count=1, width=image.shape[1], height=image.shape[0], rotation=0,
+                         codec=path.suffix.lower().lstrip("."))
     cap = _open(path)
     try:
         fps = cap.get(cv2.CAP_PROP_FPS)
         fps = float(fps) if np.isfinite(fps) and fps > 0 else 0.0
         reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         rotation = _metadata_rotation(cap)
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC))
+        codec = "".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ") if fourcc > 0 else ""
         ok, first = cap.read()
         if not ok or first is None:
             raise VideoError(path, "no video frame could be decoded (no video stream, or corrupt)")
@@ -173,7 +182,8 @@ def probe(path: Path) -> VideoInfo:
         frame_count = reported if reported > 0 else 1 + _count_frames(cap)
     finally:
         cap.release()
-    return VideoInfo(fps=fps, frame_count=frame_count, width=first.shape[1], height=first.shape[0], rotation=rotation)
+    return VideoInfo(fps=fps, frame_count=frame_count, width=first.shape[1], height=first.shape[0], rotation=rotation,
+                     codec=codec)
 
 
 def choose_indices(frame_count: int, fpv: int, sampling: str, seed: int = 0) -> list[int]:

@@ -669,3 +669,32 @@ def test_predict_writes_heatmaps_of_the_reported_track(hostile, model, tmp_path)
     face = cv2.imread(str(written[0]))
     assert face.shape[1] == 2 * face.shape[0]  # the crop beside its overlay
     assert written[-1].name == "good_heatmaps.png"
+
+
+def test_the_clip_report_is_self_contained_and_renders(hostile, model, tmp_path):
+    import re
+
+    page = tmp_path / "report.html"
+    result = json.loads(invoke("predict", hostile / "good.mp4", *model, "--report", page, "--json").stdout)
+    assert result["report"] == str(page)
+    text = page.read_text()
+    assert f">{result['verdict']}</span>" in text and f"{result['probability']:.3f}" in text
+    sources = re.findall(r"src='([^']*)'", text)
+    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+    for source in sources:  # every image decodes
+        import base64
+
+        image = cv2.imdecode(np.frombuffer(base64.b64decode(source.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None and image.size > 0
+    assert "http" not in text.replace(str(hostile), "") and "<link" not in text and "<script" not in text
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no Chromium to render the page in (apt-get install chromium)")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1000,2400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (2400, 1000)
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    assert (hsv[..., 1] > 120).mean() > 0.02  # the heatmaps' colours are on screen, not broken-image icons

@@ -13,7 +13,8 @@ from deepfake_cli.bundle import BundleConfig, save_config, save_weights_atomic, 
 from deepfake_cli.cli import app
 from deepfake_cli.detectors import Detection
 from deepfake_cli.models import build_classifier
-from deepfake_cli.predict import PredictResult, tracks_to_score, write_annotated, write_csv
+from deepfake_cli.annotate import write_annotated
+from deepfake_cli.predict import PredictResult, tracks_to_score, write_csv
 from tests.test_cli import write_face_clip
 
 
@@ -212,7 +213,7 @@ def test_a_hard_cut_between_two_ffpp_people_splits_the_track():
 
 @pytest.mark.parametrize("size", [(360, 640), (1080, 1920)])
 def test_annotation_labels_stay_inside_the_frame(size):
-    from deepfake_cli.predict import put_label
+    from deepfake_cli.annotate import put_label
 
     height, width = size
     image = np.zeros((height, width, 3), np.uint8)

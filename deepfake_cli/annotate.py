@@ -15,9 +15,11 @@ class AnnotateError(DfdError):
 
 
 def write_annotated(out: Path, frames: list[np.ndarray], faces, scores: np.ndarray, result,
-                    fps: float) -> None:
+                    fps: float, cams: np.ndarray | None = None) -> None:
     """The frames dfd looked at, with the scored face box, its per-frame CNN score (label and a
-    bar along the bottom edge) and the video verdict; every label is kept inside the frame."""
+    bar along the bottom edge) and the video verdict; every label is kept inside the frame.
+    With ``cams`` (the faces' class activation maps, crop pixels) each map is warped back onto
+    its face in the frame."""
     height, width = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), max(1.0, fps), (width, height))
     if not writer.isOpened():
@@ -28,6 +30,8 @@ def write_annotated(out: Path, frames: list[np.ndarray], faces, scores: np.ndarr
     bar = max(6, height // 60)
     for position, frame in enumerate(frames):
         image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        if position in by_position and cams is not None:
+            image = heatmap_on_frame(image, cams[by_position[position]], faces.matrices[by_position[position]])
         if position in by_position:
             i = by_position[position]
             x1, y1, x2, y2 = (int(v) for v in faces.boxes[i])
@@ -59,3 +63,16 @@ def put_label(image: np.ndarray, text: str, x: int, y: int, colour, scale: float
     cv2.putText(image, text, (left + pad, top + pad + h), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness,
                 cv2.LINE_AA)
     return left, top, left + w + 2 * pad, top + box_h
+
+
+def heatmap_on_frame(image_bgr: np.ndarray, cam: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The frame with a face's CAM (crop pixels; ``matrix``: frame -> crop) blended onto the face."""
+    from deepfake_cli.heatmaps import overlay
+
+    height, width = image_bgr.shape[:2]
+    size = cam.shape[0]
+    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float32))
+    coloured = overlay(np.zeros((size, size, 3), np.uint8), cam, alpha=1.0)[:, :, ::-1]  # BGR colours only
+    warped = cv2.warpAffine(coloured, inverse, (width, height))
+    mask = cv2.warpAffine(np.ones((size, size), np.float32), inverse, (width, height))[..., None] * 0.45
+    return (image_bgr * (1 - mask) + warped * mask).astype(np.uint8)

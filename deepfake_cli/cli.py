@@ -265,6 +265,43 @@ def crop(
 
 
 @command()
+def explore(
+    paths: Optional[list[Path]] = typer.Argument(None, help="Dataset files or folders (before extract); without "
+                                                 "them, the store is explored."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with path,label[,...] (as for extract)."),
+    out: Path = typer.Option(..., "--out", help="Folder for summary.json, histograms.png and the contact sheets."),
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Label balance, distributions, contact sheets of frames and faces, and what would mislead training."""
+    from deepfake_cli.explore import explore as run_explore
+
+    out_console, err = _consoles(quiet)
+    if paths or labels:
+        result = run_explore(out, paths=list(paths or []), labels_csv=labels)
+    else:
+        with _open_store(store, write=False) as opened:
+            result = run_explore(out, store=opened)
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    if not quiet:
+        table = Table(title=f"{result.videos} videos by dataset")
+        labels_seen = sorted({label for counts in result.balance["dataset"].values() for label in counts})
+        table.add_column("dataset")
+        for label in labels_seen:
+            table.add_column(label, justify="right")
+        for name, counts in result.balance["dataset"].items():
+            table.add_row(name, *(str(counts.get(label, 0)) for label in labels_seen))
+        out_console.print(table)
+        for path in result.files:
+            out_console.print(f"wrote {escape(path)}", highlight=False)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+@command()
 def compress(
     paths: list[Path] = typer.Argument(..., help="Video files or folders (an FF++ tree keeps its layout)."),
     crf: int = typer.Option(..., "--crf", help="libx264 constant rate factor: 23 or 40 for FaceForensics++'s "
@@ -519,6 +556,8 @@ def predict(
     detect_every: int = typer.Option(4, "--detect-every", help="Run the face detector on every Nth sampled frame "
                                      "and interpolate between (consecutive sampling only); 1 = every frame."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the (first) video with face boxes and scores drawn."),
+    annotate_heatmap: bool = typer.Option(False, "--annotate-heatmap", help="With --annotate: draw each face's "
+                                          "class activation map onto it too."),
     heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="Write the reported face track's crops with "
                                            "class activation maps of the fake score (red: towards fake) into "
                                            "this folder."),
@@ -561,7 +600,8 @@ def predict(
                 page = None if report is None else (report / f"{path.stem}.html" if len(files) > 1 else report)
                 if page is not None:
                     page.parent.mkdir(parents=True, exist_ok=True)
-                result = predictor.predict(path, annotate=annotate if i == 0 else None, heatmap=heatmap, report=page)
+                result = predictor.predict(path, annotate=annotate if i == 0 else None, heatmap=heatmap, report=page,
+                                           annotate_heatmap=annotate_heatmap)
                 results.append(result)
                 writer.write(result.as_dict())
                 if not as_json:

@@ -148,7 +148,7 @@ class Predictor:
 
     # ---------------------------------------------------------------------- one video
     def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,
-                report: Path | None = None) -> PredictResult:
+                report: Path | None = None, annotate_heatmap: bool = False) -> PredictResult:
         result = PredictResult(path=str(path), threshold=self.threshold)
         clock = time.perf_counter()
         if path.is_dir():  # expand_inputs keeps a folder only when it holds no media
@@ -214,7 +214,8 @@ class Predictor:
         result.verdict = "fake" if result.probability >= self.threshold else "real"
         reported = crops[worst]
         reported_frames = kept[np.asarray(reported.frame_positions, np.int64)]
-        if heatmap is not None or report is not None:
+        cams = None
+        if heatmap is not None or report is not None or (annotate is not None and annotate_heatmap):
             if self._mapper is None:
                 self._mapper = ActivationMapper(self.scorer.feature_model, int(self.config.input_size))
             cams = self._mapper(reported.crops)
@@ -226,7 +227,7 @@ class Predictor:
                 result.report = str(report)
         if annotate is not None:
             write_annotated(annotate, frame_list, crops[worst], scores[start:start + result.faces],
-                            result, fps=info.fps or 5.0)
+                            result, fps=info.fps or 5.0, cams=cams if annotate_heatmap else None)
         return result
 
 

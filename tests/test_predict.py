@@ -224,3 +224,22 @@ def test_annotation_labels_stay_inside_the_frame(size):
     left, top, right, bottom = put_label(image, "video: fake P(fake)=0.91", 0, 0, (255, 255, 255), 0.5 * unit, unit,
                                          above=False)
     assert top == 0 and bottom <= height and image[top:bottom, left:right].max() == 255  # drawn, not cut off
+
+
+def test_annotate_heatmap_warps_the_map_back_onto_the_face(tmp_path):
+    frames = [np.full((72, 96, 3), 128, np.uint8) for _ in range(2)]
+    faces = type("Faces", (), {"frame_positions": np.array([0, 1]), "boxes": np.array([[10, 10, 42, 42]] * 2, np.float32),
+                               "matrices": np.array([[[1, 0, -10], [0, 1, -10]]] * 2, np.float32)})()  # crop = box
+    result = PredictResult(path="x.mp4", verdict="fake", probability=0.9, threshold=0.5)
+    cams = np.full((2, 32, 32), 3.0, np.float32)  # strongly "fake" everywhere on the face
+    plain, hot = tmp_path / "plain.mp4", tmp_path / "hot.mp4"
+    write_annotated(plain, frames, faces, np.array([0.9, 0.9]), result, fps=5.0)
+    write_annotated(hot, frames, faces, np.array([0.9, 0.9]), result, fps=5.0, cams=cams)
+    first = {}
+    for name, path in (("plain", plain), ("hot", hot)):
+        capture = cv2.VideoCapture(str(path))
+        first[name] = capture.read()[1].astype(int)
+        capture.release()
+    inside, outside = (slice(34, 40), slice(14, 38)), (slice(50, 60), slice(60, 90))  # under the label
+    assert first["hot"][inside][..., 0].mean() < first["plain"][inside][..., 0].mean() - 30  # warm colours: no blue
+    assert abs(first["hot"][outside].mean() - first["plain"][outside].mean()) < 3  # the rest untouched

@@ -29,6 +29,7 @@ from rich.table import Table
 from deepfake_cli import __version__
 from deepfake_cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_WEAK_EVIDENCE, DfdError
 from deepfake_cli.progress import Reporter
+from deepfake_cli.shards import parse_shard
 
 app = typer.Typer(
     name="dfd",
@@ -197,6 +198,8 @@ def extract(
     seed: int = typer.Option(0, "--seed", help="Seed for random sampling and identity-group splits."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again videos that failed before."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only this 1/N of the videos (by content "
+                                        "hash), e.g. one task of a Slurm array; join the stores with `dfd merge`."),
     store: Optional[Path] = StoreOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
@@ -207,7 +210,8 @@ def extract(
     out, err = _consoles(quiet)
     if not paths and labels is None:
         fail("give video files or folders, or --labels file.csv", EXIT_USAGE)
-    options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, labels_csv=labels, retry_failed=retry_failed)
+    options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, labels_csv=labels, retry_failed=retry_failed,
+                             shard=parse_shard(shard))
     with _open_store(store, write=True, wait=wait) as opened:
         summary = run_extract(opened, paths or [], options, RichReporter(err, quiet))
         store_path = opened.path
@@ -217,11 +221,13 @@ def extract(
         rows = {"store": store_path, "videos found": summary.found, "added": summary.added,
                 "already in store": summary.already_done, "duplicates": summary.duplicates,
                 "failed": summary.failed, f"shorter than {fpv} frames": summary.short, "frames stored": summary.frames}
+        if shard:
+            rows[f"left to other shards ({shard} is this one)"] = summary.other_shards
         rows |= {f"label {k}": v for k, v in sorted(summary.by_label.items())}
         out.print(_summary_table("extract", rows))
         for path, error in summary.failures:
             out.print(f"[red]failed[/] {escape(error)}", highlight=False, soft_wrap=True)
-        if summary.found and not summary.added and not summary.failed:
+        if summary.found and not summary.added and not summary.failed and not summary.other_shards:
             out.print("Nothing to do: every video is already in the store.")
     if summary.failed and not summary.added and not summary.already_done:
         raise typer.Exit(EXIT_ERROR)
@@ -238,6 +244,8 @@ def crop(
                                  "points come from the 68 landmarks)."),
     force: bool = typer.Option(False, "--force", help="Crop again videos that already have faces."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only this 1/N of the videos (by content "
+                                        "hash), e.g. one task of a Slurm array; join the stores with `dfd merge`."),
     store: Optional[Path] = StoreOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
@@ -246,7 +254,7 @@ def crop(
     from deepfake_cli.crop import CropOptions, crop as run_crop
 
     out, err = _consoles(quiet)
-    options = CropOptions(size=size, align=align, margin=margin, device=device,
+    options = CropOptions(size=size, align=align, margin=margin, device=device, shard=parse_shard(shard),
                           detect_max_side=detect_max_side, force=force, detector=detector)
     with _open_store(store, write=True, wait=wait) as opened:
         summary = run_crop(opened, options, RichReporter(err, quiet))
@@ -262,6 +270,28 @@ def crop(
             "damaged frames (dropped: run extract)": len(summary.damaged), "device": summary.device}))
         if not summary.cropped:
             out.print("Nothing to do: every video already has faces.")
+
+
+@command()
+def merge(
+    out: Path = typer.Argument(..., help="The store to merge into (created when missing)."),
+    stores: list[Path] = typer.Argument(..., help="Stores to merge, e.g. the shards of a --shard K/N run."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another writer of OUT to finish instead of exiting."),
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Join stores into one: their segments are copied (hard-linked) into OUT, conflicts refused."""
+    from deepfake_cli.merge import merge as run_merge
+
+    out_console, _ = _consoles(quiet)
+    summary = run_merge(out, stores, wait=wait)
+    if as_json:
+        _print_json(summary.as_dict())
+    elif not quiet:
+        out_console.print(_summary_table("merge", {"into": summary.out, "stores merged": summary.stores,
+                                                   "segments copied": summary.copied,
+                                                   "already there": summary.already_there,
+                                                   "videos in the store": summary.videos}))
 
 
 @command()
@@ -448,6 +478,8 @@ def export_features(
     batch_size: int = typer.Option(32, "--batch-size"),
     force: bool = typer.Option(False, "--force", help="Recompute features that exist already."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only this 1/N of the videos (by content "
+                                        "hash), e.g. one task of a Slurm array; join the stores with `dfd merge`."),
     models_dir: Path = ModelsDirOption,
     store: Optional[Path] = StoreOption,
     quiet: bool = QuietOption,
@@ -462,7 +494,7 @@ def export_features(
     with _open_store(store, write=True, wait=wait) as opened:
         try:
             summary = run_export(opened, _bundle_dir(model, models_dir), batch_size=batch_size, force=force,
-                                 reporter=reporter)
+                                 reporter=reporter, shard=parse_shard(shard))
         finally:
             reporter.finish()
     _render_summary(out, "export-features", summary, quiet, as_json)

@@ -11,6 +11,7 @@ from deepfake_cli.detectors import check_detector, make_detector, resolve_device
 from deepfake_cli.faces import FaceTrackResult, extract_faces
 from deepfake_cli.landmarks import Landmarker
 from deepfake_cli.progress import Reporter
+from deepfake_cli.shards import Shard
 from deepfake_cli.store import DamagedSegmentError, Faces, Store
 
 
@@ -23,8 +24,9 @@ class CropOptions:
     detect_max_side: int = 640
     force: bool = False
     detector: str = "mtcnn"  # mtcnn | dlib (detectors.py)
+    shard: Shard | None = None  # only this 1/N of the videos (by content hash)
 
-    def settings(self) -> dict:
+    def settings(self) -> dict:  # how the faces were made (the shard is not one of these)
         return {"size": self.size, "align": self.align, "margin": self.margin, "detector": self.detector,
                 "detect_max_side": self.detect_max_side, "landmarks68": "dlib"}
 
@@ -64,6 +66,8 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
     todo = []
     for entry in store.entries():
         if not entry.ok or not store.has(entry.video_id, "frames"):
+            continue
+        if options.shard is not None and not options.shard.holds(entry.video_id):
             continue
         summary.videos += 1
         if store.has(entry.video_id, "faces"):

@@ -13,6 +13,7 @@ from deepfake_cli.files import file_sha256
 from deepfake_cli.progress import Reporter
 from deepfake_cli.splits import assign_splits
 from deepfake_cli.store import FRAME_STATUS_FAILED, Frames, Store, VideoEntry
+from deepfake_cli.shards import Shard
 from deepfake_cli.video import VideoError, sample_frames, unreadable_reason
 
 SAMPLINGS = ("consecutive", "uniform", "random")
@@ -25,6 +26,7 @@ class ExtractOptions:
     seed: int = 0
     labels_csv: Path | None = None
     retry_failed: bool = False
+    shard: Shard | None = None  # only this 1/N of the videos (by content hash)
 
 
 @dataclass
@@ -36,6 +38,7 @@ class ExtractSummary:
     failed: int = 0
     short: int = 0
     frames: int = 0
+    other_shards: int = 0  # --shard: videos left to the other shards
     failures: list[tuple[str, str]] = field(default_factory=list)
     by_dataset: Counter = field(default_factory=Counter)
     by_label: Counter = field(default_factory=Counter)
@@ -99,6 +102,9 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
         sha = file_sha256(path)
     except OSError as exc:  # e.g. permission denied: one unreadable file must not end the run
         _cannot_read(summary, record, exc.strerror)
+        return
+    if options.shard is not None and not options.shard.holds(video_id_for(sha)):
+        summary.other_shards += 1
         return
     entry = VideoEntry(
         video_id=video_id_for(sha), path=str(path), sha256=sha, size=stat.st_size, mtime=stat.st_mtime,

@@ -28,6 +28,7 @@ from deepfake_cli.models import build_lstm_model, pad_sequence
 from deepfake_cli.progress import Reporter
 from deepfake_cli.runtime import seed_everything
 from deepfake_cli.scoring import Scorer
+from deepfake_cli.shards import Shard
 from deepfake_cli.store import DamagedSegmentError, Features, Store
 from deepfake_cli.training import (Checkpoints, Loop, Phase, class_weights, prepare_state, record_command, run_phases,
                                    start_fresh)
@@ -139,7 +140,7 @@ def export_targets(store: Store, model_name: str, settings: dict, force: bool, c
 
 def export_features(store: Store, bundle_dir: Path, model_name: str | None = None, batch_size: int = 32,
                     on_video: Callable[[str], None] | None = None, force: bool = False,
-                    reporter: Reporter | None = None) -> dict:
+                    reporter: Reporter | None = None, shard: Shard | None = None) -> dict:
     """Store features and per-frame scores of every face sequence (resumable; see module doc)."""
     bundle = load_bundle(bundle_dir)
     name = model_name or bundle.feature_model_name
@@ -149,6 +150,8 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
               "damaged": 0, "faces": 0}
     settings = export_settings(bundle)
     todo = export_targets(store, name, settings, force, counts)
+    if shard is not None:
+        todo = [vid for vid in todo if shard.holds(vid)]
     reporter.start(len(todo), "features")
     for vid in todo:
         try:

@@ -421,6 +421,9 @@ def train_cnn(
                                      "self-blended fakes (needs the 68 landmarks `dfd crop` stores)."),
     pseudo_ratio: float = typer.Option(0.5, "--pseudo-ratio", help="Probability that a real training face "
                                        "becomes a pseudo-fake, in [0, 1)."),
+    test_time_flip: bool = typer.Option(False, "--test-time-flip", help="Serve the bundle scoring each face and "
+                                        "its mirror image (features and scores averaged): export-features, "
+                                        "evaluate and predict all do."),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
     list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
@@ -448,7 +451,7 @@ def train_cnn(
                               learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
                               augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
                               mixed_precision=mixed_precision, balance=balance, pseudo_fakes=pseudo_fakes,
-                              pseudo_ratio=pseudo_ratio)
+                              pseudo_ratio=pseudo_ratio, test_time_flip=test_time_flip)
 
     def on_epoch(info: dict) -> None:
         if not quiet:

@@ -70,6 +70,7 @@ class CNNTrainOptions:
     balance: str = "label"  # label: real and fake weigh the same | dataset: each (dataset, label) does
     pseudo_fakes: str = "none"  # none | sbi: real training faces become self-blended fakes (pseudo.py)
     pseudo_ratio: float = 0.5  # the probability that a drawn real face becomes a pseudo-fake
+    test_time_flip: bool = False  # the bundle scores each face and its mirror (scoring.py); training is unchanged
 
     def __post_init__(self) -> None:
         """Refuse bad settings before anything is read or written."""
@@ -189,7 +190,7 @@ def initial_config(store: Store, bundle_dir: Path, options: CNNTrainOptions, inp
     return BundleConfig(
         name=bundle_dir.name, backbone=options.backbone, input_size=input_size, feature_dim=feature_dim,
         weights_origin=options.weights, face=store.faces_settings(first.video_id), fpv=int(first.fpv),
-        sampling=first.sampling, head_dropout=options.dropout,
+        sampling=first.sampling, head_dropout=options.dropout, test_time_flip=bool(options.test_time_flip),
         lstm={"units": 128, "dropout": 0.3, "seq_len": int(first.fpv), "feature_model": bundle_dir.name,
               "trained": False},
         split_ids={"train": list(splits["train"]), "val": list(splits["val"])},

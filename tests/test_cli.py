@@ -86,9 +86,10 @@ def test_whole_chain(dataset, tmp_path):
 
     common = ["--store", store, "--models-dir", models, "--model", "tiny", "--quiet"]
     run("train-cnn", *common, "--backbone", "efficientnet-b0", "--weights", "none", "--input-size", 32,
-        "--epochs", 1, "--rounds", 2, "--batch-size", 8, "--max-frames-per-video", 4)
+        "--epochs", 1, "--rounds", 2, "--batch-size", 8, "--max-frames-per-video", 4, "--test-time-flip")
     config = json.loads((models / "tiny" / "config.json").read_text())
     assert config["backbone"] == "efficientnet-b0" and config["input_size"] == 32
+    assert config["test_time_flip"] is True  # so export, evaluate and predict below all score the mirror too
     assert config["face"]["size"] == 64 and config["fpv"] == 4
 
     exported = json.loads(run("export-features", *common, "--json").stdout)

@@ -1,21 +1,17 @@
 #!/usr/bin/env bash
 # How the bundled default model (deepfake_cli/default_model) was trained: run from the repository
-# root, with ../shared/data present. Everything runs on a 2-core CPU: about 55 min for the CNN,
-# 5 for the features, 2 for the LSTM, plus ~40 min of extract and crop. The figures are in
-# models/default/README.md and the README.
+# root, with ../shared/data present. Everything runs on a 2-core CPU: about 35 min for the CNN,
+# 5 for the features, 2 for the LSTM, plus about an hour of extract and crop (10,000 DFDC crops).
+# The figures are in models/default/README.md and the README.
 #
 # Two stores, because the CNN and the LSTM want different frames of the same videos:
 # - $CNN_STORE: 40 faces spread uniformly over each FF++ video (many distinct faces per
-#   identity, not 25 near-copies) and a seeded, class-balanced 2,524 of the DFDC crops.
+#   identity, not 25 near-copies) and all 10,000 DFDC crops.
 # - $SEQ_STORE: the FF++ videos again, 25 consecutive frames each (what `predict` samples), and
 #   a seeded 2,000 DFDC crops; the LSTM, the calibration and the evaluation run on it. Videos are
 #   identified by content hash, so the train/val split the CNN recorded applies to both stores.
-# Both crop faces with the same settings (train-lstm refuses faces cropped otherwise).
-#
-# The shipped CNN saw the first 2,523 crops of the 10,000-crop list in this order (one fake fewer
-# than --per-class 1262 gives), in a store that also listed the other, uncropped, DFDC crops;
-# the train/val carve-out is drawn over the listed videos, so a rerun carves a slightly different
-# DFDC validation set and its DFDC figures move a little. The FF++ carve-out is the same.
+# Both crop faces with the same settings (train-lstm refuses faces cropped otherwise); crop stores
+# the 68 dlib landmarks the self-blended pseudo-fakes need.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs}
@@ -26,9 +22,9 @@ MODELS=${MODELS:-$RUNS/models}
 mkdir -p "$RUNS"
 CROP=(--size 160 --align --margin 0.2 --detect-size 480)
 
-python models/default/dfdc_subset.py "$DATA/dfdc-faces" "$RUNS/dfdc_cnn.csv" --per-class 1262
+python models/default/dfdc_subset.py "$DATA/dfdc-faces" "$RUNS/dfdc_all.csv" --per-class 5000
 dfd extract "$DATA/ffpp" --fpv 40 --sampling uniform --store "$CNN_STORE"
-dfd extract --labels "$RUNS/dfdc_cnn.csv" --fpv 40 --sampling uniform --store "$CNN_STORE"
+dfd extract --labels "$RUNS/dfdc_all.csv" --fpv 40 --sampling uniform --store "$CNN_STORE"
 dfd crop --store "$CNN_STORE" "${CROP[@]}"
 dfd extract "$DATA/ffpp" --fpv 25 --sampling consecutive --store "$SEQ_STORE"
 python models/default/dfdc_subset.py "$DATA/dfdc-faces" "$RUNS/dfdc_2000.csv" --per-class 1000
@@ -37,13 +33,15 @@ dfd crop --store "$SEQ_STORE" "${CROP[@]}"
 
 # ImageNet start; every layer fine-tuned from the first epoch with batch-norm in training mode
 # (batch statistics, momentum 0.9), Adam at lr 2e-4; round 2 restarts from round 1's best weights
-# at 2e-5; best epoch by validation frame AUC. At most 16 of each FF++ video's 40 faces per epoch
-# (evenly spread), real and fake weighing the same. The bundle serves each face averaged with its
-# mirror image (--test-time-flip): export-features, evaluate and predict all do.
+# at 2e-5 (early stopping after one epoch without gain); best epoch by validation frame AUC.
+# At most 16 of each FF++ video's 40 faces per epoch; every (dataset, label) pair weighs the same;
+# a quarter of the real faces drawn become self-blended pseudo-fakes (SBI), fresh every epoch.
+# The bundle serves each face averaged with its mirror image (--test-time-flip): export-features,
+# evaluate and predict all do.
 dfd train-cnn --store "$CNN_STORE" --model default --models-dir "$MODELS" \
-    --backbone efficientnet-lite0 --weights imagenet --input-size 160 --epochs 6 --warmup-epochs 0 \
-    --rounds 2 --patience 2 --max-frames-per-video 16 --batch-size 32 --lr 2e-4 --batchnorm train \
-    --balance label --test-time-flip
+    --backbone efficientnet-lite0 --weights imagenet --input-size 160 --epochs 3 --warmup-epochs 0 \
+    --rounds 2 --patience 1 --max-frames-per-video 16 --batch-size 32 --lr 2e-4 --batchnorm train \
+    --balance dataset --pseudo-fakes sbi --pseudo-ratio 0.25 --test-time-flip
 dfd export-features --store "$SEQ_STORE" --model default --models-dir "$MODELS"
 dfd train-lstm --store "$SEQ_STORE" --model default --models-dir "$MODELS" --units 64 --epochs 40 --patience 8
 dfd evaluate --store "$SEQ_STORE" --model default --models-dir "$MODELS" --out "$REPORT"

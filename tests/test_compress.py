@@ -73,3 +73,24 @@ def test_output_paths_and_bad_input(tmp_path):
                                       str(tmp_path / "o")])
     assert result.exit_code == 1 and "broken.mp4: ffmpeg could not re-encode it" in result.output
     assert not list((tmp_path / "o").rglob("*.mp4"))  # no half-written file left
+
+
+@pytest.mark.realdata
+def test_compress_a_real_ffpp_video_to_c23_and_c40(tmp_path):
+    from tests.test_video import DATA
+
+    videos = DATA / "ffpp" / "original_sequences" / "youtube" / "c23" / "videos"
+    if not videos.is_dir():
+        pytest.skip("shared data not present")
+    smallest = min(videos.glob("*.mp4"), key=lambda p: p.stat().st_size)
+    source = tmp_path / "ffpp" / "original_sequences" / "youtube" / "c23" / "videos" / smallest.name
+    source.parent.mkdir(parents=True)
+    source.symlink_to(smallest)
+    written = {}
+    for crf in (23, 40):
+        result = CliRunner().invoke(app, ["compress", str(tmp_path / "ffpp"), "--crf", str(crf), "--out",
+                                          str(tmp_path / "out"), "--json"])
+        assert result.exit_code == 0, result.output
+        (written[crf],) = json.loads(result.stdout)["written"]
+        assert written[crf].endswith(f"original_sequences/youtube/c{crf}/videos/{smallest.name}")
+    assert Path(written[40]).stat().st_size < Path(written[23]).stat().st_size < 2 * smallest.stat().st_size

@@ -65,3 +65,24 @@ def test_explore_files_before_extract(tmp_path):
     report = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert report["videos"] == 3 and report["balance"]["dataset"] == {"folders": {"real": 2, "fake": 1}}
     assert "folders" in result.output and "real" in result.output
+
+
+def test_explore_the_real_ffpp_layout():
+    import pytest
+
+    from tests.test_video import DATA
+
+    if not (DATA / "ffpp").is_dir():
+        pytest.skip("shared data not present")
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as out:
+        result = CliRunner().invoke(app, ["explore", str(DATA / "ffpp"), "--out", out, "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        balance = report["balance"]
+        assert report["videos"] == sum(balance["dataset"]["ffpp"].values()) > 100
+        assert set(balance["compression"]) == {"ffpp/c23", "ffpp/c40"}
+        assert {"ffpp/Deepfakes", "ffpp/NeuralTextures"} <= set(balance["method"])
+        assert (Path(out) / "summary.json").is_file()

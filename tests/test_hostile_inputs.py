@@ -690,11 +690,17 @@ def test_the_clip_report_is_self_contained_and_renders(hostile, model, tmp_path)
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("no Chromium to render the page in (apt-get install chromium)")
-    shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1000,2400", f"--screenshot={shot}", page.as_uri()],
-                   capture_output=True, timeout=120)
-    image = cv2.imread(str(shot))
-    assert image is not None and image.shape[:2] == (2400, 1000)
-    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
-    assert (hsv[..., 1] > 120).mean() > 0.02  # the heatmaps' colours are on screen, not broken-image icons
+    broken = tmp_path / "broken.html"  # the same page with every image missing: what a failed load looks like
+    broken.write_text(re.sub(r"src='data:image/png;base64,[^']*'", "src='missing.png'", text))
+
+    def colourful_share(html_page):
+        shot = html_page.with_suffix(".png")
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--window-size=1000,2400", f"--screenshot={shot}", html_page.as_uri()],
+                       capture_output=True, timeout=120)
+        image = cv2.imread(str(shot))
+        assert image is not None and image.shape[:2] == (2400, 1000)
+        return float((cv2.cvtColor(image, cv2.COLOR_BGR2HSV)[..., 1] > 80).mean())
+
+    rendered, missing = colourful_share(page), colourful_share(broken)
+    assert rendered > 0.01 and rendered > 5 * missing, (rendered, missing)  # the images are on screen

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import cv2
-import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from deepfake_cli.cli import app
@@ -67,22 +67,18 @@ def test_explore_files_before_extract(tmp_path):
     assert "folders" in result.output and "real" in result.output
 
 
-def test_explore_the_real_ffpp_layout():
-    import pytest
-
+@pytest.mark.realdata
+def test_explore_the_real_ffpp_layout(tmp_path):
     from tests.test_video import DATA
 
     if not (DATA / "ffpp").is_dir():
         pytest.skip("shared data not present")
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as out:
-        result = CliRunner().invoke(app, ["explore", str(DATA / "ffpp"), "--out", out, "--json"])
-        assert result.exit_code == 0, result.output
-        report = json.loads(result.stdout)
-        balance = report["balance"]
-        assert report["videos"] == sum(balance["dataset"]["ffpp"].values()) > 100
-        assert set(balance["compression"]) == {"ffpp/c23", "ffpp/c40"}
-        assert {"ffpp/Deepfakes", "ffpp/NeuralTextures"} <= set(balance["method"])
-        assert (Path(out) / "summary.json").is_file()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["explore", str(DATA / "ffpp"), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    balance = report["balance"]
+    assert report["videos"] == sum(balance["dataset"]["ffpp"].values()) > 100
+    assert set(balance["compression"]) == {"ffpp/c23", "ffpp/c40"}
+    assert {"ffpp/Deepfakes", "ffpp/NeuralTextures"} <= set(balance["method"])
+    assert (out / "summary.json").is_file()

@@ -14,14 +14,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    roc_auc_score,
-    roc_curve,
-)
-from sklearn.metrics import log_loss as sklearn_log_loss
+
+# scikit-learn and SciPy are imported inside the functions that use them: serving needs only the
+# temperature and aggregation maths here. (Under the TensorFlow backend `import keras` loads
+# sklearn and matplotlib itself, so today this saves nothing there; a serving path without
+# Keras would not pay the ~1 s of sklearn.metrics.)
 
 METRIC_NAMES = ("n", "n_real", "n_fake", "acc", "auc", "eer", "ap", "logloss", "threshold")
 COUNT_NAMES = ("n", "n_real", "n_fake")
@@ -85,6 +82,7 @@ def equal_error_rate(y_true, y_score) -> tuple[float, float]:
     threshold is interpolated the same way (between the two scores around the crossing).
     Returns ``(nan, nan)`` when only one class is present.
     """
+    from sklearn.metrics import roc_curve
     y, s = _as_arrays(y_true, y_score)
     if not _has_both_classes(y):
         return math.nan, math.nan
@@ -115,6 +113,9 @@ def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, float]:
     Raises ValueError on empty input, mismatched lengths, labels other than 0/1 or
     non-finite scores.
     """
+    from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
     y, s = _as_arrays(y_true, y_score)
     both = _has_both_classes(y)
     n_fake = int(y.sum())
@@ -136,6 +137,7 @@ def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, float]:
 
 def safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC, or NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
     if len(np.unique(labels)) < 2:
         return float("nan")
     return float(roc_auc_score(labels, scores))
@@ -179,6 +181,7 @@ def best_threshold(y_true, y_score, criterion: str = "balanced_accuracy") -> flo
     Meant for validation data. Candidates are the observed scores; ties (up to float
     rounding) go to the highest threshold, i.e. the fewest false alarms. Needs both classes.
     """
+    from sklearn.metrics import roc_curve
     if criterion not in THRESHOLD_CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; choose from {THRESHOLD_CRITERIA}")
     y, s = _as_arrays(y_true, y_score)
@@ -205,6 +208,7 @@ def fit_temperature(y_true, logits) -> float:
     than through sklearn's log_loss, whose probability clipping flattens the objective for
     confident logits. T > 1 means the model was over-confident. Needs both classes.
     """
+    from scipy.optimize import minimize_scalar
     y, z = _as_arrays(y_true, logits)
     _require_both_classes(y, "fit_temperature")
     result = minimize_scalar(

@@ -1,0 +1,27 @@
+# Sourced by train.sh and experiment_uniform_faces.sh (run from the repository root): builds the
+# two stores they train and evaluate on. Rerunning skips what the stores already hold.
+# - $CNN_STORE: 40 faces spread uniformly over each FF++ video (many distinct faces per
+#   identity, not 25 near-copies) and all 10,000 DFDC crops; the CNN trains on it.
+# - $SEQ_STORE: the FF++ videos again, 25 consecutive frames each (what `predict` samples), and
+#   a seeded 2,000 DFDC crops; the LSTM, the calibration and the evaluation run on it. Videos are
+#   identified by content hash, so the train/val split the CNN recorded applies to both stores.
+# Both crop faces with the same settings (train-lstm refuses faces cropped otherwise); crop
+# stores the 68 dlib landmarks that self-blended pseudo-fakes need.
+set -euo pipefail
+DATA=${DATA:-../shared/data}
+RUNS=${RUNS:-runs}
+CNN_STORE=${CNN_STORE:-$RUNS/cnn.h5}
+SEQ_STORE=${SEQ_STORE:-$RUNS/seq.h5}
+REPORT=${REPORT:-$RUNS/default-report}
+MODELS=${MODELS:-$RUNS/models}
+mkdir -p "$RUNS"
+CROP=(--size 160 --align --margin 0.2 --detect-size 480)
+
+python models/default/dfdc_subset.py "$DATA/dfdc-faces" "$RUNS/dfdc_all.csv" --per-class 5000
+dfd extract "$DATA/ffpp" --fpv 40 --sampling uniform --store "$CNN_STORE"
+dfd extract --labels "$RUNS/dfdc_all.csv" --fpv 40 --sampling uniform --store "$CNN_STORE"
+dfd crop --store "$CNN_STORE" "${CROP[@]}"
+dfd extract "$DATA/ffpp" --fpv 25 --sampling consecutive --store "$SEQ_STORE"
+python models/default/dfdc_subset.py "$DATA/dfdc-faces" "$RUNS/dfdc_2000.csv" --per-class 1000
+dfd extract --labels "$RUNS/dfdc_2000.csv" --fpv 25 --store "$SEQ_STORE"
+dfd crop --store "$SEQ_STORE" "${CROP[@]}"

@@ -17,7 +17,7 @@ from benchmarks.common import machine
 
 from deepfake_cli.datasets import discover
 from deepfake_cli.metrics import binary_metrics
-from deepfake_cli.predict import Predictor
+from deepfake_cli.predict import load_predictor
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     records = [r for r in discover(args.paths) if r.label in ("real", "fake")]
     if args.limit and len(records) > args.limit:
         records = [records[i] for i in np.linspace(0, len(records) - 1, args.limit).astype(int)]
-    predictor = Predictor.load(args.model, device="cpu")
+    predictor = load_predictor(args.model, device="cpu")
     video_y, video_p, frame_y, frame_p, errors = [], [], [], [], 0
     for record in records:
         result = predictor.predict(record.path)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.common import ffpp_videos, machine, peak_rss_mb
 
-from deepfake_cli.predict import Predictor
+from deepfake_cli.predict import load_predictor
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     paths = args.paths or ffpp_videos(args.videos + 1)
     start = time.perf_counter()
-    predictor = Predictor.load(args.model, device="cpu")
+    predictor = load_predictor(args.model, device="cpu")
     load_s = time.perf_counter() - start
     predictor.predict(paths[0])  # warm-up: graph tracing, allocator
     parts: dict[str, list[float]] = {}

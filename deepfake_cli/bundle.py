@@ -26,10 +26,12 @@ import numpy as np
 
 from deepfake_cli.errors import DfdError
 from deepfake_cli.files import atomic_write, atomic_write_text, file_sha256
+from deepfake_cli.inputs import INPUTS
 from deepfake_cli.models import build_classifier, build_lstm_model
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
+ENSEMBLE_FILE = "ensemble.json"  # what an ensemble's directory holds instead (deepfake_cli.ensemble)
 CNN_WEIGHTS = "cnn.weights.h5"
 LSTM_WEIGHTS = "lstm.weights.h5"
 CHECKPOINT_DIR = "checkpoints"
@@ -39,7 +41,7 @@ CLASSES = ("real", "fake")  # score = P(CLASSES[1])
 FEATURE_LAYER = "pooled features before the classifier head"
 AGGREGATIONS = ("mean",)
 # Keys added after format 1 was first written: a config without them takes the default.
-OPTIONAL_KEYS = ("test_time_flip", "weights_sha256")
+OPTIONAL_KEYS = ("test_time_flip", "weights_sha256", "input")
 
 
 class BundleError(DfdError):
@@ -60,7 +62,8 @@ class BundleConfig:
     feature_dim: int
     format_version: int = FORMAT_VERSION
     weights_origin: str = "none"
-    face: dict = field(default_factory=dict)  # size, align, margin, detector of the stored crops
+    input: str = "face"  # what the CNN looks at: face crops, or whole frames letterboxed (deepfake_cli.inputs)
+    face: dict = field(default_factory=dict)  # size, align, margin, detector of the stored crops (face input)
     fpv: int = 0
     sampling: str = ""
     feature_layer: str = FEATURE_LAYER
@@ -151,6 +154,8 @@ def _check_values(config: BundleConfig, source: str) -> None:
         problems.append("threshold must lie in [0, 1]")
     if config.temperature <= 0:
         problems.append("temperature must be positive")
+    if config.input not in INPUTS:
+        problems.append(f"input must be one of {list(INPUTS)}")
     if config.video_aggregation not in AGGREGATIONS:
         problems.append(f"video_aggregation must be one of {list(AGGREGATIONS)}")
     missing_lstm = [k for k in _default_lstm() if k not in config.lstm]
@@ -182,6 +187,9 @@ def read_config(bundle_dir: Path) -> BundleConfig:
     path = Path(bundle_dir) / CONFIG_FILE
     if not Path(bundle_dir).is_dir():
         raise BundleError(f"no model bundle at {bundle_dir} (not a directory)")
+    if not path.is_file() and (Path(bundle_dir) / ENSEMBLE_FILE).is_file():
+        raise BundleError(f"{bundle_dir} is an ensemble, not a single bundle: only `dfd predict` and "
+                          "`dfd evaluate` take ensembles (this command needs one of its members)")
     if not path.is_file():
         raise BundleError(f"{bundle_dir} is not a model bundle: it has no {CONFIG_FILE}")
     try:
@@ -355,14 +363,17 @@ def load_bundle(path: Path | str) -> Bundle:
 
 
 def resolve_bundle(name_or_path: str | Path, models_dir: Path | str) -> Path:
-    """The bundle directory for a path to one, or for a name under ``models_dir``."""
+    """The bundle (or ensemble) directory for a path to one, or for a name under ``models_dir``."""
+    def is_model(path: Path) -> bool:
+        return (path / CONFIG_FILE).is_file() or (path / ENSEMBLE_FILE).is_file()
+
     candidate = Path(name_or_path)
-    if (candidate / CONFIG_FILE).is_file():
+    if is_model(candidate):
         return candidate
     named = Path(models_dir) / str(name_or_path)
-    if (named / CONFIG_FILE).is_file():
+    if is_model(named):
         return named
-    available = sorted(p.parent.name for p in Path(models_dir).glob(f"*/{CONFIG_FILE}"))
+    available = sorted({p.parent.name for f in (CONFIG_FILE, ENSEMBLE_FILE) for p in Path(models_dir).glob(f"*/{f}")})
     hint = f"; models in {models_dir}: {', '.join(available)}" if available else f"; {models_dir} has no models"
     raise BundleError(f"no model bundle {str(name_or_path)!r} (not a bundle directory, "
                       f"nor a name under {models_dir}){hint}")

@@ -14,25 +14,24 @@ import numpy as np
 from deepfake_cli.bundle import load_bundle, save_config
 from deepfake_cli.metrics import (apply_temperature, best_threshold, binary_metrics, fit_temperature, logit,
                                   threshold_for_max_fpr)
-from deepfake_cli.scoring import Scorer
+from deepfake_cli.stored_scores import StoredScores
 from deepfake_cli.store import Store
 
 MAX_FPRS = (0.001, 0.01, 0.05, 0.1)
 
 
 def validation_scores(store: Store, bundle) -> tuple[np.ndarray, np.ndarray]:
-    """Uncalibrated video scores (LSTM when trained, else the CNN's) of the val videos."""
-    name = bundle.feature_model_name
-    scorer = Scorer(bundle, cnn=False)
+    """Uncalibrated video scores (LSTM when trained, else the CNN's) of the val videos in the
+    store (from their current exported features, else computed from their faces)."""
+    scores_of = StoredScores(store, bundle)
     labels, scores = [], []
     for video_id in bundle.config.split_ids.get("val", []):
-        if not store.has(video_id, f"features.{name}"):
+        if not store.has(video_id, "frames"):  # not in this store
             continue
-        features = store.read_features(video_id, name)
-        if not len(features.scores):
-            continue
-        labels.append(int(store.entry(video_id).label == "fake"))
-        scores.append(scorer.video_score(features.features, features.scores))
+        score = scores_of.video_score(video_id)
+        if score is not None:
+            labels.append(int(store.entry(video_id).label == "fake"))
+            scores.append(score)
     return np.array(labels, int), np.array(scores, float)
 
 

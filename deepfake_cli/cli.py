@@ -424,6 +424,10 @@ def train_cnn(
     test_time_flip: bool = typer.Option(False, "--test-time-flip", help="Serve the bundle scoring each face and "
                                         "its mirror image (features and scores averaged): export-features, "
                                         "evaluate and predict all do."),
+    input_kind: str = typer.Option("face", "--input", help="face: the stored face crops | frame: the whole "
+                                   "stored frames, letterboxed to a square (no face detector needed)."),
+    bagging: int = typer.Option(0, "--bagging", help="Train N members on bootstrap resamples of the train "
+                                "identity groups (MODEL-bag1 ...) and write the ensemble MODEL averaging them."),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
     list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
@@ -451,20 +455,74 @@ def train_cnn(
                               learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
                               augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
                               mixed_precision=mixed_precision, balance=balance, pseudo_fakes=pseudo_fakes,
-                              pseudo_ratio=pseudo_ratio, test_time_flip=test_time_flip)
+                              pseudo_ratio=pseudo_ratio, test_time_flip=test_time_flip, input=input_kind)
 
     def on_epoch(info: dict) -> None:
         if not quiet:
             mix = info.get("train_mix", {})
             pseudo = f"  pseudo-fakes {mix['pseudo_fake']:.0%}" if mix.get("pseudo_fake") else ""
-            err.print("round {round} epoch {epoch}: loss {loss:.4f}  val AUC {val_auc:.4f}  "
+            member = f"member {info['member']} " if "member" in info else ""
+            err.print(member + "round {round} epoch {epoch}: loss {loss:.4f}  val AUC {val_auc:.4f}  "
                       "val loss {val_loss:.4f}  best {best_val_auc:.4f}  ({seconds:.0f}s)".format(**info) + pseudo,
                       highlight=False)
 
     with _open_store(store, write=False) as opened:
-        summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch,
-                            command=_command_line())
+        if bagging:
+            from deepfake_cli.bagging import train_bagging
+
+            summary = train_bagging(opened, _bundle_dir(model, models_dir), options, bagging, resume=resume,
+                                    on_epoch=on_epoch, command=_command_line())
+            if not as_json and not quiet:
+                _print_ensemble_table(out, summary)
+                return
+        else:
+            summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch,
+                                command=_command_line())
     _render_summary(out, "train-cnn", summary, quiet, as_json)
+
+
+def _print_ensemble_table(out: Console, summary: dict) -> None:
+    from deepfake_cli.report import metrics_table
+
+    columns = ("n", "auc", "acc", "logloss", "threshold")  # all of them: --json
+    rows = {name: {c: m[c] for c in columns} for name, m in summary["val"].items()}
+    out.print(metrics_table(f"validation ({summary['val_videos']} videos): members and ensemble", rows))
+    out.print(f"wrote {escape(summary['ensemble'])} ({summary['method']}; threshold {summary['threshold']:.3f}, "
+              f"temperature {summary['temperature']:.3f})", highlight=False, soft_wrap=True)
+
+
+@command()
+def ensemble(
+    name: str = typer.Argument(..., help="Name (under --models-dir) or directory of the ensemble to write."),
+    members: str = typer.Option(..., "--members", help="Comma-separated bundles (names or directories)."),
+    method: str = typer.Option("weighted", "--method", help="vote | weighted | stack | blend | average "
+                               "(see `dfd ensemble --help` and the README)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the blend's split of validation identities."),
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Combine bundles into one model, fitted and calibrated on their common validation videos.
+
+    vote: majority of the members' verdicts; weighted: their probabilities averaged with weights
+    from validation AUC; stack: a logistic regression on them; blend: the same, fitted on half
+    the validation identities and calibrated on the other half; average: the plain mean.
+    """
+    _import_keras_quietly()
+    from deepfake_cli.bundle import resolve_bundle
+    from deepfake_cli.ensemble import build_ensemble
+
+    out, _ = _consoles(quiet)
+    names = [m.strip() for m in members.split(",") if m.strip()]
+    member_dirs = [resolve_bundle(m, models_dir) for m in names]
+    with _open_store(store, write=False) as opened:
+        summary = build_ensemble(opened, _bundle_dir(name, models_dir), member_dirs, method, seed=seed,
+                                 command=_command_line())
+    if as_json:
+        _print_json(summary)
+    elif not quiet:
+        _print_ensemble_table(out, summary)
 
 
 def _render_summary(out: Console, title: str, summary: dict, quiet: bool, as_json: bool) -> None:
@@ -574,8 +632,10 @@ def _print_result(r, out: Console, err: Console) -> None:
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     else:
         colour = "red" if r.verdict == "fake" else "green"
+        seen = f"{r.faces} faces in {r.frames} frames" if r.faces else f"{r.frames} whole frames"
+        members = "; " + ", ".join(f"{m['model']} {m['probability']:.3f}" for m in r.members) if r.members else ""
         out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
-                  f"threshold {r.threshold:.3f}, {r.faces} faces in {r.frames} frames)", highlight=False,
+                  f"threshold {r.threshold:.3f}, {seen}{escape(members)})", highlight=False,
                   soft_wrap=True)  # one line per clip, whatever the terminal width
     for note in ([r.tracks_summary()] if r.tracks_summary() else []) + r.warnings:
         err.print(f"[yellow]note:[/] {escape(r.path)}: {escape(note)}", highlight=False, soft_wrap=True)
@@ -614,7 +674,7 @@ def predict(
 ) -> None:
     """Print whether each clip is real or fake, with the probability that it is fake."""
     _import_keras_quietly()
-    from deepfake_cli.predict import Predictor, expand_inputs
+    from deepfake_cli.predict import expand_inputs, load_predictor
     from deepfake_cli.result_files import ResultWriter, done_paths, interrupt_on_sigterm
 
     out, err = _consoles(quiet)
@@ -624,7 +684,7 @@ def predict(
         files = [f for f in files if str(f) not in done]
         err.print(f"skipping {len(done)} input(s) {escape(str(skip_done))} has a verdict for; {len(files)} to go",
                   highlight=False, soft_wrap=True)
-    predictor = Predictor.load(model, models_dir=models_dir, device=device, threshold=threshold, max_fpr=max_fpr,
+    predictor = load_predictor(model, models_dir=models_dir, device=device, threshold=threshold, max_fpr=max_fpr,
                                detect_every=detect_every)
     results, interrupted = [], False
     reporter = RichReporter(err, quiet or len(files) <= 1)

@@ -33,12 +33,13 @@ from deepfake_cli.bundle import (CHECKPOINT_DIR, CNN_CHECKPOINTS, CNN_WEIGHTS, C
                                  record_weights_hashes, save_config, weights_tag)
 from deepfake_cli.errors import OptionsError
 from deepfake_cli.face_dataset import FaceDataset, index_faces
+from deepfake_cli.inputs import INPUTS, has_images
 from deepfake_cli.metrics import log_loss, safe_auc
 from deepfake_cli.models import build_classifier, set_backbone_trainable
 from deepfake_cli.runtime import accelerator_scope, seed_everything, use_mixed_precision
 from deepfake_cli.pseudo import (check_options, describe, expected_class_weights, make_pseudo_fakes,
                                  require_landmarks68)
-from deepfake_cli.splits import training_splits
+from deepfake_cli.splits import group_key, training_splits
 from deepfake_cli.store import Store
 from deepfake_cli.training import (Checkpoints, Loop, Phase, cell_weights, class_weights, prepare_state,
                                    record_command, run_phases, start_fresh)
@@ -71,6 +72,8 @@ class CNNTrainOptions:
     pseudo_fakes: str = "none"  # none | sbi: real training faces become self-blended fakes (pseudo.py)
     pseudo_ratio: float = 0.5  # the probability that a drawn real face becomes a pseudo-fake
     test_time_flip: bool = False  # the bundle scores each face and its mirror (scoring.py); training is unchanged
+    input: str = "face"  # face: the stored face crops | frame: the stored frames, letterboxed (inputs.py)
+    bootstrap: int = 0  # k > 0: bagging member k, trained on a bootstrap resample of the train identity groups
 
     def __post_init__(self) -> None:
         """Refuse bad settings before anything is read or written."""
@@ -79,6 +82,12 @@ class CNNTrainOptions:
         check_options(self.pseudo_fakes, self.pseudo_ratio)
         if self.balance not in ("label", "dataset"):
             raise OptionsError(f"balance must be label or dataset, not {self.balance!r}")
+        if self.input not in INPUTS:
+            raise OptionsError(f"input must be one of {', '.join(INPUTS)}, not {self.input!r}")
+        if self.input == "frame" and self.pseudo_fakes != "none":
+            raise OptionsError("--pseudo-fakes blends faces by their landmarks: it needs --input face")
+        if self.bootstrap < 0:
+            raise OptionsError("bootstrap must be 0 (none) or a bagging member number")
 
 
 # ---------------------------------------------------------------------- validation
@@ -128,9 +137,32 @@ def check_splits(store: Store, splits: dict[str, list[str]]) -> None:
 
 
 def usable_splits(store: Store, options: CNNTrainOptions) -> dict[str, list[str]]:
-    """Train / val video ids that have faces (test ids are dropped: never used here)."""
+    """Train / val video ids that have what the model reads (faces, or frames); test ids are
+    dropped (never used here). A bagging member's train list is its bootstrap resample."""
     splits = training_splits(store.entries(), seed=options.seed, val_fraction=options.val_fraction)
-    return {name: [v for v in splits[name] if store.has(v, "faces")] for name in ("train", "val")}
+    usable = {name: [v for v in splits[name] if has_images(store, v, options.input)] for name in ("train", "val")}
+    if options.bootstrap:
+        usable["train"] = bootstrap_groups(store, usable["train"], seed=options.seed, member=options.bootstrap)
+    return usable
+
+
+def bootstrap_groups(store: Store, video_ids: list[str], seed: int, member: int) -> list[str]:
+    """A bootstrap resample of identity groups (never of frames or videos, which would put one
+    person on both sides of a comparison): as many groups as there are, drawn with replacement,
+    each bringing all its videos; a group drawn twice is listed twice (it weighs double).
+    Real and fake are drawn separately, so every member sees both."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for vid in video_ids:
+        entry = store.entry(vid)
+        groups.setdefault((entry.label, group_key(entry)), []).append(vid)
+    rng = np.random.default_rng((seed, member))
+    resample: list[str] = []
+    for label in ("real", "fake"):
+        keys = sorted(k for k in groups if k[0] == label)
+        drawn = rng.integers(0, len(keys), len(keys)) if keys else []
+        for i in sorted(drawn):
+            resample.extend(groups[keys[i]])
+    return resample
 
 
 def frozen_batchnorm(options: CNNTrainOptions) -> bool:
@@ -158,10 +190,11 @@ def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,
                   input_size: int) -> tuple[FaceDataset, FaceDataset, dict]:
     """Training (shuffled, augmented, class-weighted) and validation datasets."""
     labels = label_map(store, splits["train"] + splits["val"])
-    train_items = index_faces(store, splits["train"], options.max_frames_per_video)
-    val_items = index_faces(store, splits["val"], options.max_frames_per_video)
+    train_items = index_faces(store, splits["train"], options.max_frames_per_video, options.input)
+    val_items = index_faces(store, splits["val"], options.max_frames_per_video, options.input)
     if not train_items or not val_items:
-        raise ValueError("no faces to train on: run `dfd extract` with face cropping first")
+        raise ValueError("no faces to train on: run `dfd crop` first" if options.input == "face" else
+                         "no frames to train on: run `dfd extract` first")
     pseudo = make_pseudo_fakes(options.pseudo_fakes, options.pseudo_ratio)
     if pseudo is not None:
         require_landmarks68(store, [v for v in splits["train"] if labels[v] == 0])
@@ -178,8 +211,8 @@ def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,
     loader = {"workers": max(1, options.workers), "use_multiprocessing": False}
     train = FaceDataset(store, train_items, labels, options.batch_size, input_size,
                         augment=options.augment, shuffle=True, weights=weights, video_weights=video_weights,
-                        pseudo=pseudo, **loader)
-    val = FaceDataset(store, val_items, labels, options.batch_size, input_size, **loader)
+                        pseudo=pseudo, input_kind=options.input, **loader)
+    val = FaceDataset(store, val_items, labels, options.batch_size, input_size, input_kind=options.input, **loader)
     return train, val, weights
 
 
@@ -187,13 +220,14 @@ def initial_config(store: Store, bundle_dir: Path, options: CNNTrainOptions, inp
                    feature_dim: int, splits: dict) -> BundleConfig:
     """The bundle config before training: model, face and sampling settings, data used."""
     first = store.entry(splits["train"][0])
+    face = store.faces_settings(first.video_id) if options.input == "face" else {}
     return BundleConfig(
         name=bundle_dir.name, backbone=options.backbone, input_size=input_size, feature_dim=feature_dim,
-        weights_origin=options.weights, face=store.faces_settings(first.video_id), fpv=int(first.fpv),
+        weights_origin=options.weights, input=options.input, face=face, fpv=int(first.fpv),
         sampling=first.sampling, head_dropout=options.dropout, test_time_flip=bool(options.test_time_flip),
         lstm={"units": 128, "dropout": 0.3, "seq_len": int(first.fpv), "feature_model": bundle_dir.name,
               "trained": False},
-        split_ids={"train": list(splits["train"]), "val": list(splits["val"])},
+        split_ids={"train": list(dict.fromkeys(splits["train"])), "val": list(splits["val"])},
         dfd_version=dfd_version(), keras_backend=keras_backend())
 
 
@@ -205,6 +239,9 @@ def training_description(store: Store, splits: dict, train: FaceDataset, val: Fa
         return {"videos": len(ids), "real": labels.count("real"), "fake": labels.count("fake")}
 
     return {"store": str(store.path), "train": {**count(splits["train"]), "faces": len(train.items)},
+            "input": options.input,
+            "bootstrap": (f"member {options.bootstrap}: identity groups resampled with replacement "
+                          f"({len(set(splits['train']))} distinct of the train videos)") if options.bootstrap else "none",
             "val": {**count(splits["val"]), "faces": len(val.items)},
             "datasets": sorted({store.entry(v).dataset for v in splits["train"]}),
             "class_weights": {"real": weights[0], "fake": weights[1]},
@@ -267,6 +304,10 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
     train, val, weights = make_datasets(store, splits, options, input_size)
     seed_everything(options.seed)
     with accelerator_scope(options.mixed_precision) as device:
+        if device["workers"] > 1:
+            raise OptionsError("TF_CONFIG describes a cluster of several machines, but `dfd train-cnn` trains with "
+                               "Keras fit, which cannot run under MultiWorkerMirroredStrategy yet (keras-team/keras"
+                               "#20585); unset TF_CONFIG (several GPUs of one machine do work): see docs/distributed.md")
         classifier, feature_model = build_classifier(options.backbone, input_size, options.weights,
                                                      options.dropout)
         config = cnn_config(store, bundle_dir, options, resumed_at is not None, input_size,

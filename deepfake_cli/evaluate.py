@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_cli.bundle import load_bundle
+from deepfake_cli.ensemble import is_ensemble, load_ensemble, member_probabilities
 from deepfake_cli.metrics import binary_metrics, breakdown
 from deepfake_cli.scoring import Scorer
 from deepfake_cli.store import Store
@@ -37,6 +38,9 @@ def split_of(video_id: str, stored_split: str, trained: dict[str, set[str]]) -> 
 
 
 def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
+    """Frame and video metrics of a bundle's exported features (an ensemble: see evaluate_ensemble)."""
+    if is_ensemble(bundle_dir):
+        return evaluate_ensemble(store, bundle_dir)
     bundle = load_bundle(bundle_dir)
     config = bundle.config
     model_name = bundle.feature_model_name
@@ -61,24 +65,56 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
     if not rows:
         raise ValueError(f"no labelled video in {store.path} has features of model {model_name!r}: "
                          f"run `dfd export-features --model {model_name}` first")
-    return Evaluation(results=_results(rows, float(config.threshold)), rows=rows)
+    lstm = any(r["model"] == "cnn+lstm" for r in rows)
+    cuts = {("frame", "cnn"): 0.5, ("video", "cnn"): 0.5, ("video", "cnn+lstm"): float(config.threshold)}
+    return Evaluation(results=_results(rows, cuts, "cnn+lstm" if lstm else "cnn"), rows=rows)
 
 
-def _results(rows: list[dict], threshold: float) -> dict:
+def evaluate_ensemble(store: Store, ensemble_dir: Path) -> Evaluation:
+    """Every member and the ensemble side by side, per video (members at their own thresholds).
+
+    The ensemble's validation videos count as val (a blend's fitting half as "val (fit)": its
+    figures there are in-sample); any member's training videos as train; the rest as stored.
+    """
+    ensemble = load_ensemble(ensemble_dir)
+    split_ids = ensemble.config.split_ids
+    trained = {"val (fit)": set(split_ids.get("val_fit", [])), "val": set(split_ids.get("val", [])),
+               "train": set().union(*(set(b.config.split_ids.get("train", [])) for b in ensemble.members))}
+    names = [b.path.name for b in ensemble.members]
+    method = f"ensemble ({ensemble.config.method})"
+    labelled = [e for e in store.entries() if e.ok and e.label in ("real", "fake")]
+    ids, probabilities = member_probabilities(store, ensemble.members, [e.video_id for e in labelled])
+    rows: list[dict] = []
+    for vid, row in zip(ids, probabilities):
+        entry = store.entry(vid)
+        base = {"video_id": vid, "split": split_of(vid, entry.split, trained), "label": entry.label,
+                "dataset": entry.dataset, "method": entry.method, "compression": entry.compression,
+                "path": entry.path, "level": "video"}
+        rows.extend(base | {"model": name, "score": float(p)} for name, p in zip(names, row))
+        rows.append(base | {"model": method, "score": ensemble.probability(row)})
+    if not rows:
+        raise ValueError(f"no labelled video in {store.path} can be scored by every member of {ensemble_dir}")
+    cuts = {("video", name): float(b.config.threshold) for name, b in zip(names, ensemble.members)}
+    cuts[("video", method)] = float(ensemble.config.threshold)
+    return Evaluation(results=_results(rows, cuts, method), rows=rows)
+
+
+def _results(rows: list[dict], cuts: dict[tuple[str, str], float], primary: str) -> dict:
+    """Metrics per split and (level, model) at each one's threshold in ``cuts``, and the
+    ``primary`` model's video scores broken down by dataset, method and compression."""
     overall = {}
     splits = sorted({r["split"] for r in rows}, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 9, s))
     for split in splits:
-        for level, model in (("frame", "cnn"), ("video", "cnn"), ("video", "cnn+lstm")):
+        for (level, model), cut in cuts.items():
             chosen = [r for r in rows if r["split"] == split and r["level"] == level and r["model"] == model]
             if chosen:
-                cut = threshold if model == "cnn+lstm" else 0.5
                 overall[f"{split} / {level} / {model}"] = binary_metrics(
                     np.array([r["label"] == "fake" for r in chosen], int), np.array([r["score"] for r in chosen]), cut)
-    best_model = "cnn+lstm" if any(r["model"] == "cnn+lstm" for r in rows) else "cnn"
+    best_model = primary
     video = [r for r in rows if r["level"] == "video" and r["model"] == best_model]
     held_out = [s for s in ("val", "test") if any(r["split"] == s for r in video)] or splits
     results = {"overall": overall, "breakdown_rows": f"video / {best_model} / {', '.join(held_out)}"}
-    cut = threshold if best_model == "cnn+lstm" else 0.5
+    cut = cuts[("video", best_model)]
     for by in ("dataset", "method", "compression"):
         results[by] = {}
         for split in held_out:

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from deepfake_cli.augment import augment_face
+from deepfake_cli.inputs import has_images, image_count, stored_images
 from deepfake_cli.pseudo import KINDS, PseudoFakes, mix_shares
 from deepfake_cli.scoring import model_input
 from deepfake_cli.store import Store
@@ -29,12 +30,14 @@ def pick_rows(count: int, limit: int | None) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, count - 1, limit)})
 
 
-def index_faces(store: Store, video_ids: list[str], limit: int | None = None) -> list[tuple[str, int]]:
-    """(video_id, row) for every usable face of the given videos (videos without faces skipped)."""
+def index_faces(store: Store, video_ids: list[str], limit: int | None = None,
+                input_kind: str = "face") -> list[tuple[str, int]]:
+    """(video_id, row) for every usable face (or, for a frame model, frame) of the given videos
+    (videos without any skipped)."""
     items = []
     for vid in video_ids:
-        if store.has(vid, "faces"):
-            items.extend((vid, row) for row in pick_rows(store.face_count(vid), limit))
+        if has_images(store, vid, input_kind):
+            items.extend((vid, row) for row in pick_rows(image_count(store, vid, input_kind), limit))
     return items
 
 
@@ -58,7 +61,8 @@ def windowed_order(items: list[tuple[str, int]], rng: np.random.Generator,
 
 
 class FaceDataset(keras.utils.PyDataset):
-    """Batches (x, y[, sample_weight]) of face crops read lazily from the store.
+    """Batches (x, y[, sample_weight]) of face crops (or, with ``input_kind="frame"``, of whole
+    frames letterboxed by deepfake_cli.inputs) read lazily from the store.
 
     Memory holds only the (video_id, row) index and an LRU of a few decoded videos.
     Call :meth:`set_epoch` before an epoch: order and augmentation derive from its key.
@@ -67,7 +71,7 @@ class FaceDataset(keras.utils.PyDataset):
     def __init__(self, store: Store, items: list[tuple[str, int]], labels: dict[str, int],
                  batch_size: int, input_size: int, *, augment: bool = False, shuffle: bool = False,
                  weights: dict[int, float] | None = None, video_weights: dict[str, float] | None = None,
-                 cache_videos: int = 32, pseudo: PseudoFakes | None = None, **kwargs):
+                 cache_videos: int = 32, pseudo: PseudoFakes | None = None, input_kind: str = "face", **kwargs):
         super().__init__(**kwargs)
         self.store, self.items, self.labels = store, list(items), labels
         self.batch_size, self.input_size = batch_size, input_size
@@ -75,6 +79,7 @@ class FaceDataset(keras.utils.PyDataset):
         self.video_weights = video_weights  # per video; wins over the per-label ``weights``
         self.cache_videos = max(2, cache_videos)
         self.pseudo = pseudo  # turns real faces into labelled pseudo-fakes (needs landmarks68)
+        self.input_kind = input_kind
         self._order = list(self.items)
         self._key: tuple[int, ...] = (0,)
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
@@ -108,12 +113,16 @@ class FaceDataset(keras.utils.PyDataset):
             if video_id in self._cache:
                 self._cache.move_to_end(video_id)
                 return self._cache[video_id]
-        faces = self.store.read_faces(video_id)
+        if self.input_kind == "face":
+            faces = self.store.read_faces(video_id)
+            images, points = faces.crops, faces.landmarks68
+        else:
+            images, points = stored_images(self.store, video_id, self.input_kind, self.input_size)[1], None
         with self._lock:
-            self._cache[video_id] = (faces.crops, faces.landmarks68)
+            self._cache[video_id] = (images, points)
             while len(self._cache) > self.cache_videos:
                 self._cache.popitem(last=False)
-        return faces.crops, faces.landmarks68
+        return images, points
 
     def _sample(self, video_id: str, row: int, rng: np.random.Generator | None) -> tuple[np.ndarray, int, str]:
         """(face crop, label, kind) of one face: kind is real, fake or pseudo_fake."""

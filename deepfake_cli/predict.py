@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from deepfake_cli.bundle import Bundle, load_bundle, resolve_bundle
 from deepfake_cli.detectors import make_detector, resolve_device
+from deepfake_cli.ensemble import Ensemble, is_ensemble, load_ensemble
 from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
 from deepfake_cli.faces import faces_from_track
 from deepfake_cli.files import to_jsonable
@@ -26,6 +27,7 @@ from deepfake_cli.annotate import write_annotated
 from deepfake_cli.clip_report import write_clip_report
 from deepfake_cli.heatmaps import ActivationMapper, write_heatmaps
 from deepfake_cli.identity import FaceDescriber, IdentityCheck
+from deepfake_cli.inputs import letterboxed
 from deepfake_cli.tracking import detect_sparse
 from deepfake_cli.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, sample_frames
 
@@ -58,6 +60,7 @@ class PredictResult:
     warnings: list[str] = field(default_factory=list)  # what weakens or qualifies the verdict
     heatmaps: list[str] = field(default_factory=list)  # --heatmap: the images written
     report: str = ""  # --report: the HTML page written
+    members: list[dict] = field(default_factory=list)  # an ensemble's members: name, probability, verdict
     error: str = ""
     exit_code: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -100,62 +103,106 @@ def default_bundle_dirs(models_dir: Path) -> list[Path]:
     return [models_dir / "default", Path(__file__).resolve().parent / "default_model"]
 
 
+def load_predictor(model: str | None, models_dir: Path = Path("models"), **kwargs):
+    """A Predictor for a bundle, or an EnsemblePredictor for an ensemble (by name or directory;
+    None: the default model)."""
+    if model is None:
+        candidates = [d for d in default_bundle_dirs(models_dir) if (d / "config.json").exists()]
+        if not candidates:
+            raise PredictError("no default model is installed (looked in "
+                               + ", ".join(str(d) for d in default_bundle_dirs(models_dir))
+                               + "); pass --model NAME or train one with `dfd train-cnn`")
+        path = candidates[0]
+    else:
+        path = resolve_bundle(model, models_dir)
+    if is_ensemble(path):
+        return EnsemblePredictor(load_ensemble(path), **kwargs)
+    return Predictor(load_bundle(path), **kwargs)
+
+
+def choose_threshold(calibrated: float, at_fpr: dict, threshold: float | None, max_fpr: float | None) -> float:
+    """--threshold, else the calibrated threshold for --max-fpr, else the model's own."""
+    if threshold is not None and max_fpr is not None:
+        raise PredictError("give --threshold or --max-fpr, not both")
+    if threshold is not None:
+        if not 0.0 < threshold < 1.0:
+            raise PredictError("--threshold must be between 0 and 1")
+        return float(threshold)
+    if max_fpr is not None:
+        table = {float(k): float(v) for k, v in (at_fpr or {}).items()}
+        if max_fpr not in table:
+            raise PredictError(f"the model has no threshold calibrated for --max-fpr {max_fpr}; "
+                               f"it has: {', '.join(str(k) for k in sorted(table)) or 'none'}")
+        return table[max_fpr]
+    return float(calibrated)
+
+
 class Predictor:
     """Holds the face detector and the bundle's Scorer (its models and scoring rule, shared
-    with export-features, calibrate and evaluate), so a batch of videos loads them once."""
+    with export-features, calibrate and evaluate), so a batch of videos loads them once.
+
+    ``detectors`` is shared by an ensemble's members, so that members with the same detector
+    settings use one detector; ``cache`` (per clip, see :meth:`predict`) shares decoded frames
+    and face tracks between members that sample and detect alike.
+    """
 
     def __init__(self, bundle: Bundle, device: str = "auto", threshold: float | None = None,
-                 max_fpr: float | None = None, detect_every: int = 4):
+                 max_fpr: float | None = None, detect_every: int = 4, detectors: dict | None = None):
         if detect_every < 1:
             raise PredictError("--detect-every must be at least 1")
         self.detect_every = detect_every
         self.bundle = bundle
         self.config = bundle.config
         self.scorer = Scorer(bundle)
-        self.detector = make_detector(self.config.face.get("detector", "mtcnn"), device=resolve_device(device),
-                                      detect_max_side=int(self.config.face.get("detect_max_side", 640)))
-        self.threshold = self._threshold(threshold, max_fpr)
+        self.frame_model = self.config.input == "frame"  # scores whole frames: no face detector
+        detectors = {} if detectors is None else detectors
+        self.detector_key = (self.config.face.get("detector", "mtcnn"), resolve_device(device),
+                             int(self.config.face.get("detect_max_side", 640)))
+        if not self.frame_model and self.detector_key not in detectors:
+            name, resolved, max_side = self.detector_key
+            detectors[self.detector_key] = make_detector(name, device=resolved, detect_max_side=max_side)
+        self.detector = None if self.frame_model else detectors[self.detector_key]
+        self.threshold = choose_threshold(self.config.threshold, self.config.thresholds_at_fpr, threshold, max_fpr)
         self.describer = FaceDescriber()  # who a face is: a track never passes to another person at a cut
         self._mapper: ActivationMapper | None = None  # --heatmap: built on first use
 
     @classmethod
     def load(cls, model: str | None, models_dir: Path = Path("models"), **kwargs) -> "Predictor":
-        if model is None:
-            candidates = [d for d in default_bundle_dirs(models_dir) if (d / "config.json").exists()]
-            if not candidates:
-                raise PredictError("no default model is installed (looked in "
-                                   + ", ".join(str(d) for d in default_bundle_dirs(models_dir))
-                                   + "); pass --model NAME or train one with `dfd train-cnn`")
-            path = candidates[0]
-        else:
-            path = resolve_bundle(model, models_dir)
-        return cls(load_bundle(path), **kwargs)
+        predictor = load_predictor(model, models_dir, **kwargs)
+        if not isinstance(predictor, cls):
+            raise PredictError(f"{model} is an ensemble, not a single bundle")
+        return predictor
 
-    def _threshold(self, threshold: float | None, max_fpr: float | None) -> float:
-        if threshold is not None and max_fpr is not None:
-            raise PredictError("give --threshold or --max-fpr, not both")
-        if threshold is not None:
-            if not 0.0 < threshold < 1.0:
-                raise PredictError("--threshold must be between 0 and 1")
-            return float(threshold)
-        if max_fpr is not None:
-            table = {float(k): float(v) for k, v in (self.config.thresholds_at_fpr or {}).items()}
-            if max_fpr not in table:
-                raise PredictError(f"the bundle has no threshold calibrated for --max-fpr {max_fpr}; "
-                                   f"it has: {', '.join(str(k) for k in sorted(table)) or 'none'}")
-            return table[max_fpr]
-        return float(self.config.threshold)
+    def _sampled(self, path: Path, cache: dict):
+        """(info, kept frame indices, frames) of the clip as this bundle samples it (shared through ``cache``)."""
+        key = ("sampled", self.config.fpv, self.config.sampling)
+        if key not in cache:
+            info, kept, frames = sample_frames(path, self.config.fpv, self.config.sampling)
+            cache[key] = (info, kept, list(frames))
+        return cache[key]
+
+    def _tracks(self, frame_list: list, cache: dict) -> list[list]:
+        """Every face track of the sampled frames (shared through ``cache`` with members that detect alike)."""
+        every = self.detect_every if self.config.sampling == "consecutive" else 1
+        key = ("tracks", self.config.fpv, self.config.sampling, self.detector_key, every)
+        if key not in cache:
+            cache[key] = detect_sparse(self.detector, frame_list, every,
+                                       identity=lambda key_frames: IdentityCheck(key_frames, self.describer))
+        return cache[key]
 
     # ---------------------------------------------------------------------- one video
     def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,
-                report: Path | None = None, annotate_heatmap: bool = False) -> PredictResult:
+                report: Path | None = None, annotate_heatmap: bool = False,
+                cache: dict | None = None) -> PredictResult:
+        """Score one clip. ``cache``: a dict kept for one clip across an ensemble's members."""
+        cache = {} if cache is None else cache
         result = PredictResult(path=str(path), threshold=self.threshold)
         clock = time.perf_counter()
         if path.is_dir():  # expand_inputs keeps a folder only when it holds no media
             result.error, result.exit_code = f"{path}: a folder with no video or image files in it", EXIT_UNREADABLE
             return result
         try:
-            info, kept, frames = sample_frames(path, self.config.fpv, self.config.sampling)
+            info, kept, frame_list = self._sampled(path, cache)
         except VideoError as exc:
             result.error, result.exit_code = str(exc), exc.exit_code
             return result
@@ -163,12 +210,11 @@ class Predictor:
         if info.header_frame_count is not None:
             result.warnings.append(f"frame count in header: {info.header_frame_count}, decoded: {info.frame_count}")
         result.seconds["decode"] = time.perf_counter() - clock
+        if self.frame_model:
+            return self._predict_frames(result, frame_list)
 
         clock = time.perf_counter()
-        frame_list = list(frames)
-        every = self.detect_every if self.config.sampling == "consecutive" else 1
-        all_tracks = detect_sparse(self.detector, frame_list, every,
-                                   identity=lambda key_frames: IdentityCheck(key_frames, self.describer))
+        all_tracks = self._tracks(frame_list, cache)
         reports = judge_tracks(all_tracks, len(frame_list))
         tracks = [all_tracks[r.track] for r in reports if r.scored]
         scored_reports = [r for r in reports if r.scored]
@@ -229,6 +275,82 @@ class Predictor:
             write_annotated(annotate, frame_list, crops[worst], scores[start:start + result.faces],
                             result, fps=info.fps or 5.0, cams=cams if annotate_heatmap else None)
         return result
+
+    def _predict_frames(self, result: PredictResult, frame_list: list) -> PredictResult:
+        """A frame model's verdict: the sampled frames, letterboxed, are the sequence it scores."""
+        clock = time.perf_counter()
+        try:
+            features, scores = self.scorer.frames(letterboxed(frame_list, int(self.config.input_size)))
+            result.seconds["cnn"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            result.probability = self.scorer.probability(features, scores)
+        except NonFiniteScoreError as exc:
+            result.error, result.exit_code = f"{result.path}: {exc}", exc.exit_code
+            return result
+        result.seconds["lstm"] = time.perf_counter() - clock
+        result.frame_scores = [round(float(s), 6) for s in scores]
+        result.cnn_probability = float(np.mean(scores))
+        result.verdict = "fake" if result.probability >= self.threshold else "real"
+        result.warnings.append(f"a frame model: it scored the {len(frame_list)} whole frames and ran no face "
+                               "detector, so a clip without a visible face is scored too")
+        if len(frame_list) == 1:
+            result.warnings.append("a single image: no motion or sequence evidence (the model was made for video clips)")
+        elif len(frame_list) < self.bundle.seq_len:
+            result.warnings.append(f"only {len(frame_list)} frames, fewer than the {self.bundle.seq_len} "
+                                   "the model's sequence stage reads")
+        return result
+
+
+class EnsemblePredictor:
+    """An ensemble's members (Predictors sharing detectors), combined by the ensemble's rule.
+
+    Each clip is decoded once per distinct sampling and its faces detected once per distinct
+    detector setting (the members share a per-clip cache); each member gives the calibrated
+    P(fake) it would report alone, and the ensemble combines those (deepfake_cli.ensemble, the
+    code `dfd ensemble` fits and `evaluate` measures with).
+    """
+
+    def __init__(self, ensemble: Ensemble, device: str = "auto", threshold: float | None = None,
+                 max_fpr: float | None = None, detect_every: int = 4):
+        self.ensemble = ensemble
+        self.config = ensemble.config
+        detectors: dict = {}
+        self.members = [Predictor(bundle, device=device, detect_every=detect_every, detectors=detectors)
+                        for bundle in ensemble.members]
+        self.threshold = choose_threshold(self.config.threshold, self.config.thresholds_at_fpr, threshold, max_fpr)
+
+    def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,
+                report: Path | None = None, annotate_heatmap: bool = False) -> PredictResult:
+        if annotate is not None or heatmap is not None or report is not None:
+            raise PredictError("--annotate, --heatmap and --report show one model's evidence: pass one member "
+                               f"of the ensemble ({', '.join(b.path.name for b in self.ensemble.members)}) as --model")
+        cache: dict = {}
+        results = [member.predict(path, cache=cache) for member in self.members]
+        failed = [r for r in results if r.error]
+        if failed:
+            return failed[0]
+        shown = next((r for r, m in zip(results, self.members) if not m.frame_model), results[0])
+        result = replace(shown, threshold=self.threshold, warnings=ensemble_warnings(
+            [m.bundle.path.name for m in self.members], [r.warnings for r in results]))
+        try:
+            result.probability = self.ensemble.probability([r.probability for r in results])
+        except NonFiniteScoreError as exc:
+            result.error, result.exit_code, result.verdict = f"{path}: {exc}", exc.exit_code, ""
+            return result
+        result.verdict = "fake" if result.probability >= self.threshold else "real"
+        result.members = [{"model": m.bundle.path.name, "probability": round(float(r.probability), 6),
+                           "threshold": round(float(m.threshold), 6), "verdict": r.verdict}
+                          for m, r in zip(self.members, results)]
+        result.seconds = {k: sum(r.seconds.get(k, 0.0) for r in results)
+                          for k in dict.fromkeys(k for r in results for k in r.seconds)}
+        return result
+
+
+def ensemble_warnings(names: list[str], warnings: list[list[str]]) -> list[str]:
+    """The members' warnings: one every member gave once, as it is; the others named by member."""
+    shared = [w for w in warnings[0] if all(w in ws for ws in warnings[1:])]
+    own = [f"{name}: {w}" for name, ws in zip(names, warnings) for w in ws if w not in shared]
+    return shared + own
 
 
 @dataclass

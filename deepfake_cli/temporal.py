@@ -22,12 +22,13 @@ import numpy as np
 from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_CHECKPOINTS, LSTM_WEIGHTS, Bundle, load_bundle,
                                  record_weights_hashes, save_config, weights_tag)
 from deepfake_cli.calibrate import calibrate_bundle
-from deepfake_cli.files import file_sha256
+from deepfake_cli.inputs import STAGE, has_images, stored_images
 from deepfake_cli.metrics import log_loss, safe_auc
 from deepfake_cli.models import build_lstm_model, pad_sequence
 from deepfake_cli.progress import Reporter
 from deepfake_cli.runtime import seed_everything
 from deepfake_cli.scoring import Scorer
+from deepfake_cli.stored_scores import export_settings, same_features
 from deepfake_cli.shards import Shard
 from deepfake_cli.store import DamagedSegmentError, Features, Store
 from deepfake_cli.training import (Checkpoints, Loop, Phase, class_weights, prepare_state, record_command, run_phases,
@@ -92,29 +93,8 @@ def evaluate_sequences(model, dataset: SequenceDataset) -> dict:
 
 
 # ---------------------------------------------------------------------- export
-def ordered_faces(store: Store, video_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(frame_indices, crops) of a video sorted by frame index."""
-    faces = store.read_faces(video_id)
-    order = np.argsort(faces.frame_indices, kind="stable")
-    return faces.frame_indices[order], faces.crops[order]
-
-
-def export_settings(bundle: Bundle) -> dict:
-    """What the stored features are (saved with every feature segment)."""
-    c = bundle.config
-    return {"bundle": c.name, "backbone": c.backbone, "input_size": c.input_size,
-            "feature_dim": c.feature_dim, "feature_layer": c.feature_layer,
-            "score": "P(fake), uncalibrated", "cnn_sha256": file_sha256(bundle.cnn_weights),
-            "test_time_flip": bool(c.test_time_flip)}
-
-
-def same_features(stored: dict, wanted: dict) -> bool:
-    """Whether stored features were computed by the same CNN weights, scored the same way."""
-    return (stored.get("cnn_sha256") == wanted["cnn_sha256"]
-            and bool(stored.get("test_time_flip", False)) == wanted["test_time_flip"])
-
-
-def export_targets(store: Store, model_name: str, settings: dict, force: bool, counts: dict) -> list[str]:
+def export_targets(store: Store, model_name: str, settings: dict, force: bool, counts: dict,
+                   input_kind: str = "face") -> list[str]:
     """Video ids to export; counts the ones left out by reason.
 
     Features of another version of the CNN (a retrained bundle) or of another test-time flip
@@ -125,7 +105,7 @@ def export_targets(store: Store, model_name: str, settings: dict, force: bool, c
         vid = entry.video_id
         if not entry.ok:
             counts["failed"] += 1
-        elif not store.has(vid, "faces"):
+        elif not has_images(store, vid, input_kind):
             counts["missing_faces"] += 1
         elif store.has(vid, f"features.{model_name}") and not force:
             if same_features(store.features_settings(vid, model_name), settings):
@@ -149,18 +129,19 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
     counts = {"exported": 0, "skipped": 0, "stale": 0, "no_faces": 0, "missing_faces": 0, "failed": 0,
               "damaged": 0, "faces": 0}
     settings = export_settings(bundle)
-    todo = export_targets(store, name, settings, force, counts)
+    kind = bundle.config.input
+    todo = export_targets(store, name, settings, force, counts, kind)
     if shard is not None:
         todo = [vid for vid in todo if shard.holds(vid)]
     reporter.start(len(todo), "features")
     for vid in todo:
         try:
-            indices, crops = ordered_faces(store, vid)
+            indices, crops = stored_images(store, vid, kind, int(bundle.config.input_size))
         except DamagedSegmentError as exc:
-            store.drop_segment(vid, "faces")
             counts["damaged"] += 1
-            reporter.warn(f"{store.entry(vid).path}: its faces in {exc.segment} are damaged ({exc.reason}); dropped "
-                          "them: run `dfd crop` again to redo this video")
+            reporter.warn(f"{store.entry(vid).path}: its {STAGE[kind]} in {exc.segment} are damaged ({exc.reason}); "
+                          f"dropped them: run `dfd {'crop' if kind == 'face' else 'extract'}` again to redo this video")
+            store.drop_segment(vid, STAGE[kind])
             reporter.advance(vid)
             continue
         if len(crops):

@@ -1,0 +1,307 @@
+"""Ensembles of bundles: several models' verdicts combined into one calibrated probability.
+
+An ensemble is a directory like a bundle (``models/<name>/``), holding ``ensemble.json``: its
+members (directories relative to the ensemble, with the SHA-256 of each member's config and
+weight files, so a member changed after the ensemble was built is refused), the combination
+rule and its fitted parameters, and a temperature and thresholds fitted on validation like a
+single bundle's. Every member gives the calibrated P(fake) it would report alone (p_i, at its
+own threshold t_i); the ensemble's raw score is then
+
+* ``average``: the mean of the p_i (what bagging writes);
+* ``vote``: the share of members calling the clip fake (p_i >= t_i), smoothed as
+  (votes + 1/2) / (members + 1) so that no vote is ever read as certainty;
+* ``weighted``: the p_i averaged with weights proportional to each member's validation
+  AUC - 0.5 (a member at chance gets none; all at chance: equal weights);
+* ``stack``: a logistic regression (scikit-learn) on the logits of the p_i, fitted on the
+  validation videos;
+* ``blend``: the same, fitted on one half of the validation identities and calibrated and
+  judged on the other half (the stack's validation figure is in-sample; the blend's is not).
+
+and the probability it reports is sigmoid(logit(raw) / T). `predict`, `evaluate` and the fit
+all call :meth:`Ensemble.probability` / :func:`combine`, so the measured rule is the served one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_cli.bundle import (CNN_WEIGHTS, CONFIG_FILE, ENSEMBLE_FILE, LSTM_WEIGHTS, Bundle, BundleError,
+                                 dfd_version, load_bundle, now_iso)
+from deepfake_cli.calibrate import fit_calibration
+from deepfake_cli.errors import OptionsError
+from deepfake_cli.files import atomic_write_text, file_sha256
+from deepfake_cli.metrics import binary_metrics, logit, safe_auc
+from deepfake_cli.scoring import calibrate, require_finite
+from deepfake_cli.splits import group_key
+from deepfake_cli.store import Store
+from deepfake_cli.stored_scores import StoredScores
+
+FORMAT_VERSION = 1
+METHODS = ("average", "vote", "weighted", "stack", "blend")
+MEMBER_FILES = (CONFIG_FILE, CNN_WEIGHTS, LSTM_WEIGHTS)
+STACK_C = 1.0  # inverse L2 strength of the stacking / blending logistic regression
+
+
+class EnsembleError(BundleError):
+    """An ensemble is malformed, or one of its members is missing or changed."""
+
+
+@dataclass
+class EnsembleConfig:
+    """The contents of ensemble.json."""
+
+    name: str
+    method: str
+    members: list  # [{"name": dir name, "path": relative to the ensemble, "sha256": {file: digest}}]
+    params: dict = field(default_factory=dict)  # the rule's fitted parameters (see the module doc)
+    temperature: float = 1.0
+    threshold: float = 0.5
+    thresholds_at_fpr: dict = field(default_factory=dict)
+    split_ids: dict = field(default_factory=dict)  # {"val": [...]}; blend: also "val_fit", "val_calibrate"
+    metrics: dict = field(default_factory=dict)
+    commands: list = field(default_factory=list)
+    kind: str = "ensemble"
+    format_version: int = FORMAT_VERSION
+    dfd_version: str = ""
+    created: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> "EnsembleConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EnsembleError(f"{source} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise EnsembleError(f"{source} must hold a JSON object")
+        known = {f.name for f in fields(cls)}
+        if set(data) - known or "members" not in data or "method" not in data or "name" not in data:
+            raise EnsembleError(f"{source}: unknown or missing keys ({', '.join(sorted(set(data) ^ known))})")
+        if not isinstance(data["format_version"], int) or data["format_version"] > FORMAT_VERSION:
+            raise EnsembleError(f"{source} was written by a newer dfd (ensemble format {data['format_version']}); "
+                                "upgrade dfd to use it")
+        config = cls(**data)
+        if config.method not in METHODS:
+            raise EnsembleError(f"{source}: method must be one of {', '.join(METHODS)}, not {config.method!r}")
+        if not config.members or not all(isinstance(m, dict) and {"name", "path", "sha256"} <= set(m)
+                                         for m in config.members):
+            raise EnsembleError(f"{source}: members must be a list of {{name, path, sha256}}")
+        if not (0.0 <= float(config.threshold) <= 1.0 and float(config.temperature) > 0):
+            raise EnsembleError(f"{source}: threshold must lie in [0, 1] and temperature be positive")
+        return config
+
+
+def is_ensemble(path: Path) -> bool:
+    """Whether a directory holds an ensemble (not a single bundle)."""
+    return (Path(path) / ENSEMBLE_FILE).is_file()
+
+
+def member_hashes(bundle_dir: Path) -> dict[str, str]:
+    """SHA-256 of each file of a member that decides its scores (config and weights)."""
+    return {name: file_sha256(Path(bundle_dir) / name) for name in MEMBER_FILES if (Path(bundle_dir) / name).is_file()}
+
+
+# ---------------------------------------------------------------------- the rule
+def combine(method: str, params: dict, probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Raw ensemble scores (n,) from members' calibrated probabilities (n, m) and thresholds (m,)."""
+    p = np.asarray(probabilities, np.float64)
+    if method == "average":
+        return p.mean(axis=1)
+    if method == "vote":
+        votes = (p >= np.asarray(thresholds, np.float64)[None, :]).sum(axis=1)
+        return (votes + 0.5) / (p.shape[1] + 1)
+    if method == "weighted":
+        return p @ np.asarray(params["weights"], np.float64)
+    if method in ("stack", "blend"):
+        z = logit(p) @ np.asarray(params["coef"], np.float64) + float(params["intercept"])
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
+    raise EnsembleError(f"unknown ensemble method {method!r}")
+
+
+def fit_params(method: str, labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """The rule's parameters fitted on validation labels and member probabilities (n, m)."""
+    m = probabilities.shape[1]
+    if method in ("average", "vote"):
+        return {}
+    if method == "weighted":
+        aucs = [safe_auc(labels, probabilities[:, i]) for i in range(m)]
+        gains = np.array([max(0.0, a - 0.5) if np.isfinite(a) else 0.0 for a in aucs])
+        weights = gains / gains.sum() if gains.sum() > 0 else np.full(m, 1.0 / m)
+        return {"weights": [float(w) for w in weights], "val_auc": [float(a) for a in aucs],
+                "rule": "weight_i = (val AUC_i - 0.5)+ / sum; all at chance: equal weights"}
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=STACK_C).fit(logit(probabilities), labels)
+    return {"coef": [float(c) for c in model.coef_[0]], "intercept": float(model.intercept_[0]),
+            "features": "logit of each member's calibrated P(fake)", "C": STACK_C}
+
+
+@dataclass
+class Ensemble:
+    """An opened ensemble: its config and its (checked) member bundles."""
+
+    path: Path
+    config: EnsembleConfig
+    members: list[Bundle]
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        return np.array([float(b.config.threshold) for b in self.members])
+
+    def raw_scores(self, probabilities: np.ndarray) -> np.ndarray:
+        """Uncalibrated ensemble scores (n,) of members' calibrated probabilities (n, m)."""
+        return combine(self.config.method, self.config.params, probabilities, self.thresholds)
+
+    def probability(self, member_probabilities) -> float:
+        """Calibrated P(fake) of one clip from its members' calibrated probabilities."""
+        p = np.asarray(member_probabilities, np.float64).reshape(1, -1)
+        require_finite(p, "member probability", self)
+        score = calibrate(float(self.raw_scores(p)[0]), float(self.config.temperature))
+        require_finite(score, "ensemble probability", self)
+        return score
+
+
+def load_ensemble(path: Path | str) -> Ensemble:
+    """Open an ensemble; refuse one whose member is missing or changed since it was built."""
+    path = Path(path)
+    source = path / ENSEMBLE_FILE
+    try:
+        config = EnsembleConfig.from_json(source.read_text(), str(source))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnsembleError(f"cannot read {source}: {exc}") from None
+    members = []
+    for member in config.members:
+        directory = path / member["path"]
+        if not (directory / CONFIG_FILE).is_file():
+            raise EnsembleError(f"ensemble {path}: member {member['name']} is missing (no bundle at {directory})")
+        now = member_hashes(directory)
+        changed = sorted(name for name in set(now) | set(member["sha256"]) if now.get(name) != member["sha256"].get(name))
+        if changed:
+            raise EnsembleError(f"ensemble {path}: member {member['name']} ({directory}) changed since the ensemble "
+                                f"was built ({', '.join(changed)} differ): rebuild it with `dfd ensemble`")
+        members.append(load_bundle(directory))
+    return Ensemble(path=path, config=config, members=members)
+
+
+# ---------------------------------------------------------------------- fitting
+def validation_ids(members: list[Bundle]) -> list[str]:
+    """Videos every member validated on and none trained on (so no member has seen them)."""
+    trained = set().union(*(set(b.config.split_ids.get("train", [])) for b in members))
+    common = set(members[0].config.split_ids.get("val", []))
+    for bundle in members[1:]:
+        common &= set(bundle.config.split_ids.get("val", []))
+    return sorted(common - trained)
+
+
+def member_probabilities(store: Store, members: list[Bundle], video_ids: list[str],
+                         scorers: list[StoredScores] | None = None) -> tuple[list[str], np.ndarray]:
+    """(video ids every member could score, their calibrated probabilities (n, m))."""
+    scorers = scorers or [StoredScores(store, b) for b in members]
+    kept, rows = [], []
+    for vid in video_ids:
+        if not store.has(vid, "frames") or store.entry(vid).label not in ("real", "fake"):
+            continue
+        row = [s.probability(vid) for s in scorers]
+        if all(p is not None for p in row):
+            kept.append(vid)
+            rows.append(row)
+    return kept, np.array(rows, np.float64).reshape(len(rows), len(members))
+
+
+def blend_halves(store: Store, video_ids: list[str], seed: int) -> tuple[list[str], list[str]]:
+    """Validation split in two by identity group (a person is never on both sides), stratified:
+    groups ordered by their majority label, then by a seeded hash, go to the halves in turn, so
+    each half holds about half the real and half the fake groups."""
+    groups: dict[str, list[str]] = {}
+    for vid in video_ids:
+        groups.setdefault(group_key(store.entry(vid)), []).append(vid)
+
+    def order(key: str) -> tuple[bool, str]:
+        fakes = sum(store.entry(v).label == "fake" for v in groups[key])
+        return 2 * fakes > len(groups[key]), hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+    halves: tuple[list[str], list[str]] = ([], [])
+    for i, key in enumerate(sorted(groups, key=order)):
+        halves[i % 2].extend(groups[key])
+    return sorted(halves[0]), sorted(halves[1])
+
+
+def _both_labels(labels: np.ndarray, what: str) -> None:
+    if len(set(labels.tolist())) < 2:
+        raise ValueError(f"{what} needs real and fake videos that every member can score; it has "
+                         f"{len(labels)} video(s), labelled {sorted({'fake' if v else 'real' for v in labels})}")
+
+
+def relative_member_path(ensemble_dir: Path, member_dir: Path) -> str:
+    return os.path.relpath(Path(member_dir).resolve(), Path(ensemble_dir).resolve())
+
+
+def build_ensemble(store: Store, ensemble_dir: Path, member_dirs: list[Path], method: str, seed: int = 0,
+                   command: str = "") -> dict:
+    """Fit an ensemble of ``member_dirs`` on their common validation videos in ``store``, calibrate it,
+    and write ``ensemble_dir/ensemble.json``; returns its validation table (members and ensemble)."""
+    if method not in METHODS:
+        raise OptionsError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if len(member_dirs) < 2:
+        raise OptionsError("an ensemble needs at least two members")
+    ensemble_dir = Path(ensemble_dir)
+    if (ensemble_dir / CONFIG_FILE).is_file():
+        raise OptionsError(f"{ensemble_dir} holds a single bundle: choose another name for the ensemble")
+    for d in member_dirs:
+        if is_ensemble(d):
+            raise OptionsError(f"{d} is an ensemble: members must be single bundles")
+    members = [load_bundle(d) for d in member_dirs]
+    ids, probabilities = member_probabilities(store, members, validation_ids(members))
+    labels = np.array([int(store.entry(v).label == "fake") for v in ids], int)
+    _both_labels(labels, "fitting the ensemble")
+    thresholds = np.array([float(b.config.threshold) for b in members])
+    split_ids = {"val": ids}
+    fit_rows = calibrate_rows = np.arange(len(ids))
+    if method == "blend":
+        fit_ids, calibrate_ids = blend_halves(store, ids, seed)
+        fit_rows = np.array([ids.index(v) for v in fit_ids], int)
+        calibrate_rows = np.array([ids.index(v) for v in calibrate_ids], int)
+        _both_labels(labels[fit_rows], "the blend's fitting half")
+        _both_labels(labels[calibrate_rows], "the blend's held-out half")
+        split_ids |= {"val_fit": fit_ids, "val_calibrate": calibrate_ids}
+    params = fit_params(method, labels[fit_rows], probabilities[fit_rows])
+    raw = combine(method, params, probabilities, thresholds)
+    fitted = fit_calibration(labels[calibrate_rows], raw[calibrate_rows])
+    config = EnsembleConfig(
+        name=ensemble_dir.name, method=method, params=params, temperature=fitted["temperature"],
+        threshold=fitted["threshold"], thresholds_at_fpr=fitted["thresholds_at_fpr"], split_ids=split_ids,
+        members=[{"name": d.name, "path": relative_member_path(ensemble_dir, d), "sha256": member_hashes(d)}
+                 for d in map(Path, member_dirs)],
+        commands=[{"step": "ensemble", "command": command, "at": now_iso()}], dfd_version=dfd_version(),
+        created=now_iso())
+    ensemble = Ensemble(path=ensemble_dir, config=config, members=members)
+    calibrated = np.array([ensemble.probability(row) for row in probabilities])
+    table = validation_table(labels, probabilities, calibrated, members, config, fit_rows, calibrate_rows)
+    config.metrics = {"val": table}
+    ensemble_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(ensemble_dir / ENSEMBLE_FILE, config.to_json())
+    return {"ensemble": str(ensemble_dir), "method": method, "val_videos": len(ids),
+            "temperature": config.temperature, "threshold": config.threshold, "params": params, "val": table}
+
+
+def validation_table(labels, probabilities, calibrated, members, config, fit_rows, calibrate_rows) -> dict:
+    """{row name: metrics}: each member at its own threshold, and the ensemble at its threshold;
+    a blend also on each half (the fitting half is in-sample, the held-out half is not)."""
+    table = {}
+    for i, bundle in enumerate(members):
+        table[bundle.path.name] = binary_metrics(labels, probabilities[:, i], float(bundle.config.threshold))
+    name = f"ensemble ({config.method})"
+    table[name] = binary_metrics(labels, calibrated, config.threshold)
+    if config.method == "blend":
+        table[f"{name}, fitting half"] = binary_metrics(labels[fit_rows], calibrated[fit_rows], config.threshold)
+        table[f"{name}, held-out half"] = binary_metrics(labels[calibrate_rows], calibrated[calibrate_rows],
+                                                         config.threshold)
+    return table

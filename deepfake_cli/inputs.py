@@ -1,0 +1,70 @@
+"""What a model looks at: the face crops of a video, or its whole frames.
+
+A bundle's config says which (``input``: ``face`` or ``frame``). A face model reads the
+aligned crops `dfd crop` stores; a frame model reads the stored frames, letterboxed to a
+square (scaled to fit, padded with black, never stretched), so it needs no face detector and
+sees what happens outside the face too (FaceForensics++'s full-image models). Training
+(face_dataset), feature export (temporal), ensemble validation and serving (predict) all take
+their images from here, so a frame model sees the same letterboxed frames everywhere.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from deepfake_cli.store import Store
+
+INPUTS = ("face", "frame")
+STAGE = {"face": "faces", "frame": "frames"}  # the store stage each input reads
+
+
+def check_input(kind: str) -> str:
+    """``kind`` if it is an input dfd knows, else ValueError naming the choices."""
+    if kind not in INPUTS:
+        raise ValueError(f"input must be one of {', '.join(INPUTS)}, not {kind!r}")
+    return kind
+
+
+def letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: ``image`` scaled so its longer side is ``size``, centred on black."""
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(np.ascontiguousarray(image), (new_w, new_h), interpolation=interp)
+    out = np.zeros((size, size, 3), np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top:top + new_h, left:left + new_w] = resized
+    return out
+
+
+def letterboxed(frames, size: int) -> np.ndarray:
+    """(n, size, size, 3) uint8: every frame letterboxed."""
+    if not len(frames):
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([letterbox(f, size) for f in frames])
+
+
+def has_images(store: Store, video_id: str, kind: str) -> bool:
+    """Whether the store holds what a ``kind`` model reads for this video."""
+    return store.has(video_id, STAGE[kind])
+
+
+def image_count(store: Store, video_id: str, kind: str) -> int:
+    """How many images a ``kind`` model has of this video (without reading pixels)."""
+    if kind == "face":
+        return store.face_count(video_id)
+    return int(store.entry(video_id).stored_frames)
+
+
+def stored_images(store: Store, video_id: str, kind: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frame indices, images) of a video in frame order: its face crops, or its frames
+    letterboxed to ``size`` (face crops keep their stored size; scoring resizes them)."""
+    if kind == "face":
+        faces = store.read_faces(video_id)
+        order = np.argsort(faces.frame_indices, kind="stable")
+        return faces.frame_indices[order], faces.crops[order]
+    frames = store.read_frames(video_id)
+    order = np.argsort(frames.indices, kind="stable")
+    return frames.indices[order], letterboxed(frames.pixels[order], size)

@@ -1,0 +1,218 @@
+"""Ensembles of bundles, bagging by identity groups, and full-frame models (issue 11).
+
+The rules are checked on known numbers; the commands end to end through the CLI on a small
+real set: clips of a face extracted and cropped (MTCNN), tiny CNNs trained on the faces and
+on the whole frames, every ensemble method built from them, and `predict` / `evaluate`
+taking each result like a single bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from deepfake_cli.cli import app
+from deepfake_cli.cnn import bootstrap_groups
+from deepfake_cli.ensemble import blend_halves, combine, fit_params, load_ensemble, EnsembleError
+from deepfake_cli.inputs import letterbox
+from deepfake_cli.store import Store
+from tests.test_cli import write_face_clip
+from tests.test_cnn import make_store
+
+TINY = ["--backbone", "efficientnet-lite0", "--input-size", "32", "--epochs", "1", "--rounds", "1",
+        "--batch-size", "8", "--quiet"]
+
+
+# ---------------------------------------------------------------------- the rules
+def test_vote_is_the_smoothed_share_of_members_calling_fake():
+    p = np.array([[0.9, 0.2, 0.7], [0.1, 0.2, 0.3], [0.9, 0.9, 0.9]])
+    thresholds = np.array([0.5, 0.5, 0.8])
+    np.testing.assert_allclose(combine("vote", {}, p, thresholds), [(1 + 0.5) / 4, 0.5 / 4, 3.5 / 4])
+    np.testing.assert_allclose(combine("average", {}, p, thresholds), p.mean(axis=1))
+
+
+def test_weighted_gives_a_member_at_chance_no_weight():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 50)
+    good = np.clip(0.5 + 0.3 * (labels - 0.5) + rng.normal(0, 0.1, 100), 0.01, 0.99)
+    chance = rng.uniform(0.01, 0.99, 100)
+    params = fit_params("weighted", labels, np.stack([good, chance], axis=1))
+    assert params["weights"][0] > 0.9 and params["weights"][0] + params["weights"][1] == pytest.approx(1.0)
+    raw = combine("weighted", params, np.array([[0.8, 0.1]]), np.array([0.5, 0.5]))
+    assert raw[0] == pytest.approx(0.8 * params["weights"][0] + 0.1 * params["weights"][1])
+
+
+def test_stack_learns_which_member_to_trust():
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 1] * 100)
+    good = np.clip(0.5 + 0.4 * (labels - 0.5) + rng.normal(0, 0.1, 200), 0.01, 0.99)
+    inverted = 1 - good  # a member that is right, but the other way round
+    params = fit_params("stack", labels, np.stack([rng.uniform(0.01, 0.99, 200), inverted], axis=1))
+    assert params["coef"][1] < 0 and abs(params["coef"][1]) > 5 * abs(params["coef"][0])
+    raw = combine("stack", params, np.array([[0.5, 0.05], [0.5, 0.95]]), np.array([0.5, 0.5]))
+    assert raw[0] > 0.9 and raw[1] < 0.1
+
+
+def test_blend_halves_never_split_an_identity_and_hold_both_labels(tmp_path):
+    store_path = make_store(tmp_path / "s.h5", n_videos=24, n_val=0)  # groups of two videos: one real, one fake
+    with Store.open(store_path) as store:
+        ids = [e.video_id for e in store.entries()]
+        first, second = blend_halves(store, ids, seed=0)
+        assert sorted(first + second) == sorted(ids)
+        groups = [{store.entry(v).group for v in half} for half in (first, second)]
+        assert not groups[0] & groups[1]
+        for half in (first, second):
+            assert {store.entry(v).label for v in half} == {"real", "fake"}
+        assert blend_halves(store, ids, seed=0) == (first, second)
+        assert blend_halves(store, ids, seed=5) != (first, second)
+
+
+def test_bootstrap_resamples_whole_identity_groups(tmp_path):
+    store_path = make_store(tmp_path / "s.h5", n_videos=20, n_val=0)
+    with Store.open(store_path) as store:
+        ids = [e.video_id for e in store.entries()]
+        one = bootstrap_groups(store, ids, seed=0, member=1)
+        assert bootstrap_groups(store, ids, seed=0, member=1) == one  # a resumed member replays it
+        assert bootstrap_groups(store, ids, seed=0, member=2) != one
+        assert len(one) == len(ids) and len(set(one)) < len(ids)  # as many draws, with replacement: some left out
+        by_group: dict[tuple[str, str], int] = {}
+        for vid in one:
+            entry = store.entry(vid)
+            by_group[(entry.group, entry.label)] = by_group.get((entry.group, entry.label), 0) + 1
+        assert {store.entry(v).label for v in one} == {"real", "fake"}
+        members = {(store.entry(v).group, store.entry(v).label): v for v in ids}
+        assert set(by_group) <= set(members)
+
+
+def test_letterbox_keeps_the_aspect_ratio():
+    wide = np.full((40, 160, 3), 200, np.uint8)
+    boxed = letterbox(wide, 64)
+    assert boxed.shape == (64, 64, 3)
+    rows = np.where(boxed[:, 32, 0] > 0)[0]
+    assert len(rows) == 16 and rows[0] == 24  # 160x40 -> 64x16, centred
+    assert letterbox(np.full((64, 64, 3), 9, np.uint8), 64).min() == 9  # a square fills the box
+
+
+# ---------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """16 clips (8 train, 8 val, one identity group each) extracted and cropped, a tiny face
+    CNN, a tiny frame CNN and a 2-member bagging ensemble trained on them through the CLI."""
+    root = tmp_path_factory.mktemp("ensembles")
+    rows = ["path,label,split,group"]
+    (root / "clips").mkdir()
+    for i in range(16):
+        label = "fake" if i % 2 else "real"
+        clip = write_face_clip(root / "clips" / f"c{i:02d}.mp4", shift=i, fake=label == "fake", frames=6)
+        rows.append(f"{clip},{label},{'val' if i >= 8 else 'train'},g{i}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    store, models = root / "dfd.h5", root / "models"
+    common = ["--store", str(store), "--models-dir", str(models)]
+    runner = CliRunner()
+
+    def dfd(*args: str) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    dfd("extract", "--labels", str(root / "labels.csv"), "--fpv", "6", "--store", str(store), "-q")
+    dfd("crop", "--size", "64", "--device", "cpu", "--store", str(store), "-q")
+    dfd("train-cnn", "-m", "face", *TINY, *common)
+    dfd("train-cnn", "-m", "frame", "--input", "frame", *TINY, *common)
+    bagged = json.loads(dfd("train-cnn", "-m", "bag", "--bagging", "2", *TINY[:-1], "--json", *common))
+    return {"root": root, "store": store, "models": models, "common": common, "dfd": dfd, "bagged": bagged,
+            "runner": runner}
+
+
+def test_a_frame_model_trains_exports_evaluates_and_predicts_without_a_face(workspace):
+    dfd, common, root = workspace["dfd"], workspace["common"], workspace["root"]
+    config = json.loads((workspace["models"] / "frame" / "config.json").read_text())
+    assert config["input"] == "frame" and config["face"] == {}
+    assert json.loads(dfd("export-features", "-m", "frame", "--json", *common))["exported"] == 16
+    assert "val / video / cnn" in dfd("evaluate", "-m", "frame", *common)
+    blank = root / "no_face.mp4"
+    import cv2
+
+    writer = cv2.VideoWriter(str(blank), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 64))
+    for t in range(6):
+        writer.write(np.full((64, 96, 3), 40 + 10 * t, np.uint8))
+    writer.release()
+    runner = workspace["runner"]
+    face = runner.invoke(app, ["predict", str(blank), "-m", "face", "--device", "cpu", *common[2:]])
+    assert face.exit_code == 4  # no face: the face model has nothing to score
+    frame = runner.invoke(app, ["predict", str(blank), "-m", "frame", "--json", *common[2:]])
+    assert frame.exit_code == 0, frame.output
+    result = json.loads(frame.stdout)
+    assert result["verdict"] in ("real", "fake") and result["faces"] == 0 and result["frames"] == 6
+    assert any("ran no face detector" in w for w in result["warnings"])
+
+
+@pytest.mark.parametrize("method", ["vote", "weighted", "stack", "blend"])
+def test_every_method_builds_an_ensemble_that_predict_and_evaluate_take(workspace, method):
+    dfd, common, root = workspace["dfd"], workspace["common"], workspace["root"]
+    summary = json.loads(dfd("ensemble", method, "--members", "face,frame", "--method", method, "--json", *common))
+    name = f"ensemble ({method})"
+    assert set(summary["val"]) >= {"face", "frame", name} and summary["val"][name]["n"] == 8
+    if method == "blend":
+        halves = [summary["val"][f"{name}, fitting half"]["n"], summary["val"][f"{name}, held-out half"]["n"]]
+        assert sum(halves) == 8 and min(halves) >= 2
+    ensemble = load_ensemble(workspace["models"] / method)
+    assert [b.path.name for b in ensemble.members] == ["face", "frame"]
+
+    clip = root / "clips" / "c09.mp4"
+    served = json.loads(dfd("predict", str(clip), "-m", method, "--device", "cpu", "--json", *common[2:]))
+    assert [m["model"] for m in served["members"]] == ["face", "frame"]
+    members = [m["probability"] for m in served["members"]]
+    assert served["probability"] == pytest.approx(ensemble.probability(members), abs=1e-6)
+    alone = json.loads(dfd("predict", str(clip), "-m", "face", "--device", "cpu", "--json", *common[2:]))
+    assert members[0] == pytest.approx(alone["probability"], abs=1e-5)  # a member scores as it does alone
+
+    evaluated = json.loads(dfd("evaluate", "-m", method, "--json", *common))["results"]["overall"]
+    assert {f"val / video / {n}" for n in ("face", "frame", name)} <= set(evaluated)
+    rows = {r: m for r, m in evaluated.items() if r.startswith("val")}
+    assert sum(m["n"] for r, m in rows.items() if r.endswith(name)) == 8
+    fpr = workspace["runner"].invoke(app, ["predict", str(clip), "-m", method, "--max-fpr", "0.1", "--device", "cpu",
+                                           *common[2:]])
+    assert fpr.exit_code == 0 and f"threshold {ensemble.config.thresholds_at_fpr['0.1']:.3f}" in fpr.stdout
+
+
+def test_bagging_trains_members_on_different_identity_resamples(workspace):
+    bagged, models = workspace["bagged"], workspace["models"]
+    assert bagged["method"] == "average" and len(bagged["members"]) == 2
+    configs = [json.loads((models / f"bag-bag{k}" / "config.json").read_text()) for k in (1, 2)]
+    assert [c["training"]["cnn_options"]["bootstrap"] for c in configs] == [1, 2]
+    assert configs[0]["split_ids"]["val"] == configs[1]["split_ids"]["val"]
+    assert configs[0]["split_ids"]["train"] != configs[1]["split_ids"]["train"]  # two different resamples
+    served = json.loads(workspace["dfd"]("predict", str(workspace["root"] / "clips" / "c03.mp4"), "-m", "bag",
+                                         "--device", "cpu", "--json", *workspace["common"][2:]))
+    assert len(served["members"]) == 2
+    rerun = json.loads(workspace["dfd"]("train-cnn", "-m", "bag", "--bagging", "2", "--resume", *TINY[:-1],
+                                        "--json", *workspace["common"]))
+    assert [m["epochs_run"] for m in rerun["members"]] == [m["epochs_run"] for m in bagged["members"]]
+
+
+def test_a_member_changed_after_the_ensemble_was_built_is_refused(workspace, tmp_path):
+    dfd, common = workspace["dfd"], workspace["common"]
+    models = tmp_path / "models"
+    shutil.copytree(workspace["models"] / "face", models / "face")
+    shutil.copytree(workspace["models"] / "frame", models / "frame")
+    dfd("ensemble", "pair", "--members", "face,frame", "--method", "weighted", "-q", "--store", common[1],
+        "--models-dir", str(models))
+    load_ensemble(models / "pair")
+    weights = models / "frame" / "cnn.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(EnsembleError, match="member frame .* changed since the ensemble was built"):
+        load_ensemble(models / "pair")
+    result = workspace["runner"].invoke(app, ["predict", str(workspace["root"] / "clips" / "c01.mp4"), "-m", "pair",
+                                              "--models-dir", str(models), "--device", "cpu"])
+    assert result.exit_code != 0 and "changed since the ensemble was built" in result.output
+    refused = workspace["runner"].invoke(app, ["export-features", "-m", "pair", *common[:2], "--models-dir",
+                                               str(models)])
+    assert refused.exit_code != 0 and "is an ensemble" in refused.output

@@ -26,7 +26,6 @@ import numpy as np
 
 from deepfake_cli.errors import DfdError
 from deepfake_cli.files import atomic_write, atomic_write_text, file_sha256
-from deepfake_cli.inputs import INPUTS
 from deepfake_cli.models import build_classifier, build_lstm_model
 
 FORMAT_VERSION = 1
@@ -40,6 +39,7 @@ LSTM_CHECKPOINTS = "lstm"  # checkpoints/lstm: train-lstm's
 CLASSES = ("real", "fake")  # score = P(CLASSES[1])
 FEATURE_LAYER = "pooled features before the classifier head"
 AGGREGATIONS = ("mean",)
+INPUTS = ("face", "frame")  # what the CNN looks at (deepfake_cli.inputs reads each from the store)
 # Keys added after format 1 was first written: a config without them takes the default.
 OPTIONAL_KEYS = ("test_time_flip", "weights_sha256", "input")
 

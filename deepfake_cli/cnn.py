@@ -28,12 +28,12 @@ from typing import Callable
 
 import numpy as np
 
-from deepfake_cli.bundle import (CHECKPOINT_DIR, CNN_CHECKPOINTS, CNN_WEIGHTS, CONFIG_FILE, LSTM_CHECKPOINTS,
+from deepfake_cli.bundle import (CHECKPOINT_DIR, CNN_CHECKPOINTS, CNN_WEIGHTS, CONFIG_FILE, INPUTS, LSTM_CHECKPOINTS,
                                  LSTM_WEIGHTS, BundleConfig, dfd_version, keras_backend, read_config,
                                  record_weights_hashes, save_config, weights_tag)
 from deepfake_cli.errors import OptionsError
 from deepfake_cli.face_dataset import FaceDataset, index_faces
-from deepfake_cli.inputs import INPUTS, has_images
+from deepfake_cli.inputs import has_images
 from deepfake_cli.metrics import log_loss, safe_auc
 from deepfake_cli.models import build_classifier, set_backbone_trainable
 from deepfake_cli.runtime import accelerator_scope, seed_everything, use_mixed_precision

@@ -15,15 +15,7 @@ import numpy as np
 
 from deepfake_cli.store import Store
 
-INPUTS = ("face", "frame")
-STAGE = {"face": "faces", "frame": "frames"}  # the store stage each input reads
-
-
-def check_input(kind: str) -> str:
-    """``kind`` if it is an input dfd knows, else ValueError naming the choices."""
-    if kind not in INPUTS:
-        raise ValueError(f"input must be one of {', '.join(INPUTS)}, not {kind!r}")
-    return kind
+STAGE = {"face": "faces", "frame": "frames"}  # the store stage each of bundle.INPUTS reads
 
 
 def letterbox(image: np.ndarray, size: int) -> np.ndarray:

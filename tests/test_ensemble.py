@@ -169,16 +169,16 @@ def test_every_method_builds_an_ensemble_that_predict_and_evaluate_take(workspac
     assert [m["model"] for m in served["members"]] == ["face", "frame"]
     members = [m["probability"] for m in served["members"]]
     assert served["probability"] == pytest.approx(ensemble.probability(members), abs=1e-6)
-    alone = json.loads(dfd("predict", str(clip), "-m", "face", "--device", "cpu", "--json", *common[2:]))
-    assert members[0] == pytest.approx(alone["probability"], abs=1e-5)  # a member scores as it does alone
-
     evaluated = json.loads(dfd("evaluate", "-m", method, "--json", *common))["results"]["overall"]
     assert {f"val / video / {n}" for n in ("face", "frame", name)} <= set(evaluated)
     rows = {r: m for r, m in evaluated.items() if r.startswith("val")}
     assert sum(m["n"] for r, m in rows.items() if r.endswith(name)) == 8
-    fpr = workspace["runner"].invoke(app, ["predict", str(clip), "-m", method, "--max-fpr", "0.1", "--device", "cpu",
-                                           *common[2:]])
-    assert fpr.exit_code == 0 and f"threshold {ensemble.config.thresholds_at_fpr['0.1']:.3f}" in fpr.stdout
+    if method == "stack":  # once is enough: how a member scores, and --max-fpr
+        alone = json.loads(dfd("predict", str(clip), "-m", "face", "--device", "cpu", "--json", *common[2:]))
+        assert members[0] == pytest.approx(alone["probability"], abs=1e-5)  # a member scores as it does alone
+        fpr = workspace["runner"].invoke(app, ["predict", str(clip), "-m", method, "--max-fpr", "0.1",
+                                               "--device", "cpu", *common[2:]])
+        assert fpr.exit_code == 0 and f"threshold {ensemble.config.thresholds_at_fpr['0.1']:.3f}" in fpr.stdout
 
 
 def test_bagging_trains_members_on_different_identity_resamples(workspace):

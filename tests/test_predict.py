@@ -14,7 +14,8 @@ from deepfake_cli.cli import app
 from deepfake_cli.detectors import Detection
 from deepfake_cli.models import build_classifier
 from deepfake_cli.annotate import write_annotated
-from deepfake_cli.predict import PredictResult, tracks_to_score, write_csv
+from deepfake_cli.evidence import tracks_to_score
+from deepfake_cli.predict import PredictResult, write_csv
 from tests.test_cli import write_face_clip
 
 
@@ -119,7 +120,7 @@ def test_write_annotated_writes_a_readable_video(tmp_path):
 
 
 def test_a_smaller_usable_face_beside_a_bigger_one_is_scored_and_every_track_is_reported():
-    from deepfake_cli.predict import judge_tracks
+    from deepfake_cli.evidence import judge_tracks
 
     big_real, small_fake = track(171, 0, 8), track(70, 300, 8)  # 0.41x the big face, but 70 px in every frame
     tiny, brief = track(30, 500, 8), track(120, 700, 1)
@@ -133,7 +134,7 @@ def test_a_smaller_usable_face_beside_a_bigger_one_is_scored_and_every_track_is_
 
 
 def test_weak_evidence_is_flagged():
-    from deepfake_cli.predict import TrackReport, evidence_warnings
+    from deepfake_cli.evidence import TrackReport, evidence_warnings
 
     good = TrackReport(track=0, frames_seen=25, face_side=150, median_box=[0, 0, 150, 150], scored=True)
     assert evidence_warnings(good, 25, False, 25) == []

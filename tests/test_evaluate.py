@@ -22,8 +22,11 @@ ROWS = [
 ]
 
 
+CUTS = {("frame", "cnn"): 0.5, ("video", "cnn"): 0.5, ("video", "cnn+lstm"): 0.5}  # as evaluate() passes them
+
+
 def test_breakdowns_cover_every_held_out_split_and_stay_within_a_dataset():
-    results = _results(ROWS, threshold=0.5)
+    results = _results(ROWS, CUTS, "cnn+lstm")
     assert results["breakdown_rows"] == "video / cnn+lstm / val, test"
     assert list(results["dataset"]) == ["val / dfdc", "val / ffpp", "test / dfdc"]
     assert results["dataset"]["val / ffpp"]["auc"] == pytest.approx(0.75)  # 3 of 4 pairs ordered
@@ -39,6 +42,7 @@ def test_breakdowns_cover_every_held_out_split_and_stay_within_a_dataset():
 
 
 def test_breakdowns_fall_back_to_the_splits_present():
-    results = _results([r for r in ROWS if r["split"] == "train"] + [video("x2", "train", "real", 0.1)], 0.5)
+    results = _results([r for r in ROWS if r["split"] == "train"] + [video("x2", "train", "real", 0.1)], CUTS,
+                       "cnn+lstm")
     assert results["breakdown_rows"] == "video / cnn+lstm / train"
     assert list(results["dataset"]) == ["train / ffpp"]

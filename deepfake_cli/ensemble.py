@@ -183,7 +183,8 @@ def load_ensemble(path: Path | str) -> Ensemble:
         if not (directory / CONFIG_FILE).is_file():
             raise EnsembleError(f"ensemble {path}: member {member['name']} is missing (no bundle at {directory})")
         now = member_hashes(directory)
-        changed = sorted(name for name in set(now) | set(member["sha256"]) if now.get(name) != member["sha256"].get(name))
+        recorded = member["sha256"]
+        changed = sorted(name for name in set(now) | set(recorded) if now.get(name) != recorded.get(name))
         if changed:
             raise EnsembleError(f"ensemble {path}: member {member['name']} ({directory}) changed since the ensemble "
                                 f"was built ({', '.join(changed)} differ): rebuild it with `dfd ensemble`")
@@ -255,14 +256,18 @@ def build_ensemble(store: Store, ensemble_dir: Path, member_dirs: list[Path], me
     ensemble_dir = Path(ensemble_dir)
     if (ensemble_dir / CONFIG_FILE).is_file():
         raise OptionsError(f"{ensemble_dir} holds a single bundle: choose another name for the ensemble")
+    member_dirs = [Path(d) for d in member_dirs]
     for d in member_dirs:
         if is_ensemble(d):
             raise OptionsError(f"{d} is an ensemble: members must be single bundles")
+    names = [d.name for d in member_dirs]
+    if len(set(names)) < len(names):  # members are named by directory in every table and in predict's output
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise OptionsError(f"two members share a directory name ({', '.join(twice)}): give each its own name")
     members = [load_bundle(d) for d in member_dirs]
     ids, probabilities = member_probabilities(store, members, validation_ids(members))
     labels = np.array([int(store.entry(v).label == "fake") for v in ids], int)
     _both_labels(labels, "fitting the ensemble")
-    thresholds = np.array([float(b.config.threshold) for b in members])
     split_ids = {"val": ids}
     fit_rows = calibrate_rows = np.arange(len(ids))
     if method == "blend":
@@ -272,24 +277,23 @@ def build_ensemble(store: Store, ensemble_dir: Path, member_dirs: list[Path], me
         _both_labels(labels[fit_rows], "the blend's fitting half")
         _both_labels(labels[calibrate_rows], "the blend's held-out half")
         split_ids |= {"val_fit": fit_ids, "val_calibrate": calibrate_ids}
-    params = fit_params(method, labels[fit_rows], probabilities[fit_rows])
-    raw = combine(method, params, probabilities, thresholds)
-    fitted = fit_calibration(labels[calibrate_rows], raw[calibrate_rows])
     config = EnsembleConfig(
-        name=ensemble_dir.name, method=method, params=params, temperature=fitted["temperature"],
-        threshold=fitted["threshold"], thresholds_at_fpr=fitted["thresholds_at_fpr"], split_ids=split_ids,
-        members=[{"name": d.name, "path": relative_member_path(ensemble_dir, d), "sha256": member_hashes(d)}
-                 for d in map(Path, member_dirs)],
+        name=ensemble_dir.name, method=method, params=fit_params(method, labels[fit_rows], probabilities[fit_rows]),
+        split_ids=split_ids, members=[{"name": d.name, "path": relative_member_path(ensemble_dir, d),
+                                       "sha256": member_hashes(d)} for d in member_dirs],
         commands=[{"step": "ensemble", "command": command, "at": now_iso()}], dfd_version=dfd_version(),
         created=now_iso())
     ensemble = Ensemble(path=ensemble_dir, config=config, members=members)
+    fitted = fit_calibration(labels[calibrate_rows], ensemble.raw_scores(probabilities)[calibrate_rows])
+    config.temperature, config.threshold = fitted["temperature"], fitted["threshold"]
+    config.thresholds_at_fpr = fitted["thresholds_at_fpr"]
     calibrated = np.array([ensemble.probability(row) for row in probabilities])
     table = validation_table(labels, probabilities, calibrated, members, config, fit_rows, calibrate_rows)
     config.metrics = {"val": table}
     ensemble_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(ensemble_dir / ENSEMBLE_FILE, config.to_json())
     return {"ensemble": str(ensemble_dir), "method": method, "val_videos": len(ids),
-            "temperature": config.temperature, "threshold": config.threshold, "params": params, "val": table}
+            "temperature": config.temperature, "threshold": config.threshold, "params": config.params, "val": table}
 
 
 def validation_table(labels, probabilities, calibrated, members, config, fit_rows, calibrate_rows) -> dict:

@@ -2,7 +2,7 @@
 
 `predict` finds every face track of a clip; :func:`judge_tracks` decides which are worth
 scoring (and says why the others are not), :func:`evidence_warnings` what makes the verdict
-on the reported track weak evidence, and :func:`ensemble_warnings` how an ensemble's members'
+on the reported track weak evidence (:func:`sequence_warnings`: the part frame models share), and :func:`ensemble_warnings` how an ensemble's members'
 warnings are reported together.
 """
 
@@ -86,8 +86,13 @@ def evidence_warnings(report: TrackReport, n_frames: int, single_image: bool, se
                         "for the model, so the verdict rests on little detail")
     if not single_image and report.frames_seen < 0.5 * n_frames:
         warnings.append(f"the face was found in only {report.frames_seen} of the {n_frames} sampled frames")
+    return warnings + sequence_warnings(n_frames, single_image, seq_len)
+
+
+def sequence_warnings(n_frames: int, single_image: bool, seq_len: int) -> list[str]:
+    """What makes a clip weak evidence for the sequence stage, whatever the model looks at."""
     if single_image:
-        warnings.append("a single image: no motion or sequence evidence (the model was made for video clips)")
-    elif n_frames < seq_len:
-        warnings.append(f"only {n_frames} frames, fewer than the {seq_len} the model's sequence stage reads")
-    return warnings
+        return ["a single image: no motion or sequence evidence (the model was made for video clips)"]
+    if n_frames < seq_len:
+        return [f"only {n_frames} frames, fewer than the {seq_len} the model's sequence stage reads"]
+    return []

@@ -18,7 +18,7 @@ from deepfake_cli.bundle import Bundle, load_bundle, resolve_bundle
 from deepfake_cli.detectors import make_detector, resolve_device
 from deepfake_cli.ensemble import Ensemble, is_ensemble, load_ensemble
 from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
-from deepfake_cli.evidence import ensemble_warnings, evidence_warnings, judge_tracks
+from deepfake_cli.evidence import ensemble_warnings, evidence_warnings, judge_tracks, sequence_warnings
 from deepfake_cli.faces import faces_from_track
 from deepfake_cli.files import to_jsonable
 from deepfake_cli.result_files import ResultWriter
@@ -157,13 +157,6 @@ class Predictor:
         self.describer = FaceDescriber()  # who a face is: a track never passes to another person at a cut
         self._mapper: ActivationMapper | None = None  # --heatmap: built on first use
 
-    @classmethod
-    def load(cls, model: str | None, models_dir: Path = Path("models"), **kwargs) -> "Predictor":
-        predictor = load_predictor(model, models_dir, **kwargs)
-        if not isinstance(predictor, cls):
-            raise PredictError(f"{model} is an ensemble, not a single bundle")
-        return predictor
-
     def _sampled(self, path: Path, cache: dict):
         """(info, kept frame indices, frames) of the clip as this bundle samples it (shared through ``cache``)."""
         key = ("sampled", self.config.fpv, self.config.sampling)
@@ -202,7 +195,7 @@ class Predictor:
             result.warnings.append(f"frame count in header: {info.header_frame_count}, decoded: {info.frame_count}")
         result.seconds["decode"] = time.perf_counter() - clock
         if self.frame_model:
-            return self._predict_frames(result, frame_list)
+            return self._predict_frames(result, frame_list, is_image(path))
 
         clock = time.perf_counter()
         all_tracks = self._tracks(frame_list, cache)
@@ -267,7 +260,7 @@ class Predictor:
                             result, fps=info.fps or 5.0, cams=cams if annotate_heatmap else None)
         return result
 
-    def _predict_frames(self, result: PredictResult, frame_list: list) -> PredictResult:
+    def _predict_frames(self, result: PredictResult, frame_list: list, single_image: bool) -> PredictResult:
         """A frame model's verdict: the sampled frames, letterboxed, are the sequence it scores."""
         clock = time.perf_counter()
         try:
@@ -284,11 +277,7 @@ class Predictor:
         result.verdict = "fake" if result.probability >= self.threshold else "real"
         result.warnings.append(f"a frame model: it scored the {len(frame_list)} whole frames and ran no face "
                                "detector, so a clip without a visible face is scored too")
-        if len(frame_list) == 1:
-            result.warnings.append("a single image: no motion or sequence evidence (the model was made for video clips)")
-        elif len(frame_list) < self.bundle.seq_len:
-            result.warnings.append(f"only {len(frame_list)} frames, fewer than the {self.bundle.seq_len} "
-                                   "the model's sequence stage reads")
+        result.warnings += sequence_warnings(len(frame_list), single_image, self.bundle.seq_len)
         return result
 
 

@@ -89,6 +89,20 @@ def test_bootstrap_resamples_whole_identity_groups(tmp_path):
         assert set(by_group) <= set(members)
 
 
+def test_members_must_be_distinct_single_bundles(tmp_path):
+    from deepfake_cli.ensemble import build_ensemble
+    from deepfake_cli.errors import OptionsError
+
+    for d in ("a/face", "b/face"):
+        (tmp_path / d).mkdir(parents=True)
+    with pytest.raises(OptionsError, match="share a directory name \\(face\\)"):
+        build_ensemble(None, tmp_path / "ens", [tmp_path / "a/face", tmp_path / "b/face"], "vote")
+    with pytest.raises(OptionsError, match="at least two members"):
+        build_ensemble(None, tmp_path / "ens", [tmp_path / "a/face"], "vote")
+    with pytest.raises(OptionsError, match="method must be one of"):
+        build_ensemble(None, tmp_path / "ens", [tmp_path / "a/face", tmp_path / "b/face"], "median")
+
+
 def test_letterbox_keeps_the_aspect_ratio():
     wide = np.full((40, 160, 3), 200, np.uint8)
     boxed = letterbox(wide, 64)

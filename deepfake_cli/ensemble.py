@@ -91,9 +91,17 @@ class EnsembleConfig:
         config = cls(**data)
         if config.method not in METHODS:
             raise EnsembleError(f"{source}: method must be one of {', '.join(METHODS)}, not {config.method!r}")
-        if not config.members or not all(isinstance(m, dict) and {"name", "path", "sha256"} <= set(m)
-                                         for m in config.members):
-            raise EnsembleError(f"{source}: members must be a list of {{name, path, sha256}}")
+        if not isinstance(config.members, list) or len(config.members) < 2 or not all(
+                isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("path"), str)
+                and isinstance(m.get("sha256"), dict) for m in config.members):
+            raise EnsembleError(f"{source}: members must be a list of two or more {{name, path, sha256}}")
+        needed = {"weighted": ("weights",), "stack": ("coef", "intercept"), "blend": ("coef", "intercept")}
+        params = config.params if isinstance(config.params, dict) else {}
+        missing = [k for k in needed.get(config.method, ()) if k not in params]
+        sizes = [len(params[k]) for k in ("weights", "coef") if k in params and isinstance(params[k], list)]
+        if missing or any(n != len(config.members) for n in sizes):
+            raise EnsembleError(f"{source}: params of method {config.method} must hold "
+                                f"{', '.join(needed[config.method])}, one weight per member")
         if not (0.0 <= float(config.threshold) <= 1.0 and float(config.temperature) > 0):
             raise EnsembleError(f"{source}: threshold must lie in [0, 1] and temperature be positive")
         return config

@@ -103,6 +103,25 @@ def test_members_must_be_distinct_single_bundles(tmp_path):
         build_ensemble(None, tmp_path / "ens", [tmp_path / "a/face", tmp_path / "b/face"], "median")
 
 
+def test_a_malformed_ensemble_file_is_refused_with_its_reason(tmp_path):
+    from dataclasses import asdict
+
+    from deepfake_cli.ensemble import EnsembleConfig
+
+    members = [{"name": n, "path": f"../{n}", "sha256": {}} for n in ("face", "frame")]
+    good = asdict(EnsembleConfig(name="w", method="weighted", members=members, params={"weights": [0.5, 0.5]}))
+    EnsembleConfig.from_json(json.dumps(good), "ok.json")  # the well-formed one is read
+    for broken, reason in ((dict(good, params={}), "must hold weights"),
+                           (dict(good, params={"weights": [1.0]}), "one weight per member"),
+                           (dict(good, members=[dict(good["members"][0], sha256="x")] * 2), "members must be"),
+                           (dict(good, method="median"), "method must be one of")):
+        copy = tmp_path / reason.replace(" ", "_")
+        copy.mkdir()
+        (copy / "ensemble.json").write_text(json.dumps(broken))
+        with pytest.raises(EnsembleError, match=reason):
+            load_ensemble(copy)
+
+
 def test_letterbox_keeps_the_aspect_ratio():
     wide = np.full((40, 160, 3), 200, np.uint8)
     boxed = letterbox(wide, 64)

@@ -5,6 +5,8 @@ Layout (``models/<name>/``)::
     config.json          everything needed to use the model (see BundleConfig)
     cnn.weights.h5       frame classifier: feature extractor -> Dropout -> Dense(1, sigmoid)
     lstm.weights.h5      bidirectional LSTM over per-frame features (after `train_lstm`)
+    cnn.onnx, lstm.onnx  optional: the same two models for onnxruntime, and onnx.json, what they
+                         were made from (`dfd export-onnx`, deepfake_cli.onnx_export)
     checkpoints/         per-epoch training state, so a killed run can resume
 
 Models are always rebuilt from the config with the public Keras API and only their

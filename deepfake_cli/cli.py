@@ -157,22 +157,31 @@ def main(version: bool = typer.Option(False, "--version", callback=_version_call
 
 
 def _import_keras_quietly() -> None:
-    """Import Keras (and its backend) for a model command without the backend's native chatter.
-
-    TensorFlow's CUDA plugins write "Unable to register cuDNN factory" and the like straight to
-    file descriptor 2 while they load, whatever TF_CPP_MIN_LOG_LEVEL says. They are hidden
-    unless TF_CPP_MIN_LOG_LEVEL is set below 3; Python errors of the import still show.
-    """
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3" or "keras" in sys.modules:
+    """Import Keras (and its backend) for a model command without the backend's native chatter."""
+    with _native_chatter_hidden():
         import keras  # noqa: F401
+
+
+@contextmanager
+def _native_chatter_hidden():
+    """Hide what native code writes straight to file descriptor 2 inside the block.
+
+    TensorFlow's CUDA plugins write "Unable to register cuDNN factory" and the like while they
+    load, and its graph optimiser "Starting new session" while tf2onnx exports, whatever
+    TF_CPP_MIN_LOG_LEVEL says. They are hidden unless TF_CPP_MIN_LOG_LEVEL is set below 3
+    (`dfd --verbose`); Python errors raised in the block still show, after it.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3":
+        yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import keras  # noqa: F401
+        yield
     finally:
+        sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
@@ -242,6 +251,10 @@ def crop(
     detect_max_side: int = typer.Option(640, "--detect-size", help="Detect on frames downscaled to this longest side."),
     detector: str = typer.Option("mtcnn", "--detector", help="mtcnn | dlib (HOG frontal faces; its 5 alignment "
                                  "points come from the 68 landmarks)."),
+    detect_every: int = typer.Option(1, "--detect-every", help="Run the face detector on every Nth frame (and "
+                                     "the last) and interpolate the track between, as predict does: videos "
+                                     "extracted with --sampling consecutive only, others are detected on every "
+                                     "frame; 1 = every frame."),
     force: bool = typer.Option(False, "--force", help="Crop again videos that already have faces."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only this 1/N of the videos (by content "
@@ -255,7 +268,8 @@ def crop(
 
     out, err = _consoles(quiet)
     options = CropOptions(size=size, align=align, margin=margin, device=device, shard=parse_shard(shard),
-                          detect_max_side=detect_max_side, force=force, detector=detector)
+                          detect_max_side=detect_max_side, force=force, detector=detector, detect_every=detect_every)
+    options.check()  # before opening the store, which a writer would create
     with _open_store(store, write=True, wait=wait) as opened:
         summary = run_crop(opened, options, RichReporter(err, quiet))
     if as_json:
@@ -264,6 +278,7 @@ def crop(
         out.print(_summary_table("crop", {
             "videos with frames": summary.videos, "cropped now": summary.cropped,
             "already cropped": summary.already_done, "frames searched": summary.frames,
+            "frames the detector ran on": summary.detected_frames,
             "frames with the main face": summary.faces,
             "face rate": f"{summary.face_rate:.1%}" if summary.frames else "-",
             "videos without any face": len(summary.no_face_videos),
@@ -625,6 +640,33 @@ def evaluate(
             out.print(f"wrote {path}")
 
 
+@command("export-onnx")
+def export_onnx(
+    model: str = typer.Argument(..., help="Bundle name or directory (an ensemble: each of its members)."),
+    models_dir: Path = ModelsDirOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Write the model's CNN and LSTM as ONNX files, checked against Keras, for a fast `dfd predict`."""
+    _import_keras_quietly()
+    from deepfake_cli.bundle import resolve_bundle
+    from deepfake_cli.ensemble import is_ensemble, load_ensemble
+    from deepfake_cli.onnx_export import export_onnx as run_export
+
+    out, _ = _consoles(quiet)
+    path = resolve_bundle(model, models_dir)
+    bundles = [b.path for b in load_ensemble(path).members] if is_ensemble(path) else [path]
+    with _native_chatter_hidden():
+        records = {str(b): run_export(b) for b in bundles}
+    if as_json:
+        _print_json(records)
+        return
+    for bundle_dir, record in records.items():
+        parts = ", ".join(f"{name} (largest difference from Keras {entry['max_abs_diff']:.1e})"
+                          for name, entry in record.items() if isinstance(entry, dict))
+        out.print(f"{escape(bundle_dir)}: wrote {parts}", highlight=False, soft_wrap=True)
+
+
 def _print_result(r, out: Console, err: Console) -> None:
     """One line per input: its verdict on stdout, or its error on stderr."""
     if r.error:
@@ -668,14 +710,22 @@ def predict(
                                              "(resume an interrupted batch)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 6 when a verdict carries a warning (a small or "
                                 "rarely seen face, a single image, too few frames, a wrong frame count)."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto | onnx | keras: what runs the models. auto: "
+                                "onnxruntime on the CPU when the model has current ONNX files (dfd export-onnx), "
+                                "else Keras (and for --device cuda)."),
     models_dir: Path = ModelsDirOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Print whether each clip is real or fake, with the probability that it is fake."""
-    _import_keras_quietly()
-    from deepfake_cli.predict import expand_inputs, load_predictor
+    from deepfake_cli.pipeline import predict_many
+    from deepfake_cli.predict import expand_inputs, load_predictor, locate_model, model_runtime
     from deepfake_cli.result_files import ResultWriter, done_paths, interrupt_on_sigterm
+
+    model_dir = locate_model(model, models_dir)
+    runtime = model_runtime(model_dir, runtime, device)
+    if runtime == "keras" or heatmap is not None or report is not None or annotate_heatmap:
+        _import_keras_quietly()  # heatmaps take the Keras model's gradients, whatever serves the scores
 
     out, err = _consoles(quiet)
     files = expand_inputs(inputs)
@@ -684,24 +734,26 @@ def predict(
         files = [f for f in files if str(f) not in done]
         err.print(f"skipping {len(done)} input(s) {escape(str(skip_done))} has a verdict for; {len(files)} to go",
                   highlight=False, soft_wrap=True)
-    predictor = load_predictor(model, models_dir=models_dir, device=device, threshold=threshold, max_fpr=max_fpr,
-                               detect_every=detect_every)
+    predictor = load_predictor(model_dir, models_dir=models_dir, runtime=runtime, device=device, threshold=threshold,
+                               max_fpr=max_fpr, detect_every=detect_every)
     results, interrupted = [], False
     reporter = RichReporter(err, quiet or len(files) <= 1)
     reporter.start(len(files), "predict")
+    def evidence(i: int, path: Path) -> dict:
+        page = None if report is None else (report / f"{path.stem}.html" if len(files) > 1 else report)
+        if page is not None:
+            page.parent.mkdir(parents=True, exist_ok=True)
+        return {"annotate": annotate if i == 0 else None, "heatmap": heatmap, "report": page,
+                "annotate_heatmap": annotate_heatmap}
+
     with ResultWriter(csv_path, jsonl_path, append=skip_done is not None) as writer, interrupt_on_sigterm():
         try:
-            for i, path in enumerate(files):
-                page = None if report is None else (report / f"{path.stem}.html" if len(files) > 1 else report)
-                if page is not None:
-                    page.parent.mkdir(parents=True, exist_ok=True)
-                result = predictor.predict(path, annotate=annotate if i == 0 else None, heatmap=heatmap, report=page,
-                                           annotate_heatmap=annotate_heatmap)
+            for result in predict_many(predictor, files, evidence):
                 results.append(result)
                 writer.write(result.as_dict())
                 if not as_json:
                     _print_result(result, out, err)
-                reporter.advance(path.name)
+                reporter.advance(Path(result.path).name)
         except KeyboardInterrupt:
             interrupted = True
     reporter.finish()

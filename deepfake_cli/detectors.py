@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -24,6 +25,8 @@ import numpy as np
 
 from deepfake_cli.errors import OptionsError
 from deepfake_cli.landmarks import Landmarker, five_points
+
+ENGINES = ("torch", "onnx")  # what runs MTCNN's networks (MTCNNDetector)
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,14 +54,14 @@ def box_area(box: np.ndarray) -> float:
 
 
 def resolve_device(device: str) -> str:
-    """Map "auto" | "cpu" | "cuda" | "cuda:N" to a torch device string."""
+    """Map "auto" | "cpu" | "cuda" | "cuda:N" to a torch device string ("cpu" imports no torch)."""
+    name = str(device).strip().lower()
+    if name == "cpu" or (name == "auto" and not _gpu_device_nodes()):
+        return "cpu"  # without importing torch (3-4 s): a machine with no GPU device node has no GPU for it
     import torch
 
-    name = str(device).strip().lower()
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise ValueError(
@@ -67,6 +70,24 @@ def resolve_device(device: str) -> str:
             )
         return name
     raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
+
+
+def _gpu_device_nodes() -> bool:
+    """Whether this machine has an NVIDIA (/dev/nvidia0...) or AMD ROCm (/dev/kfd) device node."""
+    dev = Path("/dev")
+    return (dev / "kfd").exists() or any(dev.glob("nvidia[0-9]*"))
+
+
+def default_engine(device: str) -> str:
+    """What runs MTCNN on a resolved device: onnxruntime on the CPU (no PyTorch import; the same
+    boxes as facenet-pytorch to 1e-4 px, tests/test_mtcnn_onnx.py), facenet-pytorch on a GPU."""
+    if device != "cpu":
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "onnx"
 
 
 class FaceDetector(abc.ABC):
@@ -80,13 +101,16 @@ class FaceDetector(abc.ABC):
 
 
 class MTCNNDetector(FaceDetector):
-    """facenet-pytorch MTCNN, run on a downscaled copy of each frame.
+    """MTCNN (facenet-pytorch's weights), run on a downscaled copy of each frame.
 
     Frames are shrunk (INTER_AREA) so that their longest side is at most
     ``detect_max_side``; boxes and landmarks are mapped back to full resolution. The
     smallest face searched for is ``min_face_frac`` of the downscaled short side (at
     least 20 px, MTCNN's default). Frames of equal size are batched, ``batch_size`` at a
-    time.
+    time. ``engine``: "torch" runs facenet-pytorch itself (CPU or GPU); "onnx" runs the same
+    three networks exported to ONNX, and the same steps in numpy, with onnxruntime on the CPU
+    (deepfake_cli.mtcnn_onnx; no PyTorch import, for a fast `predict` start). None: the
+    :func:`default_engine` of the device, so `crop` and `predict` detect with the same code.
     """
 
     name = "mtcnn"
@@ -98,19 +122,31 @@ class MTCNNDetector(FaceDetector):
         min_face_frac: float = 0.05,
         thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         batch_size: int = 16,
+        engine: str | None = None,
     ):
-        import torch
-        from facenet_pytorch import MTCNN
-
         if detect_max_side < 32:
             raise ValueError(f"detect_max_side must be >= 32, got {detect_max_side}")
         if not 0.0 <= min_face_frac < 1.0:
             raise ValueError(f"min_face_frac must be in [0, 1), got {min_face_frac}")
-        self.device = resolve_device(device)
+        self.device = "cpu" if engine == "onnx" else resolve_device(device)
+        engine = engine or default_engine(self.device)
+        if engine not in ENGINES:
+            raise ValueError(f"unknown MTCNN engine {engine!r}; expected one of {', '.join(ENGINES)}")
+        if engine == "onnx" and self.device != "cpu":
+            raise ValueError(f"the onnx MTCNN engine runs on the CPU, not on {self.device}")
         self.detect_max_side = int(detect_max_side)
         self.min_face_frac = float(min_face_frac)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.batch_size = max(1, int(batch_size))
+        self.engine = engine
+        if engine == "onnx":
+            from deepfake_cli.mtcnn_onnx import OnnxMTCNN
+
+            self._mtcnn = OnnxMTCNN(thresholds=self.thresholds)
+            return
+        import torch
+        from facenet_pytorch import MTCNN
+
         self._mtcnn = MTCNN(
             keep_all=True,
             select_largest=False,
@@ -239,10 +275,11 @@ def check_detector(name: str) -> None:
 
 
 def make_detector(name: str, device: str = "auto", detect_max_side: int = 640,
-                  landmarker: Landmarker | None = None) -> FaceDetector:
-    """The detector called ``name`` (see DETECTORS); dlib's uses ``landmarker`` when given."""
+                  landmarker: Landmarker | None = None, engine: str | None = None) -> FaceDetector:
+    """The detector called ``name`` (see DETECTORS); dlib's uses ``landmarker`` when given;
+    MTCNN's runs on ``engine`` (see MTCNNDetector; None: the device's default)."""
     check_detector(name)
     if name == "dlib":
         resolve_device(device)  # a bad --device is still an error; dlib runs on the CPU
         return DlibDetector(detect_max_side=detect_max_side, landmarker=landmarker)
-    return MTCNNDetector(device=device, detect_max_side=detect_max_side)
+    return MTCNNDetector(device=device, detect_max_side=detect_max_side, engine=engine)

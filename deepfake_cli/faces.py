@@ -1,13 +1,13 @@
 """Face crops (aligned or plain) of the identity tracks of sampled frames.
 
-Pipeline: a detector (deepfake_cli.detectors) finds the faces of the frames (`crop`: every
-frame; `predict`: every n-th, deepfake_cli.tracking.detect_sparse interpolating between),
-deepfake_cli.tracking.build_tracks links them into identities over the frame sequence, most
-important first (the first is the "main" face), and :func:`faces_from_track` cuts one crop per
-frame of a track, either aligned on the 5 landmarks (:func:`align_face`) or as a plain square
-crop (:func:`crop_face`). :func:`extract_faces` does this for the main face (`crop`); `predict`
-crops every track it scores. Crops, and every model input made from them, are resized by
-:func:`resize_face`.
+Pipeline: a detector (deepfake_cli.detectors) finds the faces of the frames (every frame, or
+every n-th with deepfake_cli.tracking.detect_sparse interpolating between: `predict`, and
+`crop --detect-every`), deepfake_cli.tracking.build_tracks links them into identities over
+the frame sequence, most important first (the first is the "main" face), and
+:func:`faces_from_track` cuts one crop per frame of a track, either aligned on the 5 landmarks
+(:func:`align_face`) or as a plain square crop (:func:`crop_face`). :func:`extract_faces` does
+this for the main face (`crop`); `predict` crops every track it scores. Crops, and every model
+input made from them, are resized by :func:`resize_face`.
 
 Crop geometry, shared by both crop kinds: a crop of ``size`` pixels holds a central
 "face square" of ``size / (1 + 2 * margin)`` pixels, plus ``margin`` times that square
@@ -25,7 +25,7 @@ import numpy as np
 
 from deepfake_cli.alignment import inner_size, similarity_matrix
 from deepfake_cli.detectors import Detection, FaceDetector
-from deepfake_cli.tracking import build_tracks
+from deepfake_cli.tracking import detect_sparse
 
 @dataclass(frozen=True, eq=False)
 class FaceTrackResult:
@@ -120,10 +120,15 @@ def extract_faces(
     size: int = 160,
     align: bool = True,
     margin: float = 0.2,
+    every: int = 1,
 ) -> FaceTrackResult:
-    """Detect, track and crop the main face of ``frames``."""
-    detections = detector.detect(frames)
-    tracks = build_tracks(detections, frame_shapes=[f.shape[:2] for f in frames])
+    """Detect, track and crop the main face of ``frames``.
+
+    ``every`` > 1 runs the detector on every ``every``-th frame (and the last) only and
+    interpolates the tracks between, as `predict` does (tracking.detect_sparse): for
+    consecutive frames only. ``every=1`` detects on every frame.
+    """
+    tracks = detect_sparse(detector, frames, every)
     main = tracks[0] if tracks else [None] * len(frames)
     return faces_from_track(frames, main, track_id=0, n_tracks=len(tracks),
                             size=size, align=align, margin=margin)
@@ -138,7 +143,7 @@ def faces_from_track(
     align: bool = True,
     margin: float = 0.2,
 ) -> FaceTrackResult:
-    """Crops of one track (from :func:`build_tracks`); aligned crops fall back to a
+    """Crops of one track (from tracking.build_tracks); aligned crops fall back to a
     plain crop when the landmarks are degenerate."""
     if len(track) != len(frames):
         raise ValueError(f"track covers {len(track)} frames, got {len(frames)} frames")

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_cli.bundle import Bundle, load_bundle, resolve_bundle
-from deepfake_cli.detectors import make_detector, resolve_device
+from deepfake_cli.detectors import default_engine, make_detector, resolve_device
 from deepfake_cli.ensemble import Ensemble, is_ensemble, load_ensemble
 from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
 from deepfake_cli.evidence import ensemble_warnings, evidence_warnings, judge_tracks, sequence_warnings
 from deepfake_cli.faces import faces_from_track
 from deepfake_cli.files import to_jsonable
+from deepfake_cli.onnx_serving import choose_runtime
 from deepfake_cli.result_files import ResultWriter
 from deepfake_cli.scoring import NonFiniteScoreError, Scorer
 from deepfake_cli.annotate import write_annotated
@@ -94,21 +95,33 @@ def default_bundle_dirs(models_dir: Path) -> list[Path]:
     return [models_dir / "default", Path(__file__).resolve().parent / "default_model"]
 
 
-def load_predictor(model: str | None, models_dir: Path = Path("models"), **kwargs):
+def locate_model(model: str | None, models_dir: Path = Path("models")) -> Path:
+    """The directory of a bundle or ensemble (by name or directory; None: the default model)."""
+    if model is not None:
+        return resolve_bundle(model, models_dir)
+    candidates = [d for d in default_bundle_dirs(models_dir) if (d / "config.json").exists()]
+    if not candidates:
+        raise PredictError("no default model is installed (looked in "
+                           + ", ".join(str(d) for d in default_bundle_dirs(models_dir))
+                           + "); pass --model NAME or train one with `dfd train-cnn`")
+    return candidates[0]
+
+
+def model_runtime(path: Path, runtime: str = "auto", device: str = "auto") -> str:
+    """What serves the model at ``path``: 'onnx' or 'keras' (see onnx_serving.choose_runtime)."""
+    bundles = load_ensemble(path).members if is_ensemble(path) else [load_bundle(path)]
+    return choose_runtime(runtime, device, bundles)
+
+
+def load_predictor(model: str | Path | None, models_dir: Path = Path("models"), runtime: str = "auto", **kwargs):
     """A Predictor for a bundle, or an EnsemblePredictor for an ensemble (by name or directory;
-    None: the default model)."""
-    if model is None:
-        candidates = [d for d in default_bundle_dirs(models_dir) if (d / "config.json").exists()]
-        if not candidates:
-            raise PredictError("no default model is installed (looked in "
-                               + ", ".join(str(d) for d in default_bundle_dirs(models_dir))
-                               + "); pass --model NAME or train one with `dfd train-cnn`")
-        path = candidates[0]
-    else:
-        path = resolve_bundle(model, models_dir)
+    None: the default model), served by ``runtime`` (auto: ONNX when the bundle has it, see
+    deepfake_cli.onnx_serving)."""
+    path = locate_model(None if model is None else str(model), models_dir)
+    runtime = model_runtime(path, runtime, kwargs.get("device", "auto"))
     if is_ensemble(path):
-        return EnsemblePredictor(load_ensemble(path), **kwargs)
-    return Predictor(load_bundle(path), **kwargs)
+        return EnsemblePredictor(load_ensemble(path), runtime=runtime, **kwargs)
+    return Predictor(load_bundle(path), runtime=runtime, **kwargs)
 
 
 def choose_threshold(calibrated: float, at_fpr: dict, threshold: float | None, max_fpr: float | None) -> float:
@@ -138,20 +151,24 @@ class Predictor:
     """
 
     def __init__(self, bundle: Bundle, device: str = "auto", threshold: float | None = None,
-                 max_fpr: float | None = None, detect_every: int = 4, detectors: dict | None = None):
+                 max_fpr: float | None = None, detect_every: int = 4, detectors: dict | None = None,
+                 runtime: str = "keras"):
         if detect_every < 1:
             raise PredictError("--detect-every must be at least 1")
         self.detect_every = detect_every
         self.bundle = bundle
         self.config = bundle.config
-        self.scorer = Scorer(bundle)
+        self.runtime = runtime  # "onnx": the CNN and LSTM on onnxruntime (no TensorFlow)
+        self.scorer = Scorer(bundle, runtime=runtime)
         self.frame_model = self.config.input == "frame"  # scores whole frames: no face detector
         detectors = {} if detectors is None else detectors
-        self.detector_key = (self.config.face.get("detector", "mtcnn"), resolve_device(device),
-                             int(self.config.face.get("detect_max_side", 640)))
+        device = "cpu" if runtime == "onnx" else resolve_device(device)
+        # MTCNN runs as `crop` runs it on this device (onnxruntime on the CPU), whatever runs the CNN
+        self.detector_key = (self.config.face.get("detector", "mtcnn"), device,
+                             int(self.config.face.get("detect_max_side", 640)), default_engine(device))
         if not self.frame_model and self.detector_key not in detectors:
-            name, resolved, max_side = self.detector_key
-            detectors[self.detector_key] = make_detector(name, device=resolved, detect_max_side=max_side)
+            name, resolved, max_side, engine = self.detector_key
+            detectors[self.detector_key] = make_detector(name, device=resolved, detect_max_side=max_side, engine=engine)
         self.detector = None if self.frame_model else detectors[self.detector_key]
         self.threshold = choose_threshold(self.config.threshold, self.config.thresholds_at_fpr, threshold, max_fpr)
         self.describer = FaceDescriber()  # who a face is: a track never passes to another person at a cut
@@ -179,62 +196,89 @@ class Predictor:
                 report: Path | None = None, annotate_heatmap: bool = False,
                 cache: dict | None = None) -> PredictResult:
         """Score one clip. ``cache``: a dict kept for one clip across an ensemble's members."""
+        return self.finish(self.prepare(path, cache), annotate=annotate, heatmap=heatmap, report=report,
+                           annotate_heatmap=annotate_heatmap)
+
+    def prepare(self, path: Path, cache: dict | None = None) -> "Prepared":
+        """Everything before the CNN: decode, detect and track faces, crop them (or letterbox the
+        frames of a frame model). Touches no model but the detector, so it may run in another
+        thread while the CNN scores other clips (:func:`predict_many`)."""
         cache = {} if cache is None else cache
-        result = PredictResult(path=str(path), threshold=self.threshold)
+        prepared = Prepared(PredictResult(path=str(path), threshold=self.threshold), is_image(path))
+        result = prepared.result
         clock = time.perf_counter()
         if path.is_dir():  # expand_inputs keeps a folder only when it holds no media
             result.error, result.exit_code = f"{path}: a folder with no video or image files in it", EXIT_UNREADABLE
-            return result
+            return prepared
         try:
-            info, kept, frame_list = self._sampled(path, cache)
+            prepared.info, prepared.kept, prepared.frame_list = self._sampled(path, cache)
         except VideoError as exc:
             result.error, result.exit_code = str(exc), exc.exit_code
-            return result
-        result.frames = len(kept)
-        if info.header_frame_count is not None:
-            result.warnings.append(f"frame count in header: {info.header_frame_count}, decoded: {info.frame_count}")
+            return prepared
+        result.frames = len(prepared.kept)
+        if prepared.info.header_frame_count is not None:
+            result.warnings.append(f"frame count in header: {prepared.info.header_frame_count}, "
+                                   f"decoded: {prepared.info.frame_count}")
         result.seconds["decode"] = time.perf_counter() - clock
         if self.frame_model:
-            return self._predict_frames(result, frame_list, is_image(path))
+            prepared.inputs = letterboxed(prepared.frame_list, int(self.config.input_size))
+            return prepared
 
         clock = time.perf_counter()
-        all_tracks = self._tracks(frame_list, cache)
-        reports = judge_tracks(all_tracks, len(frame_list))
-        tracks = [all_tracks[r.track] for r in reports if r.scored]
-        scored_reports = [r for r in reports if r.scored]
+        all_tracks = self._tracks(prepared.frame_list, cache)
+        prepared.reports = judge_tracks(all_tracks, len(prepared.frame_list))
+        tracks = [all_tracks[r.track] for r in prepared.reports if r.scored]
         result.seconds["detect"] = time.perf_counter() - clock
         if not tracks:
-            result.error = f"{path}: no face found in any of the {len(kept)} sampled frames"
+            result.error = f"{path}: no face found in any of the {len(prepared.kept)} sampled frames"
             result.exit_code = EXIT_NO_FACE
-            return result
-
-        clock = time.perf_counter()
+            return prepared
         face = self.config.face
-        crops = [faces_from_track(frame_list, track, track_id=i, n_tracks=len(tracks), size=int(face["size"]),
-                                  align=bool(face["align"]), margin=float(face["margin"]))
-                 for i, track in enumerate(tracks)]
-        try:
-            features, scores = self.scorer.frames(np.concatenate([c.crops for c in crops]))
-            result.seconds["cnn"] = time.perf_counter() - clock
+        prepared.crops = [faces_from_track(prepared.frame_list, track, track_id=i, n_tracks=len(tracks),
+                                           size=int(face["size"]), align=bool(face["align"]),
+                                           margin=float(face["margin"]))
+                          for i, track in enumerate(tracks)]
+        prepared.inputs = np.concatenate([c.crops for c in prepared.crops])
+        return prepared
 
+    def finish(self, prepared: "Prepared", outputs: tuple[np.ndarray, np.ndarray] | None = None,
+               annotate: Path | None = None, heatmap: Path | None = None, report: Path | None = None,
+               annotate_heatmap: bool = False) -> PredictResult:
+        """The verdict of a prepared clip: the CNN on its inputs (or their ``outputs``, when
+        :func:`predict_many` ran the CNN on several clips at once), then the LSTM and the evidence."""
+        result = prepared.result
+        if result.error:
+            return result
+        clock = time.perf_counter()
+        try:
+            if outputs is None:
+                outputs = self.scorer.frames(prepared.inputs)
+                result.seconds["cnn"] = time.perf_counter() - clock
+            features, scores = outputs
             clock = time.perf_counter()
+            if self.frame_model:
+                self._frames_verdict(result, features, scores, len(prepared.frame_list), prepared.single_image)
+                result.seconds["lstm"] = time.perf_counter() - clock
+                return result
             probabilities, offset = [], 0
-            for track_crops in crops:
+            for track_crops in prepared.crops:
                 n = len(track_crops.crops)
                 probabilities.append(self.scorer.probability(features[offset:offset + n], scores[offset:offset + n]))
                 offset += n
         except NonFiniteScoreError as exc:
-            result.error, result.exit_code = f"{path}: {exc}", exc.exit_code
+            result.error, result.exit_code = f"{result.path}: {exc}", exc.exit_code
             return result
         result.seconds["lstm"] = time.perf_counter() - clock
 
+        path, crops, frame_list, kept = Path(result.path), prepared.crops, prepared.frame_list, prepared.kept
+        scored_reports = [r for r in prepared.reports if r.scored]
         worst = int(np.argmax(probabilities))
         for r, p in zip(scored_reports, probabilities):
             r.probability = round(float(p), 6)
-        result.track_reports = [asdict(r) for r in reports]
-        result.warnings += evidence_warnings(scored_reports[worst], len(frame_list), is_image(path),
+        result.track_reports = [asdict(r) for r in prepared.reports]
+        result.warnings += evidence_warnings(scored_reports[worst], len(frame_list), prepared.single_image,
                                              self.scorer.bundle.seq_len)
-        result.tracks = len(tracks)
+        result.tracks = len(crops)
         result.track_probabilities = [round(float(p), 6) for p in probabilities]
         result.probability = float(probabilities[worst])
         result.faces = int(len(crops[worst].crops))
@@ -246,39 +290,46 @@ class Predictor:
         reported_frames = kept[np.asarray(reported.frame_positions, np.int64)]
         cams = None
         if heatmap is not None or report is not None or (annotate is not None and annotate_heatmap):
-            if self._mapper is None:
-                self._mapper = ActivationMapper(self.scorer.feature_model, int(self.config.input_size))
+            if self._mapper is None:  # gradients need the Keras model, whatever serves the scores
+                keras_model = self.scorer.feature_model if self.runtime == "keras" else self.bundle.build_feature_model()
+                self._mapper = ActivationMapper(keras_model, int(self.config.input_size))
             cams = self._mapper(reported.crops)
             if heatmap is not None:
                 written = write_heatmaps(heatmap, path.stem, reported.crops, cams, reported_frames, result.frame_scores)
                 result.heatmaps = [str(p) for p in written]
             if report is not None:
-                write_clip_report(report, result, info, self.config, reported_frames, reported.crops, cams)
+                write_clip_report(report, result, prepared.info, self.config, reported_frames, reported.crops, cams)
                 result.report = str(report)
         if annotate is not None:
             write_annotated(annotate, frame_list, crops[worst], scores[start:start + result.faces],
-                            result, fps=info.fps or 5.0, cams=cams if annotate_heatmap else None)
+                            result, fps=prepared.info.fps or 5.0, cams=cams if annotate_heatmap else None)
         return result
 
-    def _predict_frames(self, result: PredictResult, frame_list: list, single_image: bool) -> PredictResult:
+    def _frames_verdict(self, result: PredictResult, features: np.ndarray, scores: np.ndarray, frames: int,
+                        single_image: bool) -> None:
         """A frame model's verdict: the sampled frames, letterboxed, are the sequence it scores."""
-        clock = time.perf_counter()
-        try:
-            features, scores = self.scorer.frames(letterboxed(frame_list, int(self.config.input_size)))
-            result.seconds["cnn"] = time.perf_counter() - clock
-            clock = time.perf_counter()
-            result.probability = self.scorer.probability(features, scores)
-        except NonFiniteScoreError as exc:
-            result.error, result.exit_code = f"{result.path}: {exc}", exc.exit_code
-            return result
-        result.seconds["lstm"] = time.perf_counter() - clock
+        result.probability = self.scorer.probability(features, scores)
         result.frame_scores = [round(float(s), 6) for s in scores]
         result.cnn_probability = float(np.mean(scores))
         result.verdict = "fake" if result.probability >= self.threshold else "real"
-        result.warnings.append(f"a frame model: it scored the {len(frame_list)} whole frames and ran no face "
+        result.warnings.append(f"a frame model: it scored the {frames} whole frames and ran no face "
                                "detector, so a clip without a visible face is scored too")
-        result.warnings += sequence_warnings(len(frame_list), single_image, self.bundle.seq_len)
-        return result
+        result.warnings += sequence_warnings(frames, single_image, self.bundle.seq_len)
+
+
+@dataclass
+class Prepared:
+    """A clip between :meth:`Predictor.prepare` and :meth:`Predictor.finish`: its frames, face
+    tracks and the model inputs made from them (or the error that stopped it)."""
+
+    result: PredictResult
+    single_image: bool = False
+    info: object = None  # video.VideoInfo
+    kept: np.ndarray | None = None  # indices of the sampled frames
+    frame_list: list = field(default_factory=list)
+    reports: list = field(default_factory=list)  # evidence.TrackReport of every track seen
+    crops: list = field(default_factory=list)  # faces.FaceTrackResult of each scored track
+    inputs: np.ndarray | None = None  # what the CNN scores: the crops of every scored track, or the frames
 
 
 class EnsemblePredictor:
@@ -291,12 +342,13 @@ class EnsemblePredictor:
     """
 
     def __init__(self, ensemble: Ensemble, device: str = "auto", threshold: float | None = None,
-                 max_fpr: float | None = None, detect_every: int = 4):
+                 max_fpr: float | None = None, detect_every: int = 4, runtime: str = "keras"):
         self.ensemble = ensemble
         self.config = ensemble.config
+        self.runtime = runtime
         detectors: dict = {}
-        self.members = [Predictor(bundle, device=device, detect_every=detect_every, detectors=detectors)
-                        for bundle in ensemble.members]
+        self.members = [Predictor(bundle, device=device, detect_every=detect_every, detectors=detectors,
+                                  runtime=runtime) for bundle in ensemble.members]
         self.threshold = choose_threshold(self.config.threshold, self.config.thresholds_at_fpr, threshold, max_fpr)
 
     def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,

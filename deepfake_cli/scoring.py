@@ -58,12 +58,16 @@ def padded_rows(count: int, batch_size: int) -> int:
     return min(batch_size, 1 << max(0, count - 1).bit_length())
 
 
-def fixed_batches(crops: np.ndarray, input_size: int, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+def fixed_batches(crops: np.ndarray, input_size: int, batch_size: int,
+                  pad: bool = True) -> Iterator[tuple[np.ndarray, int]]:
     """(batch, rows used): model inputs in batches of ``batch_size`` rows (fewer faces: the next
-    power of two, see :func:`padded_rows`), zero-padded, so the backend sees few input shapes."""
+    power of two, see :func:`padded_rows`), zero-padded, so the backend sees few input shapes.
+    ``pad=False`` (a model that takes any batch size without a new trace, like onnxruntime's)
+    leaves the last batch as short as it is."""
     for start in range(0, len(crops), batch_size):
         chunk = crops[start:start + batch_size]
-        batch = np.zeros((padded_rows(len(chunk), batch_size), input_size, input_size, 3), np.float32)
+        rows = padded_rows(len(chunk), batch_size) if pad else len(chunk)
+        batch = np.zeros((rows, input_size, input_size, 3), np.float32)
         batch[:len(chunk)] = model_input(chunk, input_size)
         yield batch, len(chunk)
 
@@ -76,11 +80,14 @@ def frame_outputs(feature_model, crops: np.ndarray, input_size: int,
     if not len(crops):
         raise ValueError("no face crops to score")
     features, scores = [], []
-    for batch, used in fixed_batches(crops, input_size, batch_size):
-        f, s = _batch_outputs(feature_model, batch)
-        if flip:
-            f_mirror, s_mirror = _batch_outputs(feature_model, np.ascontiguousarray(batch[:, :, ::-1]))
-            f, s = (f + f_mirror) / 2, (s + s_mirror) / 2
+    pad = getattr(feature_model, "needs_fixed_shapes", True)
+    for batch, used in fixed_batches(crops, input_size, batch_size, pad):
+        if flip:  # faces and mirror images in one call: half the calls, same shapes for every batch
+            rows = len(batch)
+            f, s = _batch_outputs(feature_model, np.concatenate([batch, batch[:, :, ::-1]]))
+            f, s = (f[:rows] + f[rows:]) / 2, (s[:rows] + s[rows:]) / 2
+        else:
+            f, s = _batch_outputs(feature_model, batch)
         features.append(f[:used])
         scores.append(s[:used])
     return np.concatenate(features), np.concatenate(scores)
@@ -116,14 +123,24 @@ class Scorer:
     stored features needs no CNN; exporting features needs no LSTM). The LSTM is used when
     the bundle's config says it is trained (a missing or damaged LSTM file is then an error,
     never a fallback to the CNN). Any NaN or inf it computes is a NonFiniteScoreError.
+    ``runtime="onnx"`` runs the bundle's ONNX export of the same models with onnxruntime
+    (deepfake_cli.onnx_serving; the caller has checked it is current), everything else alike.
     """
 
-    def __init__(self, bundle: Bundle, *, cnn: bool = True, lstm: bool = True, batch_size: int = CNN_BATCH):
+    def __init__(self, bundle: Bundle, *, cnn: bool = True, lstm: bool = True, batch_size: int = CNN_BATCH,
+                 runtime: str = "keras"):
         self.bundle = bundle
         self.config = bundle.config
         self.batch_size = batch_size
-        self.feature_model = bundle.build_feature_model() if cnn else None
-        self.lstm = bundle.build_lstm() if lstm and bundle.has_lstm else None
+        self.runtime = runtime
+        if runtime == "onnx":
+            from deepfake_cli.onnx_serving import onnx_feature_model, onnx_lstm
+
+            build_cnn, build_lstm = (lambda: onnx_feature_model(bundle)), (lambda: onnx_lstm(bundle))
+        else:
+            build_cnn, build_lstm = bundle.build_feature_model, bundle.build_lstm
+        self.feature_model = build_cnn() if cnn else None
+        self.lstm = build_lstm() if lstm and bundle.has_lstm else None
 
     def frames(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(features (n, D), scores (n,)) of face crops of any square size."""

@@ -44,6 +44,9 @@ def test_the_wheel_installs_and_predicts_from_another_directory(tmp_path):
                            cwd=elsewhere, capture_output=True, text=True, timeout=120)
     package = Path(where.stdout.strip())
     assert package.is_relative_to(venv) and (package / "default_model" / "cnn.weights.h5").is_file(), where
+    shipped = ["default_model/cnn.onnx", "default_model/lstm.onnx", "default_model/onnx.json",
+               "mtcnn_nets/pnet.onnx", "mtcnn_nets/rnet.onnx", "mtcnn_nets/onet.onnx"]
+    assert [name for name in shipped if not (package / name).is_file()] == []  # what the fast start needs
     run = subprocess.run([str(venv / "bin" / "dfd"), "predict", str(clip), "--json"], cwd=elsewhere,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]

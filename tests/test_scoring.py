@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +248,164 @@ def test_nan_scores_are_an_error_never_a_verdict(stored, tmp_path):
                                    "--csv", str(tmp_path / "out.csv")])
     assert out.exit_code == EXIT_BAD_SCORE, out.output
     assert '"verdict": "real"' not in out.stdout and "real" not in (tmp_path / "out.csv").read_text()
+
+
+# ---------------------------------------------------------------------- served by onnxruntime
+@pytest.fixture(scope="module")
+def onnx_bundle(stored, tmp_path_factory):
+    """A copy of the tiny bundle with its ONNX export (dfd export-onnx)."""
+    from deepfake_cli.onnx_export import export_onnx
+
+    _, bundle_dir, _ = stored
+    copy = copy_bundle(bundle_dir, tmp_path_factory.mktemp("onnx") / "tiny")
+    record = export_onnx(copy)
+    return copy, record
+
+
+def test_the_onnx_export_reproduces_keras(onnx_bundle):
+    from deepfake_cli.onnx_serving import onnx_problem
+
+    bundle_dir, record = onnx_bundle
+    assert {"cnn.onnx", "lstm.onnx"} <= set(record)
+    for name in ("cnn.onnx", "lstm.onnx"):
+        assert (bundle_dir / name).is_file() and record[name]["max_abs_diff"] < 1e-4
+    assert json.loads((bundle_dir / "onnx.json").read_text()) == record
+    assert onnx_problem(load_bundle(bundle_dir)) == ""
+
+
+def test_predict_on_onnx_serves_the_probability_evaluate_measures(stored, onnx_bundle):
+    """ONNX CNN and LSTM, and MTCNN on onnxruntime, give predict's verdict of the Keras models."""
+    store_path, _, _ = stored
+    bundle_dir, _ = onnx_bundle
+    with Store.open(store_path) as store:
+        measured = {r["path"]: r["score"] for r in evaluate(store, bundle_dir).rows
+                    if r["level"] == "video" and r["model"] == "cnn+lstm"}
+    onnx = Predictor(load_bundle(bundle_dir), device="cpu", detect_every=1, runtime="onnx")
+    assert onnx.detector._mtcnn.__class__.__name__ == "OnnxMTCNN"
+    for path, score in measured.items():
+        result = onnx.predict(Path(path))
+        assert result.exit_code == 0, result.error
+        assert result.probability == pytest.approx(score, abs=1e-4)
+
+
+def test_stale_or_damaged_onnx_files_are_not_served(onnx_bundle, tmp_path):
+    from deepfake_cli.bundle import BundleError, read_config
+    from deepfake_cli.onnx_serving import choose_runtime, onnx_problem
+
+    bundle_dir, _ = onnx_bundle
+    retrained = copy_bundle(bundle_dir, tmp_path / "retrained")  # same files: still current
+    assert choose_runtime("auto", "cpu", [load_bundle(retrained)]) == "onnx"
+    config = read_config(retrained)
+    config.weights_sha256["lstm.weights.h5"] = "0" * 64  # as if train-lstm had written new weights
+    save_config(retrained, config)
+    assert "made from an older lstm.weights.h5" in onnx_problem(load_bundle(retrained))
+    assert choose_runtime("auto", "cpu", [load_bundle(retrained)]) == "keras"
+    with pytest.raises(BundleError, match="cannot be served with --runtime onnx: its lstm.onnx was made"):
+        choose_runtime("onnx", "cpu", [load_bundle(retrained)])
+
+    damaged = copy_bundle(bundle_dir, tmp_path / "damaged")
+    damage(damaged / "cnn.onnx", size=64)
+    assert "cnn.onnx changed or is damaged" in onnx_problem(load_bundle(damaged))
+    (damaged / "onnx.json").unlink()
+    assert "has no cnn.onnx" in onnx_problem(load_bundle(damaged))
+
+def test_a_gpu_is_served_by_keras(onnx_bundle, monkeypatch):
+    from deepfake_cli import detectors
+    from deepfake_cli.bundle import BundleError
+    from deepfake_cli.onnx_serving import choose_runtime
+
+    bundle_dir, _ = onnx_bundle
+    monkeypatch.setattr(detectors, "resolve_device", lambda device: "cuda")  # as on a machine with a GPU
+    assert choose_runtime("auto", "auto", [load_bundle(bundle_dir)]) == "keras"
+    with pytest.raises(BundleError, match="--runtime onnx runs on the CPU"):
+        choose_runtime("onnx", "cuda", [load_bundle(bundle_dir)])
+
+
+def test_an_export_that_differs_from_keras_is_not_kept(stored, tmp_path, monkeypatch):
+    from deepfake_cli import onnx_export
+
+    _, bundle_dir, _ = stored
+    copy = copy_bundle(bundle_dir, tmp_path / "tiny")
+    monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)  # nothing can pass
+    with pytest.raises(onnx_export.OnnxExportError, match="differs from Keras by .*nothing was kept"):
+        onnx_export.export_onnx(copy)
+    assert not any(copy.glob("*.onnx")) and not (copy / "onnx.json").exists()
+
+
+def test_predict_on_onnx_imports_neither_tensorflow_nor_torch(stored, onnx_bundle):
+    """The fast start: `dfd predict` of a bundle with ONNX files loads no TensorFlow, Keras or PyTorch,
+    and prints the verdict `--runtime keras` prints."""
+    _, bundle_dir, _ = stored
+    onnx_dir, _ = onnx_bundle
+    clip = sorted((bundle_dir.parent.parent / "clips" / "fake").glob("*.mp4"))[0]
+    script = textwrap.dedent(f"""
+        import json, sys
+        from typer.testing import CliRunner
+        from deepfake_cli.cli import app
+        result = CliRunner().invoke(app, ["predict", {str(clip)!r}, "--model", {str(onnx_dir)!r}, "--json"])
+        print(json.dumps({{"exit_code": result.exit_code, "output": result.stdout, "modules": sorted(sys.modules)}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["exit_code"] == 0, report["output"]
+    heavy = {m.split(".")[0] for m in report["modules"]} & {"tensorflow", "keras", "torch", "facenet_pytorch",
+                                                             "sklearn", "matplotlib"}
+    assert heavy == set()
+    from typer.testing import CliRunner
+
+    from deepfake_cli.cli import app
+
+    keras_run = CliRunner().invoke(app, ["predict", str(clip), "--model", str(onnx_dir), "--json",
+                                         "--runtime", "keras", "--device", "cpu"])
+    assert keras_run.exit_code == 0, keras_run.output
+    assert json.loads(report["output"])["probability"] == pytest.approx(
+        json.loads(keras_run.stdout)["probability"], abs=1e-4)
+
+
+def test_many_inputs_share_cnn_batches_and_keep_their_order(stored, onnx_bundle, tmp_path, monkeypatch):
+    """predict_many: the verdicts of one-at-a-time predict, in input order, a bad input failing
+    alone, with the CNN run on several inputs' faces at once."""
+    import cv2
+
+    from deepfake_cli.pipeline import predict_many
+
+    _, bundle_dir, _ = stored
+    onnx_dir, _ = onnx_bundle
+    clips = sorted((bundle_dir.parent.parent / "clips").rglob("*.mp4"))
+    frame = cv2.VideoCapture(str(clips[0])).read()[1]
+    images = []
+    for i in range(3):
+        images.append(tmp_path / f"face{i}.png")
+        cv2.imwrite(str(images[-1]), np.roll(frame, 2 * i, axis=1))
+    inputs = [clips[0], tmp_path / "missing.mp4", *images, clips[1]]
+    predictor = Predictor(load_bundle(onnx_dir), device="cpu", runtime="onnx")
+    alone = [predictor.predict(p) for p in inputs]
+    calls = []
+    frames = predictor.scorer.frames
+
+    def slow_first_call(crops):  # a slow CNN: the next inputs are prepared meanwhile, and then share a call
+        calls.append(len(crops))
+        time.sleep(2.0 if len(calls) == 1 else 0.0)
+        return frames(crops)
+
+    monkeypatch.setattr(predictor.scorer, "frames", slow_first_call)
+    together = list(predict_many(predictor, inputs, lookahead=len(inputs)))
+    assert [r.path for r in together] == [str(p) for p in inputs]
+    assert together[1].exit_code != 0 and "missing.mp4" in together[1].error
+    for a, t in zip(alone, together):
+        assert (a.verdict, a.exit_code, a.faces) == (t.verdict, t.exit_code, t.faces)
+        if not a.error:
+            assert t.probability == pytest.approx(a.probability, abs=1e-5)
+    assert len(calls) < 5 and max(calls) > max(r.faces for r in alone)  # faces of several inputs in one call
+
+
+def test_the_shipped_default_model_is_served_by_onnxruntime():
+    """models/default/train.sh exports and copies the ONNX files: a fresh install starts fast."""
+    from deepfake_cli.onnx_serving import choose_runtime, onnx_problem, onnx_record
+    from deepfake_cli.predict import default_bundle_dirs
+
+    shipped = load_bundle(default_bundle_dirs(Path("nowhere"))[-1])
+    assert onnx_problem(shipped) == ""
+    assert all(onnx_record(shipped.path)[name]["max_abs_diff"] < 1e-4 for name in ("cnn.onnx", "lstm.onnx"))
+    assert choose_runtime("auto", "auto", [shipped]) == "onnx"

@@ -7,7 +7,7 @@
   `dfd predict FOLDER` runs: decode and detection overlapped with the CNN, CNN batches shared
   across inputs), as clips/s and images/s.
 
-    python -m benchmarks.bench_predict [--videos 8] [--images 64] [--cold 3] [--model M] [--runtime auto]
+    python -m benchmarks.bench_predict [--videos 12] [--images 64] [--cold 3] [--model M] [--runtime auto]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def rate(predictor, paths: list[Path]) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("paths", nargs="*", type=Path, help="clips (default: FF++ clips of ../shared/data)")
-    parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument("--videos", type=int, default=12)
     parser.add_argument("--images", type=int, default=64, help="DFDC face crops for images/s (0: skip)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--runtime", default="auto", help="auto | onnx | keras")

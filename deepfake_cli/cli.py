@@ -739,6 +739,7 @@ def predict(
     results, interrupted = [], False
     reporter = RichReporter(err, quiet or len(files) <= 1)
     reporter.start(len(files), "predict")
+
     def evidence(i: int, path: Path) -> dict:
         page = None if report is None else (report / f"{path.stem}.html" if len(files) > 1 else report)
         if page is not None:

@@ -41,3 +41,14 @@ def test_dfd_cli_imports_both_frameworks():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-4:] == ["tensorflow", "6.0", "4.0", "cpu"], proc.stdout
+
+
+def test_help_and_version_import_neither_framework():
+    """`dfd --help` and `dfd --version` answer in a fraction of a second: no TensorFlow, no PyTorch."""
+    code = ("import sys; from typer.testing import CliRunner; from deepfake_cli.cli import app; "
+            "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
+            "assert CliRunner().invoke(app, ['--version']).exit_code == 0; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'torch', 'onnxruntime'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

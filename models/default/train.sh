@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # How the bundled default model (deepfake_cli/default_model) was trained: run from the repository
-# root, with ../shared/data present. Everything runs on a 2-core CPU; measured: 33 min for the
-# CNN, about 4 for the features and 1 for the LSTM. Extract and crop of the two stores were not
-# timed end to end (crop ran at 4-11 frames/s). The figures are in models/default/README.md.
+# root, with ../shared/data present. Everything runs on a 2-core CPU; measured: 62 min for the
+# CNN (tests and benchmarks shared the CPU), 5 for the features and 3 for the LSTM. Extract and
+# crop of the two stores were not timed end to end (crop ran at 4-11 frames/s then; `crop
+# --detect-every 4` now runs at 31). The figures are in models/default/README.md.
 #
 # Two stores, because the CNN and the LSTM want different frames of the same videos
 # (models/default/stores.sh builds them).
@@ -12,14 +13,15 @@ set -euo pipefail
 # ImageNet start; every layer fine-tuned from the first epoch with batch-norm in training mode
 # (batch statistics, momentum 0.9), Adam at lr 2e-4; round 2 restarts from round 1's best weights
 # at 2e-5 (early stopping after one epoch without gain); best epoch by validation frame AUC.
-# At most 16 of each FF++ video's 40 faces per epoch; every (dataset, label) pair weighs the same;
-# a quarter of the real faces drawn become self-blended pseudo-fakes (SBI), fresh every epoch.
+# At most 16 of each FF++ video's 40 faces per epoch; every (dataset, label) pair weighs the same.
+# No self-blended pseudo-fakes: with them (--pseudo-fakes sbi --pseudo-ratio 0.25, run B of
+# models/default/README.md) DFDC test fell from 0.796 to 0.747 at this budget.
 # The bundle serves each face averaged with its mirror image (--test-time-flip): export-features,
 # evaluate and predict all do.
 dfd train-cnn --store "$CNN_STORE" --model default --models-dir "$MODELS" \
     --backbone efficientnet-lite0 --weights imagenet --input-size 160 --epochs 3 --warmup-epochs 0 \
     --rounds 2 --patience 1 --max-frames-per-video 16 --batch-size 32 --lr 2e-4 --batchnorm train \
-    --balance dataset --pseudo-fakes sbi --pseudo-ratio 0.25 --test-time-flip
+    --balance dataset --test-time-flip
 dfd export-features --store "$SEQ_STORE" --model default --models-dir "$MODELS"
 dfd train-lstm --store "$SEQ_STORE" --model default --models-dir "$MODELS" --units 64 --epochs 40 --patience 8
 dfd evaluate --store "$SEQ_STORE" --model default --models-dir "$MODELS" --out "$REPORT"

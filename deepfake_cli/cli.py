@@ -719,15 +719,16 @@ def predict(
 ) -> None:
     """Print whether each clip is real or fake, with the probability that it is fake."""
     from deepfake_cli.pipeline import predict_many
-    from deepfake_cli.predict import expand_inputs, load_predictor, locate_model, model_runtime
+    from deepfake_cli.predict import expand_inputs, load_predictor, locate_model, model_runtime, stale_onnx_note
     from deepfake_cli.result_files import ResultWriter, done_paths, interrupt_on_sigterm
 
+    out, err = _consoles(quiet)
     model_dir = locate_model(model, models_dir)
-    runtime = model_runtime(model_dir, runtime, device)
+    asked, runtime = runtime, model_runtime(model_dir, runtime, device)
+    if asked == "auto" and runtime == "keras" and (note := stale_onnx_note(model_dir)):
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     if runtime == "keras" or heatmap is not None or report is not None or annotate_heatmap:
         _import_keras_quietly()  # heatmaps take the Keras model's gradients, whatever serves the scores
-
-    out, err = _consoles(quiet)
     files = expand_inputs(inputs)
     if skip_done is not None:
         done = done_paths(skip_done)

@@ -113,6 +113,18 @@ def model_runtime(path: Path, runtime: str = "auto", device: str = "auto") -> st
     return choose_runtime(runtime, device, bundles)
 
 
+def stale_onnx_note(path: Path) -> str:
+    """Why a model that was exported to ONNX is served with Keras after all ('' when it is not)."""
+    from deepfake_cli.onnx_serving import onnx_problem, onnx_record
+
+    bundles = load_ensemble(path).members if is_ensemble(path) else [load_bundle(path)]
+    for bundle in bundles:
+        why = onnx_problem(bundle) if onnx_record(bundle.path) else ""
+        if why:
+            return f"model {bundle.path} runs on Keras, with a slower start: {why}"
+    return ""
+
+
 def load_predictor(model: str | Path | None, models_dir: Path = Path("models"), runtime: str = "auto", **kwargs):
     """A Predictor for a bundle, or an EnsemblePredictor for an ensemble (by name or directory;
     None: the default model), served by ``runtime`` (auto: ONNX when the bundle has it, see

@@ -302,6 +302,10 @@ def test_stale_or_damaged_onnx_files_are_not_served(onnx_bundle, tmp_path):
     assert choose_runtime("auto", "cpu", [load_bundle(retrained)]) == "keras"
     with pytest.raises(BundleError, match="cannot be served with --runtime onnx: its lstm.onnx was made"):
         choose_runtime("onnx", "cpu", [load_bundle(retrained)])
+    from deepfake_cli.predict import stale_onnx_note
+
+    assert "runs on Keras, with a slower start: its lstm.onnx was made" in stale_onnx_note(retrained)
+    assert stale_onnx_note(bundle_dir) == ""
 
     damaged = copy_bundle(bundle_dir, tmp_path / "damaged")
     damage(damaged / "cnn.onnx", size=64)

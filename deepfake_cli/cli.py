@@ -748,13 +748,14 @@ def predict(
         return {"annotate": annotate if i == 0 else None, "heatmap": heatmap, "report": page,
                 "annotate_heatmap": annotate_heatmap}
 
-    with ResultWriter(csv_path, jsonl_path, append=skip_done is not None) as writer, interrupt_on_sigterm():
+    with ResultWriter(csv_path, jsonl_path, append=skip_done is not None) as writer, interrupt_on_sigterm() as signals:
         try:
             for result in predict_many(predictor, files, evidence):
-                results.append(result)
-                writer.write(result.as_dict())
-                if not as_json:
-                    _print_result(result, out, err)
+                with signals.held():  # a verdict written is a verdict printed
+                    results.append(result)
+                    writer.write(result.as_dict())
+                    if not as_json:
+                        _print_result(result, out, err)
                 reporter.advance(Path(result.path).name)
         except KeyboardInterrupt:
             interrupted = True

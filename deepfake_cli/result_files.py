@@ -91,17 +91,44 @@ def done_paths(path: Path) -> set[str]:
     return {str(r["path"]) for r in rows if r.get("verdict") in ("real", "fake")}
 
 
-@contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """Within the block, SIGTERM (a timeout, a scheduler) stops work as Ctrl-C does."""
-    def stop(signum, frame):
+class Interrupts:
+    """SIGTERM and SIGINT stop work as Ctrl-C does, except inside ``with interrupts.held():``
+    (a verdict being written and printed): a signal there takes effect when the block ends, so
+    a verdict in the CSV is always on the terminal too."""
+
+    def __init__(self):
+        self.holding = False
+        self.pending = False
+
+    def handle(self, signum, frame):
+        if self.holding:
+            self.pending = True
+            return
         raise KeyboardInterrupt
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+            if self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[Interrupts]:
+    """Within the block, SIGTERM (a timeout, a scheduler) stops work as Ctrl-C does; both wait
+    for the end of an :meth:`Interrupts.held` block."""
+    interrupts = Interrupts()
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
+        yield interrupts
         return
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {s: signal.signal(s, interrupts.handle) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield interrupts
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

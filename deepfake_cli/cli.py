@@ -719,7 +719,7 @@ def predict(
 ) -> None:
     """Print whether each clip is real or fake, with the probability that it is fake."""
     from deepfake_cli.pipeline import predict_many
-    from deepfake_cli.predict import expand_inputs, load_predictor, locate_model, model_runtime, stale_onnx_note
+    from deepfake_cli.predict import expand_inputs, locate_model, model_runtime, open_predictor, stale_onnx_note
     from deepfake_cli.result_files import ResultWriter, done_paths, interrupt_on_sigterm
 
     out, err = _consoles(quiet)
@@ -735,8 +735,8 @@ def predict(
         files = [f for f in files if str(f) not in done]
         err.print(f"skipping {len(done)} input(s) {escape(str(skip_done))} has a verdict for; {len(files)} to go",
                   highlight=False, soft_wrap=True)
-    predictor = load_predictor(model_dir, models_dir=models_dir, runtime=runtime, device=device, threshold=threshold,
-                               max_fpr=max_fpr, detect_every=detect_every)
+    predictor = open_predictor(model_dir, runtime, device=device, threshold=threshold, max_fpr=max_fpr,
+                               detect_every=detect_every)
     results, interrupted = [], False
     reporter = RichReporter(err, quiet or len(files) <= 1)
     reporter.start(len(files), "predict")

@@ -130,7 +130,12 @@ def load_predictor(model: str | Path | None, models_dir: Path = Path("models"), 
     None: the default model), served by ``runtime`` (auto: ONNX when the bundle has it, see
     deepfake_cli.onnx_serving)."""
     path = locate_model(None if model is None else str(model), models_dir)
-    runtime = model_runtime(path, runtime, kwargs.get("device", "auto"))
+    return open_predictor(path, model_runtime(path, runtime, kwargs.get("device", "auto")), **kwargs)
+
+
+def open_predictor(path: Path, runtime: str, **kwargs):
+    """The predictor of the model at ``path`` on a runtime already chosen by :func:`model_runtime`
+    (whose ONNX checks, which hash the files, are not repeated)."""
     if is_ensemble(path):
         return EnsemblePredictor(load_ensemble(path), runtime=runtime, **kwargs)
     return Predictor(load_bundle(path), runtime=runtime, **kwargs)

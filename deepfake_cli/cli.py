@@ -719,7 +719,8 @@ def predict(
 ) -> None:
     """Print whether each clip is real or fake, with the probability that it is fake."""
     from deepfake_cli.pipeline import predict_many
-    from deepfake_cli.predict import expand_inputs, locate_model, model_runtime, open_predictor, stale_onnx_note
+    from deepfake_cli.model_choice import locate_model, model_runtime, stale_onnx_note
+    from deepfake_cli.predict import expand_inputs, open_predictor
     from deepfake_cli.result_files import ResultWriter, done_paths, interrupt_on_sigterm
 
     out, err = _consoles(quiet)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_cli.bundle import Bundle, load_bundle, resolve_bundle
+from deepfake_cli.bundle import Bundle, load_bundle
 from deepfake_cli.detectors import default_engine, make_detector, resolve_device
 from deepfake_cli.ensemble import Ensemble, is_ensemble, load_ensemble
 from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
 from deepfake_cli.evidence import ensemble_warnings, evidence_warnings, judge_tracks, sequence_warnings
 from deepfake_cli.faces import faces_from_track
 from deepfake_cli.files import to_jsonable
-from deepfake_cli.onnx_serving import choose_runtime
+from deepfake_cli.model_choice import locate_model, model_runtime
 from deepfake_cli.result_files import ResultWriter
 from deepfake_cli.scoring import NonFiniteScoreError, Scorer
 from deepfake_cli.annotate import write_annotated
@@ -87,42 +87,6 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
         else:
             files.append(path)
     return files
-
-
-def default_bundle_dirs(models_dir: Path) -> list[Path]:
-    """Where the default model is looked for: ``--models-dir``/default (one you trained), then the
-    bundle shipped inside the package (deepfake_cli/default_model), so any install finds it."""
-    return [models_dir / "default", Path(__file__).resolve().parent / "default_model"]
-
-
-def locate_model(model: str | None, models_dir: Path = Path("models")) -> Path:
-    """The directory of a bundle or ensemble (by name or directory; None: the default model)."""
-    if model is not None:
-        return resolve_bundle(model, models_dir)
-    candidates = [d for d in default_bundle_dirs(models_dir) if (d / "config.json").exists()]
-    if not candidates:
-        raise PredictError("no default model is installed (looked in "
-                           + ", ".join(str(d) for d in default_bundle_dirs(models_dir))
-                           + "); pass --model NAME or train one with `dfd train-cnn`")
-    return candidates[0]
-
-
-def model_runtime(path: Path, runtime: str = "auto", device: str = "auto") -> str:
-    """What serves the model at ``path``: 'onnx' or 'keras' (see onnx_serving.choose_runtime)."""
-    bundles = load_ensemble(path).members if is_ensemble(path) else [load_bundle(path)]
-    return choose_runtime(runtime, device, bundles)
-
-
-def stale_onnx_note(path: Path) -> str:
-    """Why a model that was exported to ONNX is served with Keras after all ('' when it is not)."""
-    from deepfake_cli.onnx_serving import onnx_problem, onnx_record
-
-    bundles = load_ensemble(path).members if is_ensemble(path) else [load_bundle(path)]
-    for bundle in bundles:
-        why = onnx_problem(bundle) if onnx_record(bundle.path) else ""
-        if why:
-            return f"model {bundle.path} runs on Keras, with a slower start: {why}"
-    return ""
 
 
 def load_predictor(model: str | Path | None, models_dir: Path = Path("models"), runtime: str = "auto", **kwargs):

@@ -302,7 +302,7 @@ def test_stale_or_damaged_onnx_files_are_not_served(onnx_bundle, tmp_path):
     assert choose_runtime("auto", "cpu", [load_bundle(retrained)]) == "keras"
     with pytest.raises(BundleError, match="cannot be served with --runtime onnx: its lstm.onnx was made"):
         choose_runtime("onnx", "cpu", [load_bundle(retrained)])
-    from deepfake_cli.predict import stale_onnx_note
+    from deepfake_cli.model_choice import stale_onnx_note
 
     assert "runs on Keras, with a slower start: its lstm.onnx was made" in stale_onnx_note(retrained)
     assert stale_onnx_note(bundle_dir) == ""
@@ -407,7 +407,7 @@ def test_many_inputs_share_cnn_batches_and_keep_their_order(stored, onnx_bundle,
 def test_the_shipped_default_model_is_served_by_onnxruntime():
     """models/default/train.sh exports and copies the ONNX files: a fresh install starts fast."""
     from deepfake_cli.onnx_serving import choose_runtime, onnx_problem, onnx_record
-    from deepfake_cli.predict import default_bundle_dirs
+    from deepfake_cli.model_choice import default_bundle_dirs
 
     shipped = load_bundle(default_bundle_dirs(Path("nowhere"))[-1])
     assert onnx_problem(shipped) == ""

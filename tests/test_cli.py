@@ -129,9 +129,9 @@ def test_whole_chain(dataset, tmp_path):
 
 
 def test_predict_without_model_says_none_is_installed(tmp_path, dataset, monkeypatch):
-    import deepfake_cli.predict as predict
+    import deepfake_cli.model_choice as model_choice
 
-    monkeypatch.setattr(predict, "default_bundle_dirs", lambda models_dir: [tmp_path / "nothing"])
+    monkeypatch.setattr(model_choice, "default_bundle_dirs", lambda models_dir: [tmp_path / "nothing"])
     result = run("predict", dataset / "real" / "real0.mp4", "--models-dir", tmp_path, expect=1)
     assert "no default model" in result.output
 

@@ -585,6 +585,11 @@ def train_lstm(
     batch_size: int = typer.Option(32, "--batch-size"),
     learning_rate: float = typer.Option(1e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
+    pseudo_fakes: str = typer.Option("none", "--pseudo-fakes", help="none | sbi: turn real training clips into "
+                                     "self-blended fake clips (one blend across a clip's faces; needs 68-point "
+                                     "landmarks in the store)."),
+    pseudo_ratio: float = typer.Option(0.5, "--pseudo-ratio", help="Probability that a real training clip "
+                                       "becomes a pseudo-fake, in [0, 1)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
     models_dir: Path = ModelsDirOption,
     store: Optional[Path] = StoreOption,
@@ -597,7 +602,8 @@ def train_lstm(
 
     out, err = _consoles(quiet)
     options = LSTMTrainOptions(units=units, epochs=epochs, patience=patience, batch_size=batch_size,
-                               learning_rate=learning_rate, seed=seed)
+                               learning_rate=learning_rate, seed=seed, pseudo_fakes=pseudo_fakes,
+                               pseudo_ratio=pseudo_ratio)  # bad --pseudo-*: an OptionsError, exit 2
 
     def on_epoch(info: dict) -> None:
         if not quiet:

@@ -16,6 +16,10 @@ The recipe (numpy / OpenCV, every random choice from the ``numpy.random.Generato
   edge Gaussian-blurred, times a blend ratio from {0.25, 0.5, 0.75, 1, 1, 1};
 * fake = source * mask + target * (1 - mask). Outside the mask the fake is the target,
   byte for byte; the mask reaches at most :func:`mask_reach` pixels beyond the hull.
+
+The number and order of random draws depends on the crop's size only (never on its pixels or
+landmarks), so faces of one clip blended from the same generator state share every parameter
+(deepfake_cli.pseudo_clips).
 """
 
 from __future__ import annotations
@@ -136,9 +140,10 @@ def blend_mask(shape: tuple[int, int], points: np.ndarray, rng: np.random.Genera
     cv2.fillConvexPoly(hull, cv2.convexHull(np.rint(points).astype(np.int32)), 255)
     mask = elastic(hull, rng.uniform(0.0, ELASTIC_MAX) * size, ELASTIC_SMOOTHNESS * size, rng)
     radius = int(round(rng.uniform(0.0, MORPH_MAX) * size))
+    erode = rng.random() < 0.5  # drawn even for radius 0, so later draws never depend on the face's size
     if radius > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
+        mask = cv2.erode(mask, kernel) if erode else cv2.dilate(mask, kernel)
     mask = mask.astype(np.float32) / 255.0
     sigma = rng.uniform(*BLUR_SIGMA) * size
     k = 2 * _blur_radius(sigma) + 1

@@ -22,10 +22,13 @@ import numpy as np
 from deepfake_cli.bundle import (CHECKPOINT_DIR, LSTM_CHECKPOINTS, LSTM_WEIGHTS, Bundle, load_bundle,
                                  record_weights_hashes, save_config, weights_tag)
 from deepfake_cli.calibrate import calibrate_bundle
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.inputs import STAGE, has_images, stored_images
 from deepfake_cli.metrics import log_loss, safe_auc
 from deepfake_cli.models import build_lstm_model, pad_sequence
 from deepfake_cli.progress import Reporter
+from deepfake_cli.pseudo import check_options, mix_shares
+from deepfake_cli.pseudo_clips import pseudo_fake_clips
 from deepfake_cli.runtime import seed_everything
 from deepfake_cli.scoring import Scorer
 from deepfake_cli.stored_scores import export_settings, same_features
@@ -48,19 +51,25 @@ class LSTMTrainOptions:
     seed: int = 0
     seq_len: int | None = None  # default: the bundle's frames per video
     features_model: str | None = None  # stored features to use; default: the bundle's
+    pseudo_fakes: str = "none"  # none | sbi: real training clips become self-blended fake clips (pseudo_clips.py)
+    pseudo_ratio: float = 0.5  # the probability that a real training clip becomes one
+
+    def __post_init__(self):
+        check_options(self.pseudo_fakes, self.pseudo_ratio)
 
 
 # ---------------------------------------------------------------------- sequences
 class SequenceDataset(keras.utils.PyDataset):
-    """Batches of padded feature sequences read from the store one batch at a time."""
+    """Batches of padded feature sequences read from the store one batch at a time (and from
+    ``pseudo``, the features of pseudo-fake clips, which are kept in memory)."""
 
     def __init__(self, store: Store, video_ids: list[str], labels: dict[str, int], model_name: str,
                  seq_len: int, batch_size: int, *, shuffle: bool = False,
-                 weights: dict[int, float] | None = None, **kwargs):
+                 weights: dict[int, float] | None = None, pseudo: dict[str, np.ndarray] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.store, self.items, self.labels = store, list(video_ids), labels
         self.model_name, self.seq_len, self.batch_size = model_name, seq_len, batch_size
-        self.shuffle, self.weights = shuffle, weights
+        self.shuffle, self.weights, self.pseudo = shuffle, weights, pseudo or {}
         self._order = list(self.items)
 
     def set_epoch(self, key: tuple[int, ...]) -> None:
@@ -77,7 +86,8 @@ class SequenceDataset(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         batch = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        x = np.stack([pad_sequence(self.store.read_features(v, self.model_name).features, self.seq_len)
+        x = np.stack([pad_sequence(self.pseudo[v] if v in self.pseudo else
+                                   self.store.read_features(v, self.model_name).features, self.seq_len)
                       for v in batch])
         y = np.array([self.labels[v] for v in batch], np.float32)
         if self.weights is None:
@@ -175,15 +185,40 @@ def lstm_splits(store: Store, bundle: Bundle, model_name: str) -> dict[str, list
     return splits
 
 
-def lstm_datasets(store: Store, splits: dict, model_name: str, seq_len: int,
-                  options: LSTMTrainOptions) -> tuple[SequenceDataset, SequenceDataset]:
-    """Training (shuffled, class-weighted) and validation sequence datasets."""
-    labels = {v: int(store.entry(v).label == "fake") for v in splits["train"] + splits["val"]}
-    weights = class_weights(np.array([labels[v] for v in splits["train"]]))
-    train = SequenceDataset(store, splits["train"], labels, model_name, seq_len, options.batch_size,
-                            shuffle=True, weights=weights)
+def sequence_labels(store: Store, video_ids: list[str]) -> dict[str, int]:
+    """1 for a labelled fake, 0 for a real clip."""
+    return {v: int(store.entry(v).label == "fake") for v in video_ids}
+
+
+def lstm_datasets(store: Store, splits: dict, model_name: str, seq_len: int, options: LSTMTrainOptions,
+                  pseudo: dict[str, np.ndarray] | None = None) -> tuple[SequenceDataset, SequenceDataset]:
+    """Training (shuffled, class-weighted, with the pseudo-fake clips labelled fake) and
+    validation sequence datasets."""
+    pseudo = pseudo or {}
+    labels = sequence_labels(store, splits["train"] + splits["val"]) | {key: 1 for key in pseudo}
+    items = splits["train"] + sorted(pseudo)
+    weights = class_weights(np.array([labels[v] for v in items]))
+    train = SequenceDataset(store, items, labels, model_name, seq_len, options.batch_size,
+                            shuffle=True, weights=weights, pseudo=pseudo)
     val = SequenceDataset(store, splits["val"], labels, model_name, seq_len, options.batch_size)
     return train, val
+
+
+def lstm_pseudo_fakes(store: Store, bundle: Bundle, train_ids: list[str],
+                      options: LSTMTrainOptions) -> dict[str, np.ndarray]:
+    """The features of the run's pseudo-fake clips ({} for ``--pseudo-fakes none``)."""
+    if options.pseudo_fakes == "none":
+        return {}
+    if bundle.config.input != "face":
+        raise OptionsError("--pseudo-fakes blends faces by their landmarks: the bundle's CNN reads whole frames")
+    return pseudo_fake_clips(store, Scorer(bundle, lstm=False), train_ids, sequence_labels(store, train_ids),
+                             options.pseudo_ratio, options.seed)
+
+
+def training_mix(train: SequenceDataset) -> dict[str, float]:
+    """Shares of real, labelled-fake and pseudo-fake clips among the training sequences."""
+    kinds = ["pseudo_fake" if v in train.pseudo else ("fake" if train.labels[v] else "real") for v in train.items]
+    return mix_shares({kind: kinds.count(kind) for kind in set(kinds)})
 
 
 def lstm_config(config, options: LSTMTrainOptions, model_name: str, seq_len: int, counts: dict) -> None:
@@ -252,8 +287,12 @@ def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume
     model_name = options.features_model or bundle.feature_model_name
     sampling = sequence_sampling(store, state["splits"]["train"], config.face)
     seq_len = resolve_seq_len(options, bundle, sampling)
-    train, val = lstm_datasets(store, state["splits"], model_name, seq_len, options)
-    lstm_config(config, options, model_name, seq_len, {"train_videos": len(train.items), "val_videos": len(val.items)})
+    pseudo = lstm_pseudo_fakes(store, bundle, state["splits"]["train"], options)
+    train, val = lstm_datasets(store, state["splits"], model_name, seq_len, options, pseudo)
+    mix = training_mix(train)
+    lstm_config(config, options, model_name, seq_len,
+                {"train_videos": len(state["splits"]["train"]), "val_videos": len(val.items),
+                 "pseudo_fake_clips": len(pseudo), "train_mix": mix})
     if sampling is not None:
         config.fpv, config.sampling = sampling  # predict samples clips as the LSTM saw them
     record_command(config, "train-lstm" + (" --resume" if resumed_at is not None else ""), command)
@@ -271,7 +310,8 @@ def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume
     record_weights_hashes(config, bundle_dir)
     save_config(bundle_dir, config)
     return {"bundle": str(bundle_dir), "features_model": model_name, "seq_len": seq_len,
-            "train_videos": len(train.items), "val_videos": len(val.items),
+            "train_videos": len(state["splits"]["train"]), "val_videos": len(val.items),
+            "pseudo_fake_clips": len(pseudo), "train_mix": mix,
             "epochs_run": len(state["history"]), "best_val_auc": best.get("val_auc", float("nan")),
             "best_epoch": best.get("epoch", 0), "resumed_from_epoch": resumed_at,
             "weights": str(bundle_dir / LSTM_WEIGHTS), "history": state["history"],

@@ -57,10 +57,11 @@ def test_only_real_clips_are_chosen_by_their_own_seed():
     assert chosen_clips(ids, labels, 0.0, seed=0) == []
 
 
-@pytest.fixture()
-def face_bundle(tmp_path):
+@pytest.fixture(scope="module")
+def face_bundle(tmp_path_factory):
     """A store of 12 six-face clips with landmarks (8 train, 4 val) and a Lite0 bundle with
     its features exported."""
+    tmp_path = tmp_path_factory.mktemp("clips")
     store_path = make_store(tmp_path / "dfd.h5")
     ids = [f"v{i:03d}" for i in range(12)]
     bundle_dir = tmp_path / "models" / "lite"

@@ -203,6 +203,9 @@ def extract(
     paths: Optional[list[Path]] = typer.Argument(None, help="Video/image files or folders (dataset layouts are recognised)."),
     fpv: int = typer.Option(25, "--fpv", help="Frames sampled per video."),
     sampling: str = typer.Option("consecutive", "--sampling", help="consecutive | uniform | random"),
+    spread: int = typer.Option(0, "--spread", help="Also store this many frames spread uniformly over each video, "
+                               "decoded and cropped in the same pass: train-cnn trains on those, export-features "
+                               "and the LSTM read the --fpv ones (0: none; train-cnn then uses the --fpv frames)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with path,label[,split,method,compression,group,dataset]."),
     seed: int = typer.Option(0, "--seed", help="Seed for random sampling and identity-group splits."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again videos that failed before."),
@@ -219,8 +222,8 @@ def extract(
     out, err = _consoles(quiet)
     if not paths and labels is None:
         fail("give video files or folders, or --labels file.csv", EXIT_USAGE)
-    options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, labels_csv=labels, retry_failed=retry_failed,
-                             shard=parse_shard(shard))
+    options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, spread=spread, labels_csv=labels,
+                             retry_failed=retry_failed, shard=parse_shard(shard))
     with _open_store(store, write=True, wait=wait) as opened:
         summary = run_extract(opened, paths or [], options, RichReporter(err, quiet))
         store_path = opened.path
@@ -253,8 +256,8 @@ def crop(
                                  "points come from the 68 landmarks)."),
     detect_every: int = typer.Option(1, "--detect-every", help="Run the face detector on every Nth frame (and "
                                      "the last) and interpolate the track between, as predict does: videos "
-                                     "extracted with --sampling consecutive only, others are detected on every "
-                                     "frame; 1 = every frame."),
+                                     "extracted with --sampling consecutive (and no --spread) only, others are "
+                                     "detected on every frame; 1 = every frame."),
     force: bool = typer.Option(False, "--force", help="Crop again videos that already have faces."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another writer to finish instead of exiting."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only this 1/N of the videos (by content "

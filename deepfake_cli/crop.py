@@ -2,7 +2,9 @@
 
 The detector runs on every frame, or with ``detect_every`` N > 1 on every N-th frame of a
 consecutively sampled video (and its last), the tracks interpolated between, as `predict`
-does (tracking.detect_sparse); videos sampled otherwise are detected on every frame.
+does (tracking.detect_sparse); videos sampled otherwise, or holding spread frames beside their
+consecutive ones (extract --spread), are detected on every frame. Each face keeps the roles of
+its frame (store.ROLE_*).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class CropOptions:
     def every_for(self, entry: VideoEntry) -> int:
         """The detection stride for this video: ``detect_every`` when its frames were sampled
         consecutively (neighbouring frames, so a face moves little between them), else 1."""
-        return self.detect_every if entry.sampling == "consecutive" else 1
+        return self.detect_every if entry.sampling == "consecutive" and not entry.spread else 1
 
     def settings(self, every: int | None = None) -> dict:
         """How the faces were made (the shard is not one of these). ``every``: the stride
@@ -128,7 +130,8 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
     every_frame = sum(options.every_for(entry) != options.detect_every for entry in todo)
     if every_frame:
         reporter.warn(f"{every_frame} of {len(todo)} videos were not sampled consecutively: their faces are "
-                      "detected on every frame (--detect-every interpolates between neighbouring frames only)")
+                      "detected on every frame (--detect-every interpolates between neighbouring frames only; "
+                      "videos extracted with --spread hold frames far apart)")
     with clock("setup"):
         landmarker = Landmarker()
         detector = _TimedDetector(make_detector(options.detector, device=device,
@@ -164,6 +167,7 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
             missing_frames=frames.indices[missing] if len(missing) else np.zeros(0, np.int64),
             settings=options.settings(every) | {"tracks": int(result.n_tracks)},
             landmarks68=landmarks68,
+            roles=None if frames.roles is None else frames.roles[positions],
         )
         with clock("write"):
             store.write_faces(entry.video_id, faces)

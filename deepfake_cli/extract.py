@@ -12,9 +12,11 @@ from deepfake_cli.datasets import VideoRecord, discover
 from deepfake_cli.files import file_sha256
 from deepfake_cli.progress import Reporter
 from deepfake_cli.splits import assign_splits
-from deepfake_cli.store import FRAME_STATUS_FAILED, Frames, Store, VideoEntry
+import numpy as np
+
+from deepfake_cli.store import FRAME_STATUS_FAILED, ROLE_SEQUENCE, ROLE_SPREAD, Frames, Store, VideoEntry
 from deepfake_cli.shards import Shard
-from deepfake_cli.video import VideoError, sample_frames, unreadable_reason
+from deepfake_cli.video import VideoError, choose_indices, sample_frames, unreadable_reason
 
 SAMPLINGS = ("consecutive", "uniform", "random")
 
@@ -24,6 +26,7 @@ class ExtractOptions:
     fpv: int = 25
     sampling: str = "consecutive"
     seed: int = 0
+    spread: int = 0  # also this many frames spread uniformly over each video, for train-cnn (0: none)
     labels_csv: Path | None = None
     retry_failed: bool = False
     shard: Shard | None = None  # only this 1/N of the videos (by content hash)
@@ -39,6 +42,7 @@ class ExtractSummary:
     short: int = 0
     frames: int = 0
     other_shards: int = 0  # --shard: videos left to the other shards
+    other_sampling: int = 0  # already in the store, sampled otherwise than asked (kept as they are)
     failures: list[tuple[str, str]] = field(default_factory=list)
     by_dataset: Counter = field(default_factory=Counter)
     by_label: Counter = field(default_factory=Counter)
@@ -49,6 +53,13 @@ class ExtractSummary:
         d["by_dataset"] = dict(self.by_dataset)
         d["by_label"] = dict(self.by_label)
         return d
+
+
+def frame_roles(kept: np.ndarray, frame_count: int, options: ExtractOptions) -> np.ndarray:
+    """(n,) uint8 ROLE_* bits of each stored frame: in the --fpv sampling, among the --spread ones, or both."""
+    sequence = set(choose_indices(frame_count, options.fpv, options.sampling, seed=options.seed))
+    spread = set(choose_indices(frame_count, options.spread, "uniform"))
+    return np.array([ROLE_SEQUENCE * (int(i) in sequence) | ROLE_SPREAD * (int(i) in spread) for i in kept], np.uint8)
 
 
 def video_id_for(sha256: str) -> str:
@@ -65,6 +76,8 @@ def extract(store: Store, paths: list[Path], options: ExtractOptions, reporter: 
         raise ValueError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {options.sampling!r}")
     if options.fpv < 1:
         raise ValueError("--fpv must be at least 1")
+    if options.spread < 0:
+        raise ValueError("--spread must be 0 (none) or a number of frames")
     reporter = reporter or Reporter()
     records = assign_splits(discover(paths, options.labels_csv), seed=options.seed)
     summary = ExtractSummary(found=len(records))
@@ -74,7 +87,16 @@ def extract(store: Store, paths: list[Path], options: ExtractOptions, reporter: 
         _extract_one(store, record, options, known, summary, reporter)
         reporter.advance(record.path.name)
     reporter.finish()
+    if summary.other_sampling:
+        reporter.warn(f"{summary.other_sampling} videos were already in the store with another --fpv, --sampling "
+                      "or --spread; they are kept as they are (extract into a new store to sample them again)")
     return summary
+
+
+def _already_done(summary: ExtractSummary, stored: VideoEntry, options: ExtractOptions) -> None:
+    summary.already_done += 1
+    if stored.ok and (stored.fpv, stored.sampling, stored.spread) != (options.fpv, options.sampling, options.spread):
+        summary.other_sampling += 1
 
 
 def _cannot_read(summary: ExtractSummary, record: VideoRecord, reason: str | None) -> None:
@@ -96,7 +118,7 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
         return
     cached = known.get((str(path), stat.st_size, stat.st_mtime))
     if cached is not None and (cached.ok or not options.retry_failed):
-        summary.already_done += 1
+        _already_done(summary, cached, options)
         return
     try:
         sha = file_sha256(path)
@@ -110,7 +132,7 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
         video_id=video_id_for(sha), path=str(path), sha256=sha, size=stat.st_size, mtime=stat.st_mtime,
         label=record.label, split=record.split, dataset=record.dataset, method=record.method,
         compression=record.compression, group=record.group, identities=",".join(record.identities),
-        sampling=options.sampling, fpv=options.fpv,
+        sampling=options.sampling, fpv=options.fpv, spread=options.spread,
     )
     if store.has(entry.video_id, "frames"):
         previous = store.entry(entry.video_id)
@@ -119,10 +141,11 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
             reporter.warn(f"{record.path}: same content as {previous.path}, skipped")
             return
         if previous.ok or not options.retry_failed:
-            summary.already_done += 1
+            _already_done(summary, previous, options)
             return
     try:
-        info, kept, pixels = sample_frames(path, options.fpv, options.sampling, seed=options.seed)
+        info, kept, pixels = sample_frames(path, options.fpv, options.sampling, seed=options.seed,
+                                           spread=options.spread)
     except VideoError as exc:
         entry.video_id = _failed_id(path)
         entry.status, entry.error = FRAME_STATUS_FAILED, str(exc)
@@ -136,10 +159,12 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
     entry.rotation = info.rotation
     if info.header_frame_count is not None:
         reporter.warn(f"{record.path}: frame count in header: {info.header_frame_count}, decoded: {info.frame_count}")
-    store.write_frames(entry, Frames(kept, pixels))
-    if len(kept) < options.fpv and info.frame_count > 1:  # an image is a one-frame video by design
+    roles = frame_roles(kept, info.frame_count, options) if options.spread else None
+    store.write_frames(entry, Frames(kept, pixels, roles))
+    sampled = len(kept) if roles is None else int(np.count_nonzero(roles & ROLE_SEQUENCE))
+    if sampled < options.fpv and info.frame_count > 1:  # an image is a one-frame video by design
         summary.short += 1
-        reporter.warn(f"{record.path}: only {len(kept)} of {options.fpv} frames available")
+        reporter.warn(f"{record.path}: only {sampled} of {options.fpv} frames available")
     summary.added += 1
     summary.frames += len(kept)
     summary.by_dataset[record.dataset] += 1

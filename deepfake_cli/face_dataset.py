@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from deepfake_cli.augment import augment_face
-from deepfake_cli.inputs import has_images, image_count, stored_images
+from deepfake_cli.inputs import has_images, stored_images, training_rows
 from deepfake_cli.pseudo import KINDS, PseudoFakes, mix_shares
 from deepfake_cli.scoring import model_input
 from deepfake_cli.store import Store
@@ -33,11 +33,13 @@ def pick_rows(count: int, limit: int | None) -> list[int]:
 def index_faces(store: Store, video_ids: list[str], limit: int | None = None,
                 input_kind: str = "face") -> list[tuple[str, int]]:
     """(video_id, row) for every usable face (or, for a frame model, frame) of the given videos
-    (videos without any skipped)."""
+    (videos without any skipped): the ones extract spread over each video when it stored some
+    (``inputs.training_rows``), at most ``limit`` of them evenly spread."""
     items = []
     for vid in video_ids:
         if has_images(store, vid, input_kind):
-            items.extend((vid, row) for row in pick_rows(image_count(store, vid, input_kind), limit))
+            rows = training_rows(store, vid, input_kind)
+            items.extend((vid, int(rows[i])) for i in pick_rows(len(rows), limit))
     return items
 
 
@@ -117,7 +119,8 @@ class FaceDataset(keras.utils.PyDataset):
             faces = self.store.read_faces(video_id)
             images, points = faces.crops, faces.landmarks68
         else:
-            images, points = stored_images(self.store, video_id, self.input_kind, self.input_size)[1], None
+            images = stored_images(self.store, video_id, self.input_kind, self.input_size, role=None)[1]
+            points = None
         with self._lock:
             self._cache[video_id] = (images, points)
             while len(self._cache) > self.cache_videos:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from deepfake_cli.store import Store
+from deepfake_cli.store import ROLE_SEQUENCE, ROLE_SPREAD, Store
 
 STAGE = {"face": "faces", "frame": "frames"}  # the store stage each of bundle.INPUTS reads
 
@@ -43,20 +43,35 @@ def has_images(store: Store, video_id: str, kind: str) -> bool:
     return store.has(video_id, STAGE[kind])
 
 
-def image_count(store: Store, video_id: str, kind: str) -> int:
-    """How many images a ``kind`` model has of this video (without reading pixels)."""
+def rows_with(roles: np.ndarray | None, count: int, role: int) -> np.ndarray:
+    """The rows of ``count`` stored images that serve ``role`` (store.ROLE_*); all of them when
+    the store recorded no roles (one sampling serves training and sequences alike)."""
+    if roles is None:
+        return np.arange(count)
+    return np.flatnonzero(np.asarray(roles) & role)
+
+
+def training_rows(store: Store, video_id: str, kind: str) -> np.ndarray:
+    """The rows of a video's stored images that train-cnn draws from (without reading pixels):
+    the frames extract spread over the video (--spread) when it stored some, else all."""
     if kind == "face":
-        return store.face_count(video_id)
-    return int(store.entry(video_id).stored_frames)
+        return rows_with(store.face_roles(video_id), store.face_count(video_id), ROLE_SPREAD)
+    return rows_with(store.frame_roles(video_id), int(store.entry(video_id).stored_frames), ROLE_SPREAD)
 
 
-def stored_images(store: Store, video_id: str, kind: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+def stored_images(store: Store, video_id: str, kind: str, size: int,
+                  role: int | None = ROLE_SEQUENCE) -> tuple[np.ndarray, np.ndarray]:
     """(frame indices, images) of a video in frame order: its face crops, or its frames
-    letterboxed to ``size`` (face crops keep their stored size; scoring resizes them)."""
+    letterboxed to ``size`` (face crops keep their stored size; scoring resizes them). By
+    default the sequence a video is scored on (the --fpv sampled frames, not the --spread ones);
+    ``role=None``: every stored image."""
     if kind == "face":
         faces = store.read_faces(video_id)
-        order = np.argsort(faces.frame_indices, kind="stable")
-        return faces.frame_indices[order], faces.crops[order]
-    frames = store.read_frames(video_id)
-    order = np.argsort(frames.indices, kind="stable")
-    return frames.indices[order], letterboxed(frames.pixels[order], size)
+        indices, images, roles = faces.frame_indices, faces.crops, faces.roles
+    else:
+        frames = store.read_frames(video_id)
+        indices, images, roles = frames.indices, frames.pixels, frames.roles
+    rows = np.arange(len(indices)) if role is None else rows_with(roles, len(indices), role)
+    rows = rows[np.argsort(indices[rows], kind="stable")]
+    images = images[rows]
+    return indices[rows], images if kind == "face" else letterboxed(images, size)

@@ -21,10 +21,11 @@ import hashlib
 
 import numpy as np
 
+from deepfake_cli.inputs import rows_with
 from deepfake_cli.pseudo import require_landmarks68
 from deepfake_cli.sbi import self_blend
 from deepfake_cli.scoring import Scorer
-from deepfake_cli.store import Store
+from deepfake_cli.store import ROLE_SEQUENCE, Store
 
 PREFIX = "sbi:"  # a pseudo-fake clip's key: PREFIX + the id of the real clip it was made from
 
@@ -58,7 +59,8 @@ def pseudo_fake_clips(store: Store, scorer: Scorer, video_ids: list[str], labels
     clips = {}
     for vid in chosen:
         faces = store.read_faces(vid)
-        order = np.argsort(faces.frame_indices, kind="stable")
+        rows = rows_with(faces.roles, len(faces.crops), ROLE_SEQUENCE)  # the clip the LSTM reads
+        order = rows[np.argsort(faces.frame_indices[rows], kind="stable")]
         blend_seed = int(np.random.default_rng(clip_seed(seed, vid)).integers(2 ** 63))
         fakes = blend_clip(faces.crops[order], faces.landmarks68[order], blend_seed)
         clips[PREFIX + vid] = scorer.frames(fakes)[0]

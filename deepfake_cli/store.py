@@ -38,11 +38,15 @@ import numpy as np
 from deepfake_cli.errors import DfdError
 from deepfake_cli.files import TMP_MARK, atomic_write
 
-SCHEMA_VERSION = 2  # 2: faces segments hold landmarks68 (version 1 segments still read)
+SCHEMA_VERSION = 3  # 2: faces segments hold landmarks68; 3: frames and faces may hold roles (older segments still read)
 DEFAULT_STORE = "dfd.h5"
 STORE_ENV = "DFD_STORE"
 FRAME_STATUS_OK = "ok"
 FRAME_STATUS_FAILED = "failed"
+# What a stored frame (and the face cropped from it) is for, as bits of `roles`; a segment without
+# roles (a store extracted without --spread) has every frame serve as both.
+ROLE_SEQUENCE = 1  # one of the --fpv frames sampled as --sampling says: features, the LSTM, evaluation
+ROLE_SPREAD = 2  # one of the --spread frames spread uniformly over the video: train-cnn
 
 
 class StoreError(DfdError):
@@ -94,6 +98,7 @@ class VideoEntry:
     rotation: int = 0
     sampling: str = ""
     fpv: int = 0
+    spread: int = 0  # extract --spread: frames spread uniformly over the video, stored beside the fpv ones
     status: str = FRAME_STATUS_OK  # ok | failed
     error: str = ""
     stored_frames: int = 0
@@ -111,6 +116,7 @@ _STR_COLUMNS = [f.name for f in fields(VideoEntry) if f.type == "str"]
 class Frames:
     indices: np.ndarray  # (n,) int64 frame numbers in the source video
     pixels: np.ndarray  # (n, H, W, 3) uint8 RGB
+    roles: np.ndarray | None = None  # (n,) uint8 ROLE_* bits; None: every frame is both
 
 
 @dataclass
@@ -126,6 +132,7 @@ class Faces:
     missing_frames: np.ndarray  # (m,) int64 frame numbers where no face of the track was found
     settings: dict = field(default_factory=dict)  # size, align, margin, detector
     landmarks68: np.ndarray | None = None  # (n, 68, 2) float32, crop pixels; None: not computed
+    roles: np.ndarray | None = None  # (n,) uint8 ROLE_* bits of each face's frame; None: every face is both
 
 
 @dataclass
@@ -392,14 +399,21 @@ class Store:
             frames = Frames(np.zeros((0,), np.int64), np.zeros((0, 0, 0, 3), np.uint8))
         entry.stored_frames = int(len(frames.indices))
         attrs = {"entry": json.dumps(asdict(entry))}
-        self._write_segment(entry.video_id, "frames", {"indices": frames.indices.astype(np.int64),
-                                                        "pixels": frames.pixels.astype(np.uint8)}, attrs)
+        arrays = {"indices": frames.indices.astype(np.int64), "pixels": frames.pixels.astype(np.uint8)}
+        if frames.roles is not None:
+            arrays["roles"] = np.asarray(frames.roles, np.uint8).reshape(len(frames.indices))
+        self._write_segment(entry.video_id, "frames", arrays, attrs)
         self._entries[entry.video_id] = entry
         self._maybe_commit()
 
     def read_frames(self, video_id: str) -> Frames:
         with self._read_segment(video_id, "frames") as f:
-            return Frames(f["indices"][()], f["pixels"][()])
+            return Frames(f["indices"][()], f["pixels"][()], f["roles"][()] if "roles" in f else None)
+
+    def frame_roles(self, video_id: str) -> np.ndarray | None:
+        """The ROLE_* bits of each stored frame (None: all frames serve both), without the pixels."""
+        with self._read_segment(video_id, "frames") as f:
+            return f["roles"][()] if "roles" in f else None
 
     def iter_frames(self, video_id: str) -> Iterator[tuple[int, np.ndarray]]:
         """(frame index, pixels) one frame at a time, each read from the segment when it is reached."""
@@ -423,6 +437,8 @@ class Store:
         }
         if faces.landmarks68 is not None:
             arrays["landmarks68"] = np.asarray(faces.landmarks68, np.float32).reshape(len(faces.crops), 68, 2)
+        if faces.roles is not None:
+            arrays["roles"] = np.asarray(faces.roles, np.uint8).reshape(len(faces.crops))
         self._write_segment(video_id, "faces", arrays, {"settings": json.dumps(faces.settings)})
         self._maybe_commit()
 
@@ -431,7 +447,8 @@ class Store:
             return Faces(**{k: f[k][()] for k in ("crops", "frame_indices", "boxes", "landmarks",
                                                   "scores", "track_ids", "missing_frames")},
                          settings=json.loads(f.attrs["settings"]),
-                         landmarks68=f["landmarks68"][()] if "landmarks68" in f else None)
+                         landmarks68=f["landmarks68"][()] if "landmarks68" in f else None,
+                         roles=f["roles"][()] if "roles" in f else None)
 
     def read_landmarks68(self, video_id: str) -> np.ndarray:
         """(n, 68, 2) float32 68-point landmarks of the stored crops (crop pixels).
@@ -452,6 +469,11 @@ class Store:
         """Number of stored faces of a video, reading only the frame-index array (not the crops)."""
         with self._read_segment(video_id, "faces") as f:
             return int(f["frame_indices"].shape[0])
+
+    def face_roles(self, video_id: str) -> np.ndarray | None:
+        """The ROLE_* bits of each stored face (None: all faces serve both), without the crops."""
+        with self._read_segment(video_id, "faces") as f:
+            return f["roles"][()] if "roles" in f else None
 
     # features ----------------------------------------------------------
     def write_features(self, video_id: str, model: str, features: Features) -> None:

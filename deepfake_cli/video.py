@@ -263,8 +263,18 @@ def read_frames(path: Path, indices: list[int], info: VideoInfo | None = None) -
 INDEXED_CONTAINERS = (".mp4", ".m4v", ".mov")  # frame count = the sample table's: never an under-count
 
 
-def sample_frames(path: Path, fpv: int, sampling: str, seed: int = 0) -> tuple[VideoInfo, np.ndarray, np.ndarray]:
-    """probe + choose_indices + read_frames, sampling from the video's real length.
+def wanted_indices(frame_count: int, fpv: int, sampling: str, seed: int = 0, spread: int = 0) -> list[int]:
+    """The sorted frames to decode: the ``fpv`` of ``sampling``, and with ``spread`` > 0 also that many
+    spread uniformly over the video (one decode serves both; extract.frame_roles tells them apart)."""
+    indices = set(choose_indices(frame_count, fpv, sampling, seed=seed))
+    if spread:
+        indices.update(choose_indices(frame_count, spread, "uniform"))
+    return sorted(indices)
+
+
+def sample_frames(path: Path, fpv: int, sampling: str, seed: int = 0,
+                  spread: int = 0) -> tuple[VideoInfo, np.ndarray, np.ndarray]:
+    """probe + wanted_indices + read_frames, sampling from the video's real length.
 
     A container's frame count can be wrong (an MKV or AVI whose header claims ten times the
     frames it holds, or fewer than it holds). When the decoder stops before the last wanted
@@ -276,7 +286,7 @@ def sample_frames(path: Path, fpv: int, sampling: str, seed: int = 0) -> tuple[V
     """
     path = Path(path)
     info = probe(path)
-    indices = choose_indices(info.frame_count, fpv, sampling, seed=seed)
+    indices = wanted_indices(info.frame_count, fpv, sampling, seed, spread)
     try:
         kept, frames = read_frames(path, indices, info)
     except VideoError:
@@ -293,7 +303,7 @@ def sample_frames(path: Path, fpv: int, sampling: str, seed: int = 0) -> tuple[V
             raise VideoError(path, f"none of the {len(set(indices))} requested frames could be decoded")
         return info, kept, frames
     info = replace(info, frame_count=real, header_frame_count=info.frame_count)
-    kept, frames = read_frames(path, choose_indices(real, fpv, sampling, seed=seed), info)
+    kept, frames = read_frames(path, wanted_indices(real, fpv, sampling, seed, spread), info)
     return info, kept, frames
 
 

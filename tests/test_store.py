@@ -52,7 +52,7 @@ def test_roundtrip_frames_faces_features(tmp_path):
         assert store.feature_models() == ["m1"]
     # the index shows the documented schema through external links
     with h5py.File(path) as f:
-        assert f.attrs["schema_version"] == SCHEMA_VERSION == 2
+        assert f.attrs["schema_version"] == SCHEMA_VERSION == 3
         assert f["videos/label"][0].decode() == "fake"
         assert f["media/v1/frames/pixels"].shape == (3, 8, 10, 3)
         assert f["media/v1/faces/crops"].shape == (3, 16, 16, 3)

@@ -1,0 +1,119 @@
+"""One store for the CNN and the LSTM: `dfd extract --spread N` (issue 10, item 3).
+
+The --fpv frames the LSTM reads and N frames spread uniformly over the video (what train-cnn
+should see: many distinct faces) are decoded in one pass and cropped once; every frame, and
+the face cropped from it, carries its roles (store.ROLE_*). train-cnn draws from the spread
+faces, export-features (and with it the LSTM, calibration and evaluation) from the sequence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from deepfake_cli.cli import app
+from deepfake_cli.crop import CropOptions, crop
+from deepfake_cli.extract import ExtractOptions, extract
+from deepfake_cli.face_dataset import index_faces
+from deepfake_cli.inputs import stored_images
+from deepfake_cli.store import ROLE_SEQUENCE, ROLE_SPREAD, Faces, Store, VideoEntry, Frames
+from deepfake_cli.temporal import export_features
+from tests.test_cli import write_face_clip
+from tests.test_temporal import cnn_bundle  # noqa: F401  (a pytest fixture)
+
+FRAMES = 15
+SEQUENCE = [5, 6, 7, 8, 9]  # --fpv 5 --sampling consecutive: the middle five of 15
+SPREAD = [0, 5, 9, 14]  # --spread 4: np.linspace(0, 14, 4) rounded
+
+
+@pytest.fixture(scope="module")
+def cropped(tmp_path_factory):
+    """A 15-frame face clip extracted with --fpv 5 --spread 4 and cropped with --detect-every 4."""
+    root = tmp_path_factory.mktemp("spread")
+    clip = write_face_clip(root / "clip.mp4", shift=0, fake=False, frames=FRAMES)
+    store = Store.open(root / "dfd.h5", write=True)
+    extracted = extract(store, [clip], ExtractOptions(fpv=5, sampling="consecutive", spread=4))
+    cropped = crop(store, CropOptions(size=64, device="cpu", detect_every=4))
+    yield store, store.entries()[0], extracted, cropped
+    store.close()
+
+
+def test_extract_stores_both_samplings_once_with_their_roles(cropped):
+    store, entry, extracted, _ = cropped
+    frames = store.read_frames(entry.video_id)
+    np.testing.assert_array_equal(frames.indices, sorted(set(SEQUENCE) | set(SPREAD)))
+    expected = [ROLE_SEQUENCE * (i in SEQUENCE) | ROLE_SPREAD * (i in SPREAD) for i in frames.indices]
+    np.testing.assert_array_equal(frames.roles, expected)
+    np.testing.assert_array_equal(store.frame_roles(entry.video_id), expected)
+    assert (entry.fpv, entry.sampling, entry.spread, entry.stored_frames) == (5, "consecutive", 4, 7)
+    assert extracted.frames == 7 and extracted.short == 0  # 7 decoded frames serve 5 + 4
+
+
+def test_crop_keeps_each_faces_roles_and_detects_far_apart_frames_every_time(cropped):
+    store, entry, _, summary = cropped
+    faces = store.read_faces(entry.video_id)
+    np.testing.assert_array_equal(faces.frame_indices, sorted(set(SEQUENCE) | set(SPREAD)))
+    frames = store.read_frames(entry.video_id)
+    np.testing.assert_array_equal(faces.roles, frames.roles)
+    np.testing.assert_array_equal(store.face_roles(entry.video_id), frames.roles)
+    # frames 0 and 14 are far from the clip: no interpolation across them
+    assert summary.detected_frames == 7 and "detect_every" not in faces.settings
+
+
+def test_the_cnn_trains_on_the_spread_faces_and_the_sequence_is_the_fpv_ones(cropped):
+    store, entry, _, _ = cropped
+    vid = entry.video_id
+    faces = store.read_faces(vid)
+    rows = [row for v, row in index_faces(store, [vid])]
+    assert [int(faces.frame_indices[r]) for r in rows] == SPREAD
+    assert len(index_faces(store, [vid], limit=2)) == 2
+    indices, crops = stored_images(store, vid, "face", 64)
+    np.testing.assert_array_equal(indices, SEQUENCE)
+    assert crops.shape == (5, 64, 64, 3)
+    assert len(stored_images(store, vid, "face", 64, role=None)[0]) == 7
+    frame_rows = [row for v, row in index_faces(store, [vid], input_kind="frame")]
+    assert [int(store.read_frames(vid).indices[r]) for r in frame_rows] == SPREAD
+    np.testing.assert_array_equal(stored_images(store, vid, "frame", 32)[0], SEQUENCE)
+
+
+def test_export_features_scores_only_the_sequence(tmp_path, cnn_bundle):  # noqa: F811
+    bundle_dir, _ = cnn_bundle
+    store = Store.open(tmp_path / "dfd.h5", write=True)
+    indices = np.array([0, 3, 4, 5, 9], np.int64)
+    roles = np.array([ROLE_SPREAD, ROLE_SEQUENCE, ROLE_SEQUENCE | ROLE_SPREAD, ROLE_SEQUENCE, ROLE_SPREAD], np.uint8)
+    store.write_frames(VideoEntry(video_id="a", path="a.mp4", label="real", split="train", fpv=3, spread=3),
+                       Frames(indices, np.zeros((5, 2, 2, 3), np.uint8), roles))
+    crops = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3)).astype(np.uint8)
+    store.write_faces("a", Faces(crops=crops, frame_indices=indices, boxes=np.zeros((5, 4)),
+                                 landmarks=np.zeros((5, 5, 2)), scores=np.ones(5), track_ids=np.zeros(5),
+                                 missing_frames=np.zeros(0), settings={"size": 32}, roles=roles))
+    assert export_features(store, bundle_dir)["faces"] == 3
+    np.testing.assert_array_equal(store.read_features("a", "lite").frame_indices, [3, 4, 5])
+    store.close()
+
+
+def test_a_store_without_roles_serves_every_face_to_both(tmp_path):
+    store = Store.open(tmp_path / "dfd.h5", write=True)
+    store.write_frames(VideoEntry(video_id="b", path="b.mp4", label="real", fpv=3),
+                       Frames(np.arange(3, dtype=np.int64), np.zeros((3, 2, 2, 3), np.uint8)))
+    store.write_faces("b", Faces(crops=np.zeros((3, 8, 8, 3), np.uint8), frame_indices=np.arange(3),
+                                 boxes=np.zeros((3, 4)), landmarks=np.zeros((3, 5, 2)), scores=np.ones(3),
+                                 track_ids=np.zeros(3), missing_frames=np.zeros(0)))
+    assert store.face_roles("b") is None and store.read_frames("b").roles is None
+    assert [row for _, row in index_faces(store, ["b"])] == [0, 1, 2]
+    assert len(stored_images(store, "b", "face", 8)[0]) == 3
+    store.close()
+
+
+def test_a_negative_spread_is_refused_in_one_line(tmp_path):
+    clip = write_face_clip(tmp_path / "clip.mp4", shift=0, fake=False, frames=3)
+    result = CliRunner().invoke(app, ["extract", str(clip), "--spread", "-1", "--store", str(tmp_path / "s.h5")])
+    assert result.exit_code != 0 and "--spread" in result.output
+
+
+def test_extracting_again_with_another_sampling_says_the_stored_videos_are_kept(cropped):
+    store, entry, _, _ = cropped
+    again = extract(store, [entry.path], ExtractOptions(fpv=5, sampling="consecutive", spread=8))
+    assert (again.already_done, again.other_sampling, again.added) == (1, 1, 0)
+    assert extract(store, [entry.path], ExtractOptions(fpv=5, sampling="consecutive", spread=4)).other_sampling == 0

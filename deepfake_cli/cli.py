@@ -614,7 +614,8 @@ def train_lstm(
                       highlight=False)
 
     with _open_store(store, write=False) as opened:
-        summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch, command=_command_line())
+        summary = run_train(opened, _bundle_dir(model, models_dir), options, resume=resume, on_epoch=on_epoch,
+                            command=_command_line(), reporter=RichReporter(err, quiet))
     _render_summary(out, "train-lstm", summary | summary["calibration"], quiet, as_json)
 
 

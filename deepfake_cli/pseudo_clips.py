@@ -22,6 +22,7 @@ import hashlib
 import numpy as np
 
 from deepfake_cli.inputs import rows_with
+from deepfake_cli.progress import Reporter
 from deepfake_cli.pseudo import require_landmarks68
 from deepfake_cli.sbi import self_blend
 from deepfake_cli.scoring import Scorer
@@ -48,7 +49,7 @@ def chosen_clips(video_ids: list[str], labels: dict[str, int], ratio: float, see
 
 
 def pseudo_fake_clips(store: Store, scorer: Scorer, video_ids: list[str], labels: dict[str, int],
-                      ratio: float, seed: int) -> dict[str, np.ndarray]:
+                      ratio: float, seed: int, reporter: Reporter | None = None) -> dict[str, np.ndarray]:
     """{PREFIX + video id: (n, D) CNN features in frame order} of the pseudo-fake clips.
 
     Raises StoreError (one line: re-run `dfd crop --force`) before any CNN work when a chosen
@@ -56,6 +57,8 @@ def pseudo_fake_clips(store: Store, scorer: Scorer, video_ids: list[str], labels
     """
     chosen = chosen_clips(video_ids, labels, ratio, seed)
     require_landmarks68(store, chosen)
+    reporter = reporter or Reporter()
+    reporter.start(len(chosen), "pseudo-fake clips")
     clips = {}
     for vid in chosen:
         faces = store.read_faces(vid)
@@ -64,4 +67,6 @@ def pseudo_fake_clips(store: Store, scorer: Scorer, video_ids: list[str], labels
         blend_seed = int(np.random.default_rng(clip_seed(seed, vid)).integers(2 ** 63))
         fakes = blend_clip(faces.crops[order], faces.landmarks68[order], blend_seed)
         clips[PREFIX + vid] = scorer.frames(fakes)[0]
+        reporter.advance(vid)
+    reporter.finish()
     return clips

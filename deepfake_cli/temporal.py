@@ -204,15 +204,15 @@ def lstm_datasets(store: Store, splits: dict, model_name: str, seq_len: int, opt
     return train, val
 
 
-def lstm_pseudo_fakes(store: Store, bundle: Bundle, train_ids: list[str],
-                      options: LSTMTrainOptions) -> dict[str, np.ndarray]:
+def lstm_pseudo_fakes(store: Store, bundle: Bundle, train_ids: list[str], options: LSTMTrainOptions,
+                      reporter: Reporter | None = None) -> dict[str, np.ndarray]:
     """The features of the run's pseudo-fake clips ({} for ``--pseudo-fakes none``)."""
     if options.pseudo_fakes == "none":
         return {}
     if bundle.config.input != "face":
         raise OptionsError("--pseudo-fakes blends faces by their landmarks: the bundle's CNN reads whole frames")
     return pseudo_fake_clips(store, Scorer(bundle, lstm=False), train_ids, sequence_labels(store, train_ids),
-                             options.pseudo_ratio, options.seed)
+                             options.pseudo_ratio, options.seed, reporter)
 
 
 def training_mix(train: SequenceDataset) -> dict[str, float]:
@@ -273,10 +273,12 @@ def sequence_sampling(store: Store, video_ids: list[str], face: dict) -> tuple[i
 
 
 def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume: bool = False,
-               on_epoch: Callable[[dict], None] | None = None, command: str | None = None) -> dict:
+               on_epoch: Callable[[dict], None] | None = None, command: str | None = None,
+               reporter: Reporter | None = None) -> dict:
     """Train the BiLSTM of a bundle on its stored features, then calibrate the bundle on val
     (temperature and thresholds, as `dfd train-lstm` does); returns a summary whose
-    "calibration" entry is what calibrate_bundle fitted."""
+    "calibration" entry is what calibrate_bundle fitted. ``reporter`` shows the making of the
+    pseudo-fake clips."""
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
     config = bundle.config
@@ -287,7 +289,7 @@ def train_lstm(store: Store, bundle_dir: Path, options: LSTMTrainOptions, resume
     model_name = options.features_model or bundle.feature_model_name
     sampling = sequence_sampling(store, state["splits"]["train"], config.face)
     seq_len = resolve_seq_len(options, bundle, sampling)
-    pseudo = lstm_pseudo_fakes(store, bundle, state["splits"]["train"], options)
+    pseudo = lstm_pseudo_fakes(store, bundle, state["splits"]["train"], options, reporter)
     train, val = lstm_datasets(store, state["splits"], model_name, seq_len, options, pseudo)
     mix = training_mix(train)
     lstm_config(config, options, model_name, seq_len,

@@ -10,6 +10,7 @@ from deepfake_cli.bundle import BundleConfig, load_bundle, save_config, save_wei
 from deepfake_cli.cli import app
 from deepfake_cli.errors import OptionsError
 from deepfake_cli.models import build_classifier
+from deepfake_cli.progress import Reporter
 from deepfake_cli.pseudo_clips import PREFIX, blend_clip, chosen_clips, clip_seed, pseudo_fake_clips
 from deepfake_cli.sbi import self_blend
 from deepfake_cli.scoring import Scorer
@@ -57,6 +58,20 @@ def test_only_real_clips_are_chosen_by_their_own_seed():
     assert chosen_clips(ids, labels, 0.0, seed=0) == []
 
 
+class CountingReporter(Reporter):
+    def __init__(self):
+        self.calls = []
+
+    def start(self, total, description):
+        self.calls.append(("start", total))
+
+    def advance(self, item=""):
+        self.calls.append(("advance", 1))
+
+    def finish(self):
+        self.calls.append(("finish", 0))
+
+
 @pytest.fixture(scope="module")
 def face_bundle(tmp_path_factory):
     """A store of 12 six-face clips with landmarks (8 train, 4 val) and a Lite0 bundle with
@@ -87,8 +102,10 @@ def test_pseudo_fake_clips_are_the_features_of_the_blended_faces(face_bundle):
     faces = store.read_faces(vid)
     real = store.read_features(vid, "lite").features
     assert clips[PREFIX + vid].shape == real.shape and not np.allclose(clips[PREFIX + vid], real)
-    again = pseudo_fake_clips(store, scorer, train[::-1], labels, 0.99, seed=0)
+    progress = CountingReporter()
+    again = pseudo_fake_clips(store, scorer, train[::-1], labels, 0.99, seed=0, reporter=progress)
     assert all(np.array_equal(clips[k], again[k]) for k in clips)  # a resumed run makes the same clips
+    assert progress.calls == [("start", len(clips)), *[("advance", 1)] * len(clips), ("finish", 0)]
     # what the LSTM reads is the CNN's features of the blended faces, through the one Scorer
     seed = int(np.random.default_rng(clip_seed(0, vid)).integers(2 ** 63))
     blended = blend_clip(faces.crops, faces.landmarks68, seed)

@@ -17,6 +17,7 @@ from deepfake_cli.crop import CropOptions, crop
 from deepfake_cli.extract import ExtractOptions, extract
 from deepfake_cli.face_dataset import index_faces
 from deepfake_cli.inputs import stored_images
+from deepfake_cli.pseudo_clips import PREFIX, pseudo_fake_clips
 from deepfake_cli.store import ROLE_SEQUENCE, ROLE_SPREAD, Faces, Store, VideoEntry, Frames
 from deepfake_cli.temporal import export_features
 from tests.test_cli import write_face_clip
@@ -117,3 +118,16 @@ def test_extracting_again_with_another_sampling_says_the_stored_videos_are_kept(
     again = extract(store, [entry.path], ExtractOptions(fpv=5, sampling="consecutive", spread=8))
     assert (again.already_done, again.other_sampling, again.added) == (1, 1, 0)
     assert extract(store, [entry.path], ExtractOptions(fpv=5, sampling="consecutive", spread=4)).other_sampling == 0
+
+
+class PixelScorer:
+    """Stands in for the CNN: a face's "features" are its first pixels."""
+
+    def frames(self, crops):
+        return np.asarray(crops, np.float32).reshape(len(crops), -1)[:, :4], None
+
+
+def test_pseudo_fake_clips_blend_the_sequence_only(cropped):
+    store, entry, _, _ = cropped
+    clips = pseudo_fake_clips(store, PixelScorer(), [entry.video_id], {entry.video_id: 0}, 0.999, seed=0)
+    assert clips[PREFIX + entry.video_id].shape == (len(SEQUENCE), 4)

@@ -68,11 +68,14 @@ def test_whole_chain(dataset, tmp_path):
     store = tmp_path / "s.h5"
     models = tmp_path / "models"
     labels = ("--labels", dataset / "labels.csv")
-    summary = json.loads(run("extract", dataset, *labels, "--fpv", 4, "--store", store, "--json", "--quiet").stdout)
+    # --spread 3: the CNN trains on frames 0, 2, 5 of each 6-frame clip, the sequence is frames 1-4
+    summary = json.loads(run("extract", dataset, *labels, "--fpv", 4, "--spread", 3, "--store", store, "--json",
+                             "--quiet").stdout)
     assert summary["added"] == 8 and summary["failed"] == 1  # the empty file is recorded, the rest carry on
-    assert "already in store" in run("extract", dataset, *labels, "--fpv", 4, "--store", store).output
-    again = json.loads(run("extract", dataset, *labels, "--fpv", 4, "--store", store, "--json").stdout)
-    assert again["added"] == 0 and again["already_done"] == 9
+    assert summary["frames"] == 8 * 6
+    assert "already in store" in run("extract", dataset, *labels, "--fpv", 4, "--spread", 3, "--store", store).output
+    again = json.loads(run("extract", dataset, *labels, "--fpv", 4, "--spread", 3, "--store", store, "--json").stdout)
+    assert again["added"] == 0 and again["already_done"] == 9 and again["other_sampling"] == 0
 
     crop = json.loads(run("crop", "--store", store, "--size", 64, "--json", "--quiet").stdout)
     assert crop["cropped"] == 8 and crop["face_rate"] >= 0.9
@@ -93,7 +96,7 @@ def test_whole_chain(dataset, tmp_path):
     assert config["face"]["size"] == 64 and config["fpv"] == 4
 
     exported = json.loads(run("export-features", *common, "--json").stdout)
-    assert exported["exported"] == 8
+    assert exported["exported"] == 8 and exported["faces"] <= 8 * 4  # the sequences, not the spread faces
     run("train-lstm", *common, "--epochs", 1, "--units", 8)
 
     report = tmp_path / "report"

@@ -7,6 +7,10 @@
 #   identified by content hash, so the train/val split the CNN recorded applies to both stores.
 # Both crop faces with the same settings (train-lstm refuses faces cropped otherwise); crop
 # stores the 68 dlib landmarks that self-blended pseudo-fakes need.
+# The shipped bundle was trained on these two stores. `dfd extract --fpv 25 --spread 40` now puts
+# both samplings in one store, decoded and cropped once (train-cnn reads the spread faces,
+# export-features and the LSTM the consecutive ones): the way to train on your own data. This
+# recipe keeps the two stores it was measured with.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs}

@@ -71,7 +71,7 @@ class CNNTrainOptions:
     balance: str = "label"  # label: real and fake weigh the same | dataset: each (dataset, label) does
     pseudo_fakes: str = "none"  # none | sbi: real training faces become self-blended fakes (pseudo.py)
     pseudo_ratio: float = 0.5  # the probability that a drawn real face becomes a pseudo-fake
-    test_time_flip: bool = False  # the bundle scores each face and its mirror (scoring.py); training is unchanged
+    test_time_flip: bool = False  # the bundle scores each face and its mirror (scoring.py); so does validation
     input: str = "face"  # face: the stored face crops | frame: the stored frames, letterboxed (inputs.py)
     bootstrap: int = 0  # k > 0: bagging member k, trained on a bootstrap resample of the train identity groups
 
@@ -99,9 +99,24 @@ def video_means(video_ids: list[str], scores: np.ndarray) -> dict[str, float]:
     return {vid: float(np.mean(v)) for vid, v in sums.items()}
 
 
-def evaluate_faces(model, dataset: FaceDataset) -> dict:
-    """Frame-level val AUC and loss, and video-level AUC of the mean frame score."""
+def face_scores(model, dataset: FaceDataset, flip: bool = False) -> np.ndarray:
+    """P(fake) of every face of ``dataset``, in its order; with ``flip``, the mean over each face and
+    its mirror image, as the bundle serves it (scoring.frame_outputs with test_time_flip)."""
     scores = np.asarray(model.predict(dataset, verbose=0), np.float32).reshape(-1)
+    if not flip:
+        return scores
+    dataset.mirror = True
+    try:
+        mirrored = np.asarray(model.predict(dataset, verbose=0), np.float32).reshape(-1)
+    finally:
+        dataset.mirror = False
+    return (scores + mirrored) / 2
+
+
+def evaluate_faces(model, dataset: FaceDataset, flip: bool = False) -> dict:
+    """Frame-level val AUC and loss, and video-level AUC of the mean frame score; the faces are
+    scored as the bundle will serve them (``flip``: with their mirror images)."""
+    scores = face_scores(model, dataset, flip)
     items = dataset.ordered_items()
     labels = np.array([dataset.labels[vid] for vid, _ in items], np.float32)
     per_video = video_means([vid for vid, _ in items], scores)
@@ -317,7 +332,8 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
         if resumed_at is None:
             start_fresh(checkpoints, [bundle_dir / CHECKPOINT_DIR / LSTM_CHECKPOINTS, bundle_dir / LSTM_WEIGHTS])
         save_config(bundle_dir, config)
-        loop = Loop(model=classifier, train=train, evaluate=lambda m: evaluate_faces(m, val),
+        loop = Loop(model=classifier, train=train,
+                    evaluate=lambda m: evaluate_faces(m, val, bool(options.test_time_flip)),
                     checkpoints=checkpoints, final_weights=bundle_dir / CNN_WEIGHTS,
                     tag=weights_tag("cnn", config), patience=options.patience, seed=options.seed,
                     on_epoch=on_epoch,

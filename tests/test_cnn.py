@@ -298,3 +298,22 @@ def test_batchnorm_trains_with_a_fast_momentum_or_stays_frozen():
     assert all(n.trainable for n in norms) and {n.momentum for n in norms} == {FINE_TUNE_BN_MOMENTUM}
     set_backbone_trainable(classifier, True, freeze_batchnorm=True)
     assert not any(n.trainable for n in norms)  # frozen: inference mode, the momentum is never used
+
+
+def test_validation_scores_faces_as_the_bundle_serves_them(tmp_path):
+    """With --test-time-flip, train-cnn picks its best epoch on the scores predict gives: the
+    mean over each face and its mirror image (scoring.frame_outputs)."""
+    from deepfake_cli.cnn import face_scores
+    from deepfake_cli.models import build_classifier
+    from deepfake_cli.scoring import frame_outputs
+
+    store = Store.open(make_store(tmp_path / "dfd.h5", n_videos=2, n_val=0, frames=4), write=False)
+    items = index_faces(store, ["v000", "v001"])
+    ds = FaceDataset(store, items, {"v000": 0, "v001": 1}, batch_size=3, input_size=SIZE)
+    classifier, feature_model = build_classifier(BACKBONE, SIZE)
+    crops = np.stack([store.read_faces(v).crops[r] for v, r in items])
+    for flip in (False, True):
+        served = frame_outputs(feature_model, crops, SIZE, flip=flip)[1]
+        np.testing.assert_allclose(face_scores(classifier, ds, flip=flip), served, atol=1e-5)
+    assert not np.allclose(face_scores(classifier, ds), face_scores(classifier, ds, flip=True), atol=1e-5)
+    assert ds.mirror is False

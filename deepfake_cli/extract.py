@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
 
+import numpy as np
+
 from deepfake_cli.datasets import VideoRecord, discover
 from deepfake_cli.files import file_sha256
 from deepfake_cli.progress import Reporter
 from deepfake_cli.splits import assign_splits
-import numpy as np
-
 from deepfake_cli.store import FRAME_STATUS_FAILED, ROLE_SEQUENCE, ROLE_SPREAD, Frames, Store, VideoEntry
 from deepfake_cli.shards import Shard
 from deepfake_cli.video import VideoError, choose_indices, sample_frames, unreadable_reason

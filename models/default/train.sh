@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # How the bundled default model (deepfake_cli/default_model) was trained: run from the repository
 # root, with ../shared/data present. Everything runs on a 2-core CPU; measured: 62 min for the
-# CNN (tests and benchmarks shared the CPU), 5 for the features and 3 for the LSTM. Extract and
-# crop of the two stores were not timed end to end (crop ran at 4-11 frames/s then; `crop
-# --detect-every 4` now runs at 31). The figures are in models/default/README.md.
+# CNN (tests and benchmarks shared the CPU), 5 for the features and 3 for the LSTM. The two
+# stores, from nothing, 32 min (2026-12-02, on a fresh clone; tests shared the CPU during the
+# CNN store's crop): CNN store extract 6 + 1 min (FF++, DFDC), crop 16 min; sequence store
+# extract 4 + 0.3 min, crop 4 min. The figures are in models/default/README.md.
 #
 # Two stores, because the CNN and the LSTM want different frames of the same videos
 # (models/default/stores.sh builds them).

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import keras
 import numpy as np
 
 from deepfake_cli.bundle import (CHECKPOINT_DIR, CNN_CHECKPOINTS, CNN_WEIGHTS, CONFIG_FILE, INPUTS, LSTM_CHECKPOINTS,
@@ -101,16 +102,12 @@ def video_means(video_ids: list[str], scores: np.ndarray) -> dict[str, float]:
 
 def face_scores(model, dataset: FaceDataset, flip: bool = False) -> np.ndarray:
     """P(fake) of every face of ``dataset``, in its order; with ``flip``, the mean over each face and
-    its mirror image, as the bundle serves it (scoring.frame_outputs with test_time_flip)."""
-    scores = np.asarray(model.predict(dataset, verbose=0), np.float32).reshape(-1)
-    if not flip:
-        return scores
-    dataset.mirror = True
-    try:
-        mirrored = np.asarray(model.predict(dataset, verbose=0), np.float32).reshape(-1)
-    finally:
-        dataset.mirror = False
-    return (scores + mirrored) / 2
+    its mirror image, as the bundle serves it (scoring.frame_outputs with test_time_flip), in one
+    pass over the faces."""
+    if flip:
+        images = keras.Input(model.input_shape[1:])
+        model = keras.Model(images, (model(images) + model(keras.ops.flip(images, axis=2))) / 2)
+    return np.asarray(model.predict(dataset, verbose=0), np.float32).reshape(-1)
 
 
 def evaluate_faces(model, dataset: FaceDataset, flip: bool = False) -> dict:

@@ -16,7 +16,7 @@ from deepfake_cli.progress import Reporter
 from deepfake_cli.splits import assign_splits
 from deepfake_cli.store import FRAME_STATUS_FAILED, ROLE_SEQUENCE, ROLE_SPREAD, Frames, Store, VideoEntry
 from deepfake_cli.shards import Shard
-from deepfake_cli.video import VideoError, choose_indices, sample_frames, unreadable_reason
+from deepfake_cli.video import VideoError, frames_by_role, sample_frames, unreadable_reason
 
 SAMPLINGS = ("consecutive", "uniform", "random")
 
@@ -57,8 +57,7 @@ class ExtractSummary:
 
 def frame_roles(kept: np.ndarray, frame_count: int, options: ExtractOptions) -> np.ndarray:
     """(n,) uint8 ROLE_* bits of each stored frame: in the --fpv sampling, among the --spread ones, or both."""
-    sequence = set(choose_indices(frame_count, options.fpv, options.sampling, seed=options.seed))
-    spread = set(choose_indices(frame_count, options.spread, "uniform"))
+    sequence, spread = frames_by_role(frame_count, options.fpv, options.sampling, options.seed, options.spread)
     return np.array([ROLE_SEQUENCE * (int(i) in sequence) | ROLE_SPREAD * (int(i) in spread) for i in kept], np.uint8)
 
 

@@ -82,7 +82,6 @@ class FaceDataset(keras.utils.PyDataset):
         self.cache_videos = max(2, cache_videos)
         self.pseudo = pseudo  # turns real faces into labelled pseudo-fakes (needs landmarks68)
         self.input_kind = input_kind
-        self.mirror = False  # serve every image mirrored left to right (cnn.face_scores' test-time flip)
         self._order = list(self.items)
         self._key: tuple[int, ...] = (0,)
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
@@ -148,8 +147,6 @@ class FaceDataset(keras.utils.PyDataset):
         rng = np.random.default_rng(self._key + (index,)) if self.augment or self.pseudo else None
         samples = [self._sample(vid, row, rng) for vid, row in batch]
         x = model_input([crop for crop, _, _ in samples], self.input_size)  # as served
-        if self.mirror:
-            x = np.ascontiguousarray(x[:, :, ::-1])
         y = np.array([label for _, label, _ in samples], np.float32)
         kinds = [kind for _, _, kind in samples]
         with self._lock:

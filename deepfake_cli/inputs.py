@@ -52,11 +52,10 @@ def rows_with(roles: np.ndarray | None, count: int, role: int) -> np.ndarray:
 
 
 def training_rows(store: Store, video_id: str, kind: str) -> np.ndarray:
-    """The rows of a video's stored images that train-cnn draws from (without reading pixels):
+    """The rows of a video's stored images that train-cnn draws from (one small read, no pixels):
     the frames extract spread over the video (--spread) when it stored some, else all."""
-    if kind == "face":
-        return rows_with(store.face_roles(video_id), store.face_count(video_id), ROLE_SPREAD)
-    return rows_with(store.frame_roles(video_id), int(store.entry(video_id).stored_frames), ROLE_SPREAD)
+    roles = store.face_roles(video_id) if kind == "face" else store.frame_roles(video_id)
+    return np.flatnonzero(roles & ROLE_SPREAD)
 
 
 def stored_images(store: Store, video_id: str, kind: str, size: int,

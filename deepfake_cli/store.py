@@ -47,6 +47,7 @@ FRAME_STATUS_FAILED = "failed"
 # roles (a store extracted without --spread) has every frame serve as both.
 ROLE_SEQUENCE = 1  # one of the --fpv frames sampled as --sampling says: features, the LSTM, evaluation
 ROLE_SPREAD = 2  # one of the --spread frames spread uniformly over the video: train-cnn
+ROLES_ALL = ROLE_SEQUENCE | ROLE_SPREAD
 
 
 class StoreError(DfdError):
@@ -410,10 +411,10 @@ class Store:
         with self._read_segment(video_id, "frames") as f:
             return Frames(f["indices"][()], f["pixels"][()], f["roles"][()] if "roles" in f else None)
 
-    def frame_roles(self, video_id: str) -> np.ndarray | None:
-        """The ROLE_* bits of each stored frame (None: all frames serve both), without the pixels."""
+    def frame_roles(self, video_id: str) -> np.ndarray:
+        """(n,) uint8 ROLE_* bits of each stored frame (ROLES_ALL where none were recorded), without the pixels."""
         with self._read_segment(video_id, "frames") as f:
-            return f["roles"][()] if "roles" in f else None
+            return _roles(f, "indices")
 
     def iter_frames(self, video_id: str) -> Iterator[tuple[int, np.ndarray]]:
         """(frame index, pixels) one frame at a time, each read from the segment when it is reached."""
@@ -470,10 +471,10 @@ class Store:
         with self._read_segment(video_id, "faces") as f:
             return int(f["frame_indices"].shape[0])
 
-    def face_roles(self, video_id: str) -> np.ndarray | None:
-        """The ROLE_* bits of each stored face (None: all faces serve both), without the crops."""
+    def face_roles(self, video_id: str) -> np.ndarray:
+        """(n,) uint8 ROLE_* bits of each stored face (ROLES_ALL where none were recorded), without the crops."""
         with self._read_segment(video_id, "faces") as f:
-            return f["roles"][()] if "roles" in f else None
+            return _roles(f, "frame_indices")
 
     # features ----------------------------------------------------------
     def write_features(self, video_id: str, model: str, features: Features) -> None:
@@ -538,6 +539,13 @@ class Store:
             raise
         self._dirty = False
         self._last_commit = time.monotonic()
+
+
+def _roles(segment: h5py.File, rows: str) -> np.ndarray:
+    """A frames or faces segment's roles; a segment without them (no --spread) has every row serve both."""
+    if "roles" in segment:
+        return segment["roles"][()]
+    return np.full(segment[rows].shape[0], ROLES_ALL, np.uint8)
 
 
 def _check_model_name(name: str) -> None:

@@ -263,13 +263,18 @@ def read_frames(path: Path, indices: list[int], info: VideoInfo | None = None) -
 INDEXED_CONTAINERS = (".mp4", ".m4v", ".mov")  # frame count = the sample table's: never an under-count
 
 
+def frames_by_role(frame_count: int, fpv: int, sampling: str, seed: int = 0,
+                   spread: int = 0) -> tuple[set[int], set[int]]:
+    """(the ``fpv`` frames of ``sampling``, the ``spread`` frames spread uniformly over the video;
+    empty when ``spread`` is 0)."""
+    sequence = set(choose_indices(frame_count, fpv, sampling, seed=seed))
+    return sequence, set(choose_indices(frame_count, spread, "uniform")) if spread else set()
+
+
 def wanted_indices(frame_count: int, fpv: int, sampling: str, seed: int = 0, spread: int = 0) -> list[int]:
-    """The sorted frames to decode: the ``fpv`` of ``sampling``, and with ``spread`` > 0 also that many
-    spread uniformly over the video (one decode serves both; extract.frame_roles tells them apart)."""
-    indices = set(choose_indices(frame_count, fpv, sampling, seed=seed))
-    if spread:
-        indices.update(choose_indices(frame_count, spread, "uniform"))
-    return sorted(indices)
+    """The sorted frames to decode: both sets of :func:`frames_by_role`, in one pass."""
+    sequence, spread_frames = frames_by_role(frame_count, fpv, sampling, seed, spread)
+    return sorted(sequence | spread_frames)
 
 
 def sample_frames(path: Path, fpv: int, sampling: str, seed: int = 0,

@@ -316,4 +316,3 @@ def test_validation_scores_faces_as_the_bundle_serves_them(tmp_path):
         served = frame_outputs(feature_model, crops, SIZE, flip=flip)[1]
         np.testing.assert_allclose(face_scores(classifier, ds, flip=flip), served, atol=1e-5)
     assert not np.allclose(face_scores(classifier, ds), face_scores(classifier, ds, flip=True), atol=1e-5)
-    assert ds.mirror is False

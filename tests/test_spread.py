@@ -101,7 +101,9 @@ def test_a_store_without_roles_serves_every_face_to_both(tmp_path):
     store.write_faces("b", Faces(crops=np.zeros((3, 8, 8, 3), np.uint8), frame_indices=np.arange(3),
                                  boxes=np.zeros((3, 4)), landmarks=np.zeros((3, 5, 2)), scores=np.ones(3),
                                  track_ids=np.zeros(3), missing_frames=np.zeros(0)))
-    assert store.face_roles("b") is None and store.read_frames("b").roles is None
+    assert store.read_faces("b").roles is None and store.read_frames("b").roles is None
+    np.testing.assert_array_equal(store.face_roles("b"), [ROLE_SEQUENCE | ROLE_SPREAD] * 3)
+    np.testing.assert_array_equal(store.frame_roles("b"), [ROLE_SEQUENCE | ROLE_SPREAD] * 3)
     assert [row for _, row in index_faces(store, ["b"])] == [0, 1, 2]
     assert len(stored_images(store, "b", "face", 8)[0]) == 3
     store.close()

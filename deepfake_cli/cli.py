@@ -224,6 +224,7 @@ def extract(
         fail("give video files or folders, or --labels file.csv", EXIT_USAGE)
     options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, spread=spread, labels_csv=labels,
                              retry_failed=retry_failed, shard=parse_shard(shard))
+    options.check()  # before the store is opened: a bad option creates no store
     with _open_store(store, write=True, wait=wait) as opened:
         summary = run_extract(opened, paths or [], options, RichReporter(err, quiet))
         store_path = opened.path

@@ -31,6 +31,15 @@ class ExtractOptions:
     retry_failed: bool = False
     shard: Shard | None = None  # only this 1/N of the videos (by content hash)
 
+    def check(self) -> None:
+        """ValueError naming the option that is out of range."""
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {self.sampling!r}")
+        if self.fpv < 1:
+            raise ValueError("--fpv must be at least 1")
+        if self.spread < 0:
+            raise ValueError("--spread must be 0 (none) or a number of frames")
+
 
 @dataclass
 class ExtractSummary:
@@ -71,12 +80,7 @@ def _failed_id(path: Path) -> str:
 
 def extract(store: Store, paths: list[Path], options: ExtractOptions, reporter: Reporter | None = None) -> ExtractSummary:
     """Add every video under `paths` to the store; videos already there are skipped."""
-    if options.sampling not in SAMPLINGS:
-        raise ValueError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {options.sampling!r}")
-    if options.fpv < 1:
-        raise ValueError("--fpv must be at least 1")
-    if options.spread < 0:
-        raise ValueError("--spread must be 0 (none) or a number of frames")
+    options.check()
     reporter = reporter or Reporter()
     records = assign_splits(discover(paths, options.labels_csv), seed=options.seed)
     summary = ExtractSummary(found=len(records))

@@ -113,6 +113,7 @@ def test_a_negative_spread_is_refused_in_one_line(tmp_path):
     clip = write_face_clip(tmp_path / "clip.mp4", shift=0, fake=False, frames=3)
     result = CliRunner().invoke(app, ["extract", str(clip), "--spread", "-1", "--store", str(tmp_path / "s.h5")])
     assert result.exit_code != 0 and "--spread" in result.output
+    assert not (tmp_path / "s.h5").exists()  # no store made for a command that did nothing
 
 
 def test_extracting_again_with_another_sampling_says_the_stored_videos_are_kept(cropped):

@@ -43,14 +43,6 @@ def has_images(store: Store, video_id: str, kind: str) -> bool:
     return store.has(video_id, STAGE[kind])
 
 
-def rows_with(roles: np.ndarray | None, count: int, role: int) -> np.ndarray:
-    """The rows of ``count`` stored images that serve ``role`` (store.ROLE_*); all of them when
-    the store recorded no roles (one sampling serves training and sequences alike)."""
-    if roles is None:
-        return np.arange(count)
-    return np.flatnonzero(np.asarray(roles) & role)
-
-
 def training_rows(store: Store, video_id: str, kind: str) -> np.ndarray:
     """The rows of a video's stored images that train-cnn draws from (one small read, no pixels):
     the frames extract spread over the video (--spread) when it stored some, else all."""
@@ -65,12 +57,11 @@ def stored_images(store: Store, video_id: str, kind: str, size: int,
     default the sequence a video is scored on (the --fpv sampled frames, not the --spread ones);
     ``role=None``: every stored image."""
     if kind == "face":
-        faces = store.read_faces(video_id)
-        indices, images, roles = faces.frame_indices, faces.crops, faces.roles
+        faces = store.read_faces(video_id, role)
+        indices, images = faces.frame_indices, faces.crops
     else:
-        frames = store.read_frames(video_id)
-        indices, images, roles = frames.indices, frames.pixels, frames.roles
-    rows = np.arange(len(indices)) if role is None else rows_with(roles, len(indices), role)
-    rows = rows[np.argsort(indices[rows], kind="stable")]
-    images = images[rows]
-    return indices[rows], images if kind == "face" else letterboxed(images, size)
+        frames = store.read_frames(video_id, role)
+        indices, images = frames.indices, frames.pixels
+    order = np.argsort(indices, kind="stable")
+    images = images[order]
+    return indices[order], images if kind == "face" else letterboxed(images, size)

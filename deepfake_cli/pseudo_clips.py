@@ -21,7 +21,6 @@ import hashlib
 
 import numpy as np
 
-from deepfake_cli.inputs import rows_with
 from deepfake_cli.progress import Reporter
 from deepfake_cli.pseudo import require_landmarks68
 from deepfake_cli.sbi import self_blend
@@ -61,9 +60,8 @@ def pseudo_fake_clips(store: Store, scorer: Scorer, video_ids: list[str], labels
     reporter.start(len(chosen), "pseudo-fake clips")
     clips = {}
     for vid in chosen:
-        faces = store.read_faces(vid)
-        rows = rows_with(faces.roles, len(faces.crops), ROLE_SEQUENCE)  # the clip the LSTM reads
-        order = rows[np.argsort(faces.frame_indices[rows], kind="stable")]
+        faces = store.read_faces(vid, ROLE_SEQUENCE)  # the clip the LSTM reads
+        order = np.argsort(faces.frame_indices, kind="stable")
         blend_seed = int(np.random.default_rng(clip_seed(seed, vid)).integers(2 ** 63))
         fakes = blend_clip(faces.crops[order], faces.landmarks68[order], blend_seed)
         clips[PREFIX + vid] = scorer.frames(fakes)[0]

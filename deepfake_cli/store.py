@@ -407,9 +407,13 @@ class Store:
         self._entries[entry.video_id] = entry
         self._maybe_commit()
 
-    def read_frames(self, video_id: str) -> Frames:
+    def read_frames(self, video_id: str, role: int | None = None) -> Frames:
+        """A video's stored frames; with ``role`` (a ROLE_* bit), only the frames serving it,
+        read from the disk without the others."""
         with self._read_segment(video_id, "frames") as f:
-            return Frames(f["indices"][()], f["pixels"][()], f["roles"][()] if "roles" in f else None)
+            rows = _rows_serving(f, "indices", role)
+            return Frames(_read_rows(f["indices"], rows), _read_rows(f["pixels"], rows),
+                          _read_rows(f["roles"], rows) if "roles" in f else None)
 
     def frame_roles(self, video_id: str) -> np.ndarray:
         """(n,) uint8 ROLE_* bits of each stored frame (ROLES_ALL where none were recorded), without the pixels."""
@@ -443,13 +447,17 @@ class Store:
         self._write_segment(video_id, "faces", arrays, {"settings": json.dumps(faces.settings)})
         self._maybe_commit()
 
-    def read_faces(self, video_id: str) -> Faces:
+    def read_faces(self, video_id: str, role: int | None = None) -> Faces:
+        """A video's stored faces; with ``role`` (a ROLE_* bit), only the faces of frames serving
+        it, read from the disk without the others (one crop per HDF5 chunk)."""
         with self._read_segment(video_id, "faces") as f:
-            return Faces(**{k: f[k][()] for k in ("crops", "frame_indices", "boxes", "landmarks",
-                                                  "scores", "track_ids", "missing_frames")},
+            rows = _rows_serving(f, "frame_indices", role)
+            return Faces(**{k: _read_rows(f[k], rows) for k in ("crops", "frame_indices", "boxes", "landmarks",
+                                                                "scores", "track_ids")},
+                         missing_frames=f["missing_frames"][()],
                          settings=json.loads(f.attrs["settings"]),
-                         landmarks68=f["landmarks68"][()] if "landmarks68" in f else None,
-                         roles=f["roles"][()] if "roles" in f else None)
+                         landmarks68=_read_rows(f["landmarks68"], rows) if "landmarks68" in f else None,
+                         roles=_read_rows(f["roles"], rows) if "roles" in f else None)
 
     def read_landmarks68(self, video_id: str) -> np.ndarray:
         """(n, 68, 2) float32 68-point landmarks of the stored crops (crop pixels).
@@ -546,6 +554,23 @@ def _roles(segment: h5py.File, rows: str) -> np.ndarray:
     if "roles" in segment:
         return segment["roles"][()]
     return np.full(segment[rows].shape[0], ROLES_ALL, np.uint8)
+
+
+def _rows_serving(segment: h5py.File, rows: str, role: int | None) -> np.ndarray | None:
+    """The increasing rows of a segment that serve ``role``; None: all of them (no role asked,
+    or none recorded)."""
+    if role is None or "roles" not in segment:
+        return None
+    return np.flatnonzero(segment["roles"][()] & role)
+
+
+def _read_rows(dataset: h5py.Dataset, rows: np.ndarray | None) -> np.ndarray:
+    """``dataset``'s rows (all of them for None); h5py reads only the chunks they lie in."""
+    if rows is None:
+        return dataset[()]
+    if not len(rows):
+        return np.zeros((0,) + dataset.shape[1:], dataset.dtype)
+    return dataset[rows]
 
 
 def _check_model_name(name: str) -> None:

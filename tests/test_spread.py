@@ -18,9 +18,10 @@ from deepfake_cli.extract import ExtractOptions, extract
 from deepfake_cli.face_dataset import index_faces
 from deepfake_cli.inputs import stored_images
 from deepfake_cli.pseudo_clips import PREFIX, pseudo_fake_clips
-from deepfake_cli.store import ROLE_SEQUENCE, ROLE_SPREAD, Faces, Store, VideoEntry, Frames
+from deepfake_cli.store import ROLE_SEQUENCE, ROLE_SPREAD, DamagedSegmentError, Faces, Store, VideoEntry, Frames
 from deepfake_cli.temporal import export_features
 from tests.test_cli import write_face_clip
+from tests.test_store_damage import damage_array
 from tests.test_temporal import cnn_bundle  # noqa: F401  (a pytest fixture)
 
 FRAMES = 15
@@ -78,17 +79,48 @@ def test_the_cnn_trains_on_the_spread_faces_and_the_sequence_is_the_fpv_ones(cro
     np.testing.assert_array_equal(stored_images(store, vid, "frame", 32)[0], SEQUENCE)
 
 
-def test_export_features_scores_only_the_sequence(tmp_path, cnn_bundle):  # noqa: F811
-    bundle_dir, _ = cnn_bundle
-    store = Store.open(tmp_path / "dfd.h5", write=True)
+def write_two_role_video(store: Store) -> np.ndarray:
+    """Video "a": frames 0 and 9 spread only, 3 and 5 sequence only, 4 both; returns its crops."""
     indices = np.array([0, 3, 4, 5, 9], np.int64)
     roles = np.array([ROLE_SPREAD, ROLE_SEQUENCE, ROLE_SEQUENCE | ROLE_SPREAD, ROLE_SEQUENCE, ROLE_SPREAD], np.uint8)
+    pixels = np.random.default_rng(1).integers(0, 255, (5, 48, 64, 3)).astype(np.uint8)
     store.write_frames(VideoEntry(video_id="a", path="a.mp4", label="real", split="train", fpv=3, spread=3),
-                       Frames(indices, np.zeros((5, 2, 2, 3), np.uint8), roles))
+                       Frames(indices, pixels, roles))
     crops = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3)).astype(np.uint8)
     store.write_faces("a", Faces(crops=crops, frame_indices=indices, boxes=np.zeros((5, 4)),
                                  landmarks=np.zeros((5, 5, 2)), scores=np.ones(5), track_ids=np.zeros(5),
-                                 missing_frames=np.zeros(0), settings={"size": 32}, roles=roles))
+                                 missing_frames=np.array([7]), settings={"size": 32}, roles=roles))
+    return crops
+
+
+def test_the_sequence_is_read_without_the_spread_only_rows(tmp_path):
+    """Reading a role touches only its rows on the disk: a damaged spread-only crop (row 0) does
+    not stop the sequence from being read, and the rows read are the stored ones."""
+    path = tmp_path / "dfd.h5"
+    with Store.open(path, write=True) as store:
+        crops = write_two_role_video(store)
+        whole = store.read_frames("a")
+    damage_array(path, "a", "faces", "crops")
+    damage_array(path, "a", "frames", "pixels")
+    with Store.open(path) as store:
+        faces = store.read_faces("a", ROLE_SEQUENCE)
+        np.testing.assert_array_equal(faces.crops, crops[1:4])
+        np.testing.assert_array_equal(faces.frame_indices, [3, 4, 5])
+        np.testing.assert_array_equal(faces.roles, [ROLE_SEQUENCE, ROLE_SEQUENCE | ROLE_SPREAD, ROLE_SEQUENCE])
+        np.testing.assert_array_equal(faces.missing_frames, [7])  # about the video, not per row
+        frames = store.read_frames("a", ROLE_SEQUENCE)
+        np.testing.assert_array_equal(frames.pixels, whole.pixels[1:4])
+        np.testing.assert_array_equal(stored_images(store, "a", "face", 32)[1], crops[1:4])
+        with pytest.raises(DamagedSegmentError):
+            stored_images(store, "a", "face", 32, role=None)
+        with pytest.raises(DamagedSegmentError):
+            store.read_frames("a")
+
+
+def test_export_features_scores_only_the_sequence(tmp_path, cnn_bundle):  # noqa: F811
+    bundle_dir, _ = cnn_bundle
+    store = Store.open(tmp_path / "dfd.h5", write=True)
+    write_two_role_video(store)
     assert export_features(store, bundle_dir)["faces"] == 3
     np.testing.assert_array_equal(store.read_features("a", "lite").frame_indices, [3, 4, 5])
     store.close()

@@ -19,7 +19,8 @@ SEQ_STORE=${SEQ_STORE:-$RUNS/seq.h5}
 REPORT=${REPORT:-$RUNS/default-report}
 MODELS=${MODELS:-$RUNS/models}
 mkdir -p "$RUNS"
-CROP=(--size 160 --align --margin 0.2 --detect-size 480)
+FACE_SIZE=${FACE_SIZE:-160}
+CROP=(--size "$FACE_SIZE" --align --margin 0.2 --detect-size 480)
 
 python models/default/dfdc_subset.py "$DATA/dfdc-faces" "$RUNS/dfdc_all.csv" --per-class 5000
 dfd extract "$DATA/ffpp" --fpv 40 --sampling uniform --store "$CNN_STORE"

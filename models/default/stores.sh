@@ -19,7 +19,7 @@ SEQ_STORE=${SEQ_STORE:-$RUNS/seq.h5}
 REPORT=${REPORT:-$RUNS/default-report}
 MODELS=${MODELS:-$RUNS/models}
 mkdir -p "$RUNS"
-FACE_SIZE=${FACE_SIZE:-160}
+FACE_SIZE=${FACE_SIZE:-160}  # the crop size of both stores; run F of models/default/README.md used 224
 CROP=(--size "$FACE_SIZE" --align --margin 0.2 --detect-size 480)
 
 python models/default/dfdc_subset.py "$DATA/dfdc-faces" "$RUNS/dfdc_all.csv" --per-class 5000

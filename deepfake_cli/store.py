@@ -411,7 +411,7 @@ class Store:
         """A video's stored frames; with ``role`` (a ROLE_* bit), only the frames serving it,
         read from the disk without the others."""
         with self._read_segment(video_id, "frames") as f:
-            rows = _rows_serving(f, "indices", role)
+            rows = _rows_serving(f, role)
             return Frames(_read_rows(f["indices"], rows), _read_rows(f["pixels"], rows),
                           _read_rows(f["roles"], rows) if "roles" in f else None)
 
@@ -451,7 +451,7 @@ class Store:
         """A video's stored faces; with ``role`` (a ROLE_* bit), only the faces of frames serving
         it, read from the disk without the others (one crop per HDF5 chunk)."""
         with self._read_segment(video_id, "faces") as f:
-            rows = _rows_serving(f, "frame_indices", role)
+            rows = _rows_serving(f, role)
             return Faces(**{k: _read_rows(f[k], rows) for k in ("crops", "frame_indices", "boxes", "landmarks",
                                                                 "scores", "track_ids")},
                          missing_frames=f["missing_frames"][()],
@@ -556,7 +556,7 @@ def _roles(segment: h5py.File, rows: str) -> np.ndarray:
     return np.full(segment[rows].shape[0], ROLES_ALL, np.uint8)
 
 
-def _rows_serving(segment: h5py.File, rows: str, role: int | None) -> np.ndarray | None:
+def _rows_serving(segment: h5py.File, role: int | None) -> np.ndarray | None:
     """The increasing rows of a segment that serve ``role``; None: all of them (no role asked,
     or none recorded)."""
     if role is None or "roles" not in segment:

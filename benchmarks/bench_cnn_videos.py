@@ -23,6 +23,7 @@ import numpy as np
 from benchmarks.common import machine
 
 from deepfake_cli.bundle import load_bundle
+from deepfake_cli.errors import DfdError
 from deepfake_cli.face_dataset import index_faces
 from deepfake_cli.metrics import safe_auc
 from deepfake_cli.scoring import Scorer
@@ -45,27 +46,37 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="bundle directory")
     parser.add_argument("--max-faces", type=int, default=16)
     args = parser.parse_args()
-    bundle = load_bundle(args.model)
-    if bundle.config.input != "face":
-        raise SystemExit(f"{args.model} reads whole frames; bench_cnn_videos measures face models")
+    try:
+        bundle = load_bundle(args.model)
+        if bundle.config.input != "face":
+            raise SystemExit(f"error: {args.model} reads whole frames; bench_cnn_videos measures face models")
+        with Store.open(args.store) as store:
+            report(store, bundle, args)
+    except DfdError as exc:  # a missing or damaged store or bundle: one line, not a traceback
+        raise SystemExit(f"error: {exc}") from None
+
+
+def report(store: Store, bundle, args: argparse.Namespace) -> None:
+    """Score the sets and print one line each."""
+    entries = {e.video_id: e for e in store.entries() if e.label in ("real", "fake")}
+    sets = defaultdict(list)
+    for vid in bundle.config.split_ids.get("val", []):
+        if vid in entries:
+            sets["val"].append(vid)
+            sets[f"val {entries[vid].dataset}"].append(vid)
+    for vid, entry in entries.items():
+        if entry.split == "test":
+            sets[f"test {entry.dataset}"].append(vid)
+    if not sets:
+        raise SystemExit(f"error: {args.store} holds none of {args.model}'s val videos and no test split")
     scorer = Scorer(bundle, lstm=False)
-    with Store.open(args.store) as store:
-        entries = {e.video_id: e for e in store.entries() if e.label in ("real", "fake")}
-        sets = defaultdict(list)
-        for vid in bundle.config.split_ids.get("val", []):
-            if vid in entries:
-                sets["val"].append(vid)
-                sets[f"val {entries[vid].dataset}"].append(vid)
-        for vid, entry in entries.items():
-            if entry.split == "test":
-                sets[f"test {entry.dataset}"].append(vid)
-        scores = video_scores(store, scorer, sorted({v for ids in sets.values() for v in ids}), args.max_faces)
-        print(f"machine: {machine()}; bundle {args.model}; store {args.store}; at most {args.max_faces} faces a video")
-        for name in sorted(sets):
-            ids = [v for v in sets[name] if v in scores]
-            labels = np.array([int(entries[v].label == "fake") for v in ids])
-            auc = safe_auc(labels, np.array([scores[v] for v in ids]))
-            print(f"{name:<16} videos {len(ids):>5} (real {int((labels == 0).sum()):>4})  video AUC {auc:.3f}")
+    scores = video_scores(store, scorer, sorted({v for ids in sets.values() for v in ids}), args.max_faces)
+    print(f"machine: {machine()}; bundle {args.model}; store {args.store}; at most {args.max_faces} faces a video")
+    for name in sorted(sets):
+        ids = [v for v in sets[name] if v in scores]
+        labels = np.array([int(entries[v].label == "fake") for v in ids])
+        auc = safe_auc(labels, np.array([scores[v] for v in ids]))
+        print(f"{name:<16} videos {len(ids):>5} (real {int((labels == 0).sum()):>4})  video AUC {auc:.3f}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from deepfake_cli.augment import augment_face
 from deepfake_cli.inputs import has_images, stored_images, training_rows
 from deepfake_cli.pseudo import KINDS, PseudoFakes, mix_shares
 from deepfake_cli.scoring import model_input
-from deepfake_cli.store import Store
+from deepfake_cli.store import ROLE_SPREAD, Store
 
 
 def pick_rows(count: int, limit: int | None) -> list[int]:
@@ -84,7 +84,7 @@ class FaceDataset(keras.utils.PyDataset):
         self.input_kind = input_kind
         self._order = list(self.items)
         self._key: tuple[int, ...] = (0,)
-        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray | None, dict[int, int]]] = OrderedDict()
         self._lock = threading.Lock()
         self._mix: dict[int, dict[str, int]] = {}  # batch index -> faces of each kind fed
 
@@ -109,33 +109,41 @@ class FaceDataset(keras.utils.PyDataset):
             batches = list(self._mix.values())
         return mix_shares({k: sum(b[k] for b in batches) for k in KINDS})
 
-    def _faces(self, video_id: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """(crops, landmarks68 or None) of a video, through the LRU cache."""
+    def _faces(self, video_id: str) -> tuple[np.ndarray, np.ndarray | None, dict[int, int]]:
+        """(images, landmarks68 or None, position of each stored row among them) of a video's
+        training images, through the LRU cache. Only the rows train-cnn draws from are read (a
+        --spread video's sequence-only faces stay on the disk); ``row`` in the index stays the
+        row of the video's whole stored array."""
         with self._lock:
             if video_id in self._cache:
                 self._cache.move_to_end(video_id)
                 return self._cache[video_id]
+        rows = training_rows(self.store, video_id, self.input_kind)  # the rows a ROLE_SPREAD read returns
         if self.input_kind == "face":
-            faces = self.store.read_faces(video_id)
+            faces = self.store.read_faces(video_id, ROLE_SPREAD)
             images, points = faces.crops, faces.landmarks68
         else:
-            images = stored_images(self.store, video_id, self.input_kind, self.input_size, role=None)[1]
+            images = stored_images(self.store, video_id, self.input_kind, self.input_size, role=ROLE_SPREAD)[1]
             points = None
+        cached = (images, points, {int(row): i for i, row in enumerate(rows)})
         with self._lock:
-            self._cache[video_id] = (images, points)
+            self._cache[video_id] = cached
             while len(self._cache) > self.cache_videos:
                 self._cache.popitem(last=False)
-        return images, points
+        return cached
 
     def _sample(self, video_id: str, row: int, rng: np.random.Generator | None) -> tuple[np.ndarray, int, str]:
         """(face crop, label, kind) of one face: kind is real, fake or pseudo_fake."""
-        crops, points = self._faces(video_id)
-        crop, label = crops[row], self.labels[video_id]
+        crops, points, position = self._faces(video_id)
+        if row not in position:
+            raise ValueError(f"row {row} of video {video_id} is not one of its training images (index_faces lists them)")
+        at = position[row]
+        crop, label = crops[at], self.labels[video_id]
         kind = "fake" if label else "real"
         if self.pseudo is not None and rng is not None and label == 0:
             if points is None:
                 raise ValueError(f"video {video_id} has no 68-point landmarks: re-run `dfd crop --force`")
-            fake = self.pseudo(crop, points[row], rng)
+            fake = self.pseudo(crop, points[at], rng)
             if fake is not None:
                 crop, label, kind = fake, 1, "pseudo_fake"
         if self.augment and rng is not None:

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 from deepfake_cli.cli import app
 from deepfake_cli.crop import CropOptions, crop
 from deepfake_cli.extract import ExtractOptions, extract
-from deepfake_cli.face_dataset import index_faces
-from deepfake_cli.inputs import stored_images
+from deepfake_cli.face_dataset import FaceDataset, index_faces
+from deepfake_cli.inputs import letterboxed, stored_images
 from deepfake_cli.pseudo_clips import PREFIX, pseudo_fake_clips
+from deepfake_cli.scoring import model_input
 from deepfake_cli.store import ROLE_SEQUENCE, ROLE_SPREAD, DamagedSegmentError, Faces, Store, VideoEntry, Frames
 from deepfake_cli.temporal import export_features
 from tests.test_cli import write_face_clip
@@ -115,6 +116,36 @@ def test_the_sequence_is_read_without_the_spread_only_rows(tmp_path):
             stored_images(store, "a", "face", 32, role=None)
         with pytest.raises(DamagedSegmentError):
             store.read_frames("a")
+
+
+def test_train_cnn_batches_are_read_without_the_sequence_only_rows(tmp_path):
+    """FaceDataset (train-cnn's batches) reads a video's spread rows only: a damaged
+    sequence-only crop and frame (row 0) do not stop it, and each batch holds the rows indexed."""
+    path = tmp_path / "dfd.h5"
+    indices = np.array([2, 4, 6, 8], np.int64)
+    roles = np.array([ROLE_SEQUENCE, ROLE_SPREAD, ROLE_SEQUENCE | ROLE_SPREAD, ROLE_SPREAD], np.uint8)
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 255, (4, 48, 64, 3)).astype(np.uint8)
+    crops = rng.integers(0, 255, (4, 32, 32, 3)).astype(np.uint8)
+    with Store.open(path, write=True) as store:
+        store.write_frames(VideoEntry(video_id="c", path="c.mp4", label="fake", split="train", fpv=2, spread=3),
+                           Frames(indices, pixels, roles))
+        store.write_faces("c", Faces(crops=crops, frame_indices=indices, boxes=np.zeros((4, 4)),
+                                     landmarks=np.zeros((4, 5, 2)), scores=np.ones(4), track_ids=np.zeros(4),
+                                     missing_frames=np.zeros(0), settings={"size": 32}, roles=roles))
+    damage_array(path, "c", "faces", "crops")
+    damage_array(path, "c", "frames", "pixels")
+    with Store.open(path) as store:
+        for kind, images in (("face", crops), ("frame", letterboxed(pixels, 32))):
+            items = index_faces(store, ["c"], input_kind=kind)
+            assert [row for _, row in items] == [1, 2, 3]  # rows of the whole stored array
+            x, y = FaceDataset(store, items, {"c": 1}, batch_size=3, input_size=32, input_kind=kind)[0]
+            np.testing.assert_array_equal(x, model_input(list(images[1:]), 32))
+            np.testing.assert_array_equal(y[:, 0], [1, 1, 1])
+            with pytest.raises(ValueError, match="row 0 of video c is not one of its training images"):
+                FaceDataset(store, [("c", 0)], {"c": 1}, batch_size=1, input_size=32, input_kind=kind)[0]
+        with pytest.raises(DamagedSegmentError):
+            store.read_faces("c")
 
 
 def test_export_features_scores_only_the_sequence(tmp_path, cnn_bundle):  # noqa: F811

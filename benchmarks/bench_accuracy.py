@@ -15,9 +15,9 @@ import numpy as np
 
 from benchmarks.common import machine
 
-from deepfake_cli.datasets import discover
-from deepfake_cli.metrics import binary_metrics
-from deepfake_cli.predict import load_predictor
+from deepfake_cli.data.datasets import discover
+from deepfake_cli.scoring.metrics import binary_metrics
+from deepfake_cli.serve.predict import load_predictor
 
 
 def main() -> None:

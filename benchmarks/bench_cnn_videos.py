@@ -22,12 +22,12 @@ import numpy as np
 
 from benchmarks.common import machine
 
-from deepfake_cli.bundle import load_bundle
+from deepfake_cli.nets.bundle import load_bundle
 from deepfake_cli.errors import DfdError
-from deepfake_cli.face_dataset import index_faces
-from deepfake_cli.metrics import safe_auc
-from deepfake_cli.scoring import Scorer
-from deepfake_cli.store import Store
+from deepfake_cli.train.face_dataset import index_faces
+from deepfake_cli.scoring.metrics import safe_auc
+from deepfake_cli.scoring.scorer import Scorer
+from deepfake_cli.data.store import Store
 
 
 def video_scores(store: Store, scorer: Scorer, video_ids: list[str], max_faces: int) -> dict[str, float]:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from benchmarks.common import DATA, ffpp_videos, machine, peak_rss_mb
 
-from deepfake_cli.pipeline import predict_many
-from deepfake_cli.predict import load_predictor
+from deepfake_cli.serve.pipeline import predict_many
+from deepfake_cli.serve.predict import load_predictor
 
 
 def dfdc_images(limit: int) -> list[Path]:

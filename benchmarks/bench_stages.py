@@ -3,7 +3,7 @@
     python -m benchmarks.bench_stages --videos 10 --fpv 25 [--detect-size 640] [--detect-every 4] [paths...]
 
 The crop line counts every second of `crop`, loading the detector included; the split after it
-says where they went (deepfake_cli.crop.CropSummary.seconds).
+says where they went (deepfake_cli.faces.crop.CropSummary.seconds).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from benchmarks.common import ffpp_videos, machine, peak_rss_mb
 
-from deepfake_cli.crop import CropOptions, crop
-from deepfake_cli.extract import ExtractOptions, extract
-from deepfake_cli.store import Store
+from deepfake_cli.faces.crop import CropOptions, crop
+from deepfake_cli.data.extract import ExtractOptions, extract
+from deepfake_cli.data.store import Store
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine
-from deepfake_cli.store import Store
+from deepfake_cli.data.store import Store
 from tests import test_hostile_inputs as hostile
 from tests import test_reliability as rel
 
@@ -194,7 +194,7 @@ def train_campaign(work: Path, store: Path, rng: np.random.Generator, modes: lis
     (a resumed run never restarts from epoch 0); the final run reports the epoch it resumed
     from, and ends with every epoch trained once and a bundle that loads.
     """
-    from deepfake_cli.bundle import load_bundle
+    from deepfake_cli.nets.bundle import load_bundle
 
     models = work / "train_models"
     bundle = models / "killed-train"

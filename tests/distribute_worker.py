@@ -1,5 +1,5 @@
 """Child process of tests/test_distribute.py: train a tiny model under the strategy that
-deepfake_cli.runtime picks, and save what happened.
+deepfake_cli.train.runtime picks, and save what happened.
 
     python -m tests.distribute_worker mirrored OUT_DIR   # one process, CPU split into 2 logical devices
     python -m tests.distribute_worker cluster OUT_DIR    # one worker of the cluster that TF_CONFIG describes
@@ -115,9 +115,9 @@ def replica_copies(model, strategy) -> list[dict]:
 
 def run_loop(out: Path, seed: int) -> dict:
     """train-cnn's path: accelerator_scope, a compiled model, training.run_phases (fit per epoch)."""
-    from deepfake_cli.metrics import log_loss, safe_auc
-    from deepfake_cli.runtime import accelerator_scope, seed_everything
-    from deepfake_cli.training import Checkpoints, Loop, Phase, new_state, run_phases, start_fresh
+    from deepfake_cli.scoring.metrics import log_loss, safe_auc
+    from deepfake_cli.train.runtime import accelerator_scope, seed_everything
+    from deepfake_cli.train.loop import Checkpoints, Loop, Phase, new_state, run_phases, start_fresh
 
     train = make_dataset(TRAIN_BATCHES, shuffle=True, seed=SEED)
     val = make_dataset(VAL_BATCHES, shuffle=False, seed=SEED + 1)
@@ -158,8 +158,8 @@ def run_steps(out: Path, seed: int, task: int, workers: int) -> dict:
     batches task, task + workers, ... of the same seeded PyDataset (its shard)."""
     import tensorflow as tf
 
-    from deepfake_cli.runtime import accelerator_scope, seed_everything
-    from deepfake_cli.training import compile_model
+    from deepfake_cli.train.runtime import accelerator_scope, seed_everything
+    from deepfake_cli.train.loop import compile_model
 
     train = make_dataset(TRAIN_BATCHES, shuffle=True, seed=SEED)
     seed_everything(seed)

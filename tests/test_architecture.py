@@ -1,34 +1,101 @@
-"""The package's import graph has no cycles, function-level imports included."""
+"""The package's shape, pinned: subpackages in layers (each imports only the ones before it), no
+import cycle (function-level imports included), no ML framework at module level where serving
+imports it, no module reaching into another's private names. Each rule is checked on a bad
+fixture first, so a rule that cannot fail would show."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 import deepfake_cli
 
 PACKAGE = Path(deepfake_cli.__file__).parent
+# The data's one-way trip: a subpackage may import only the ones before it (and the shared
+# top-level helpers), so nothing but cli and train imports train, and no two import each other.
+LAYERS = ("data", "faces", "nets", "scoring", "report", "serve", "train", "cli")
+# Subpackages `predict` imports: no framework import may run when one of their modules is imported.
+FRAMEWORK_FREE = ("data", "faces", "scoring", "serve")
+FRAMEWORKS = ("tensorflow", "keras", "torch", "torchvision", "facenet_pytorch", "sklearn", "tf2onnx")
 
 
-def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """The package modules that ``path`` imports anywhere in its code (top level or in a function)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        else:
-            continue
-        for name in names:
-            if name.startswith("deepfake_cli.") and name.split(".")[1] in modules:
-                found.add(name.split(".")[1])
+def package_sources() -> dict[str, str]:
+    """{dotted module name under deepfake_cli ("data.store", "errors"): its source}."""
+    sources = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        sources[".".join(parts) or "__init__"] = path.read_text()
+    return sources
+
+
+def _imports(tree: ast.AST, top_level_only: bool) -> list[tuple[str, int]]:
+    """(imported name, line) of every import; with ``top_level_only``, those that run when the
+    module is imported (not those inside functions)."""
+    found = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if top_level_only and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.Import):
+                found.extend((a.name, child.lineno) for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
+                found.append((child.module, child.lineno))
+                found.extend((f"{child.module}.{a.name}", child.lineno) for a in child.names)
+            visit(child)
+
+    visit(tree)
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
-    return {name: imported_modules(PACKAGE / f"{name}.py", modules) - {name} for name in sorted(modules)}
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """{module: the package modules it imports anywhere (top level or in a function)}."""
+    graph = {}
+    for name, text in sources.items():
+        targets = set()
+        for imported, _ in _imports(ast.parse(text), top_level_only=False):
+            if imported.startswith("deepfake_cli."):
+                target = imported.removeprefix("deepfake_cli.")
+                while target and target not in sources:  # "data.store.Store" -> "data.store"
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports of a subpackage from a later (or unknown) layer."""
+    def layer(module: str) -> int | None:
+        top = "cli" if module == "__main__" else module.split(".")[0]
+        return LAYERS.index(top) if top in LAYERS else None
+
+    bad = []
+    for module, targets in sorted(graph.items()):
+        mine = layer(module)
+        for target in sorted(targets):
+            theirs = layer(target)
+            if theirs is None or module.split(".")[0] == target.split(".")[0]:
+                continue  # shared helpers, and a subpackage's own modules
+            if mine is None or theirs > mine:
+                bad.append(f"{module} imports {target}")
+    return bad
+
+
+def framework_imports(sources: dict[str, str]) -> list[str]:
+    """Module-level imports of an ML framework in the subpackages serving imports."""
+    bad = []
+    for name, text in sorted(sources.items()):
+        if name.split(".")[0] not in FRAMEWORK_FREE:
+            continue
+        for imported, line in _imports(ast.parse(text), top_level_only=True):
+            if imported.split(".")[0] in FRAMEWORKS:
+                bad.append(f"{name}:{line} imports {imported}")
+    return bad
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -39,7 +106,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     def visit(node: str) -> list[str] | None:
         state[node] = "open"
         stack.append(node)
-        for nxt in sorted(graph[node]):
+        for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
                 return stack[stack.index(nxt):] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
@@ -54,33 +121,50 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_find_cycle_finds_a_cycle():
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+BAD_FIXTURE = {
+    "data.store": "import numpy\nfrom deepfake_cli.errors import DfdError\n",
+    "serve.predict": "import keras\nfrom deepfake_cli.train.cnn import fit\n"
+                     "def f():\n    import torch\n",
+    "scoring.scorer": "from deepfake_cli.data.store import Store\nfrom deepfake_cli.scoring import metrics\n"
+                      "try:\n    import sklearn.metrics\nexcept ImportError:\n    pass\n",
+    "scoring.metrics": "def f():\n    from deepfake_cli.scoring.scorer import x\n",
+    "train.cnn": "import keras\n",
+    "errors": "",
+}
+
+
+def test_the_rules_fail_on_a_bad_fixture():
+    graph = import_graph(BAD_FIXTURE)
+    assert graph["scoring.scorer"] == {"data.store", "scoring.metrics"}
+    assert layer_violations(graph) == ["serve.predict imports train.cnn"]
+    assert framework_imports(BAD_FIXTURE) == ["scoring.scorer:4 imports sklearn.metrics",
+                                              "serve.predict:1 imports keras"]
+    assert find_cycle(graph) == ["scoring.scorer", "scoring.metrics", "scoring.scorer"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def test_the_top_level_holds_only_the_subpackages_and_a_few_shared_helpers():
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    packages = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+    assert packages == sorted(LAYERS)
+    assert len(modules) <= 12, modules
+    for package in packages:  # each states its one job
+        assert ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text())), package
+
+
+def test_subpackages_import_only_earlier_layers():
+    graph = import_graph(package_sources())
+    assert graph["serve.predict"] >= {"scoring.scorer", "nets.bundle"}  # the walk does see the package's imports
+    assert layer_violations(graph) == []
+
+
 def test_the_package_has_no_import_cycle():
-    graph = import_graph()
-    assert graph["predict"] >= {"scoring", "bundle"}  # the walk does see the package's imports
+    graph = import_graph(package_sources())
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
-def test_serving_and_the_bundle_format_import_no_training_code():
-    graph = import_graph()
-
-    def reachable(start: str) -> set[str]:
-        seen, todo = set(), [start]
-        while todo:
-            for nxt in graph[todo.pop()] - seen:
-                seen.add(nxt)
-                todo.append(nxt)
-        return seen
-
-    training = {"cnn", "temporal", "training", "runtime"}
-    assert reachable("predict") & training == set()
-    assert reachable("scoring") & training == set()
-    assert reachable("bundle") <= {"errors", "files", "models", "backbones", "efficientnet_lite"}
-    assert "cnn" not in reachable("temporal") and "temporal" not in reachable("cnn")
+def test_serving_subpackages_import_no_framework_at_module_level():
+    assert framework_imports(package_sources()) == []
 
 
 def is_private(name: str) -> bool:
@@ -127,7 +211,7 @@ def test_cross_module_private_uses_are_found():
         "store": "class Store:\n    def _read_segment(self):\n        return self._cache\n"
                  "    def read(self):\n        return self._read_segment()\n",
         "files": "def _json_safe(x):\n    return x\n__all__ = []\n",
-        "evaluate": "from deepfake_cli.files import _json_safe\nfrom deepfake_cli.store import Store\n"
+        "evaluate": "from deepfake_cli.files import _json_safe\nfrom deepfake_cli.data.store import Store\n"
                     "def f(store):\n    return store._read_segment(), store.__class__\n",
     }
     assert cross_module_private_uses(sources) == [
@@ -137,7 +221,7 @@ def test_cross_module_private_uses_are_found():
 
 
 def test_no_module_uses_another_modules_private_names():
-    sources = {p.stem: p.read_text() for p in sorted(PACKAGE.glob("*.py"))}
+    sources = package_sources()
     assert cross_module_private_uses(sources) == []
 
 
@@ -146,8 +230,39 @@ LONG_MODULE_REASON = "Why this is one long module:"
 
 
 def test_a_long_module_says_why_it_is_one_module():
-    long = {p.stem: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")
-            if len(p.read_text().splitlines()) > LONG_MODULE_LINES}
+    sources = package_sources()
+    long = {name: len(text.splitlines()) for name, text in sources.items() if len(text.splitlines()) > LONG_MODULE_LINES}
     unexplained = [f"{name} ({lines} lines)" for name, lines in sorted(long.items())
-                   if LONG_MODULE_REASON not in (ast.get_docstring(ast.parse((PACKAGE / f"{name}.py").read_text())) or "")]
+                   if LONG_MODULE_REASON not in (ast.get_docstring(ast.parse(sources[name])) or "")]
     assert unexplained == [], f"split these, or give the reason in the docstring ({LONG_MODULE_REASON!r})"
+
+
+ASTRONAUT = PACKAGE.parent / "examples" / "astronaut.mp4"
+ASTRONAUT_PROBABILITY = 0.37178273221123626  # the bundled default model on examples/astronaut.mp4
+
+
+def test_predict_on_the_default_model_loads_no_framework_and_no_training_code():
+    """`dfd predict examples/astronaut.mp4` in a fresh process: the verdict the README shows, and
+    no TensorFlow, Keras, PyTorch, scikit-learn or matplotlib, nothing of deepfake_cli.train."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import json, sys
+        from deepfake_cli.cli import app
+        try:
+            app(["predict", {str(ASTRONAUT)!r}, "--json"], standalone_mode=False)
+        finally:
+            print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert (result["verdict"], result["probability"]) == ("real", pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6))
+    modules = json.loads(proc.stderr.strip().splitlines()[-1])
+    heavy = {"tensorflow", "keras", "torch", "sklearn", "matplotlib"}
+    assert sorted(m for m in modules if m.split(".")[0] in heavy) == []
+    assert "deepfake_cli.serve.predict" in modules
+    assert sorted(m for m in modules if m.startswith("deepfake_cli.train")) == []

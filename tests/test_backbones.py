@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from deepfake_cli import efficientnet_lite
-from deepfake_cli.backbones import (
+from deepfake_cli.nets import efficientnet_lite
+from deepfake_cli.nets.backbones import (
     BACKBONES,
     IMAGENET_MEAN_RGB,
     IMAGENET_STD_RGB,
@@ -35,7 +35,7 @@ SLOW_BUILDS = {f"efficientnet-b{i}" for i in range(3, 8)}  # >4 s each to build 
 TORCH_BACKEND_SCRIPT = """
 import json, sys
 import numpy as np, keras
-from deepfake_cli.backbones import build_feature_extractor
+from deepfake_cli.nets.backbones import build_feature_extractor
 image = np.load(sys.argv[1])
 lite = build_feature_extractor("efficientnet-lite0", weights="imagenet", input_size=image.shape[1])
 b0 = build_feature_extractor("efficientnet-b0", weights="none", input_size=image.shape[1])

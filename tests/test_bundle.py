@@ -1,4 +1,4 @@
-"""Model bundles on disk: config validation, weights, resolution (deepfake_cli.bundle)."""
+"""Model bundles on disk: config validation, weights, resolution (deepfake_cli.nets.bundle)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import pytest
 
-from deepfake_cli.bundle import (FORMAT_VERSION, BundleConfig, BundleError, load_bundle, load_optimizer_state,
+from deepfake_cli.nets.bundle import (FORMAT_VERSION, BundleConfig, BundleError, load_bundle, load_optimizer_state,
                                  read_config, resolve_bundle, save_config, save_optimizer_state, save_weights_atomic, weights_tag)
-from deepfake_cli.models import build_classifier, build_lstm_model
-from deepfake_cli.scoring import score_sequence
+from deepfake_cli.nets.models import build_classifier, build_lstm_model
+from deepfake_cli.scoring.scorer import score_sequence
 
 BACKBONE = "efficientnet-lite0"
 SIZE = 32

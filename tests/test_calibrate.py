@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from deepfake_cli.calibrate import MAX_FPRS, fit_calibration
+from deepfake_cli.train.calibrate import MAX_FPRS, fit_calibration
 
 
 def known_validation_scores(seed: int = 3, n: int = 400) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.cli import app
+from deepfake_cli.cli.app import app
 
 runner = CliRunner()
 
@@ -132,7 +132,7 @@ def test_whole_chain(dataset, tmp_path):
 
 
 def test_predict_without_model_says_none_is_installed(tmp_path, dataset, monkeypatch):
-    import deepfake_cli.model_choice as model_choice
+    import deepfake_cli.serve.model_choice as model_choice
 
     monkeypatch.setattr(model_choice, "default_bundle_dirs", lambda models_dir: [tmp_path / "nothing"])
     result = run("predict", dataset / "real" / "real0.mp4", "--models-dir", tmp_path, expect=1)

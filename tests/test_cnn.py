@@ -1,4 +1,4 @@
-"""Training the frame classifier (deepfake_cli.cnn) and face augmentation (deepfake_cli.augment).
+"""Training the frame classifier (deepfake_cli.train.cnn) and face augmentation (deepfake_cli.train.augment).
 
 The synthetic store: 16 videos of 6 tiny faces each; fakes carry a bright square in the
 middle of the face, which EfficientNet-Lite0 (ImageNet weights, shipped in a pip package, so
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_cli.augment import augment_face, jpeg_recompress
-from deepfake_cli.faces import resize_face as resize_crop
-from deepfake_cli.bundle import load_bundle
-from deepfake_cli.cnn import CNNTrainOptions, cnn_phases, train_cnn
-from deepfake_cli.face_dataset import FaceDataset, index_faces, windowed_order
-from deepfake_cli.store import Faces, Frames, Store, VideoEntry
+from deepfake_cli.train.augment import augment_face, jpeg_recompress
+from deepfake_cli.faces.face_crops import resize_face as resize_crop
+from deepfake_cli.nets.bundle import load_bundle
+from deepfake_cli.train.cnn import CNNTrainOptions, cnn_phases, train_cnn
+from deepfake_cli.train.face_dataset import FaceDataset, index_faces, windowed_order
+from deepfake_cli.data.store import Faces, Frames, Store, VideoEntry
 
 BACKBONE = "efficientnet-lite0"
 SIZE = 32
@@ -179,8 +179,8 @@ def test_resume_of_a_finished_run_trains_nothing(trained, tmp_path):
 
 RUN_SCRIPT = textwrap.dedent("""
     import json, sys
-    from deepfake_cli.cnn import CNNTrainOptions, train_cnn
-    from deepfake_cli.store import Store
+    from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
+    from deepfake_cli.data.store import Store
 
     store = Store.open(sys.argv[1], write=False)
     options = CNNTrainOptions(backbone="efficientnet-lite0", input_size=32, epochs=4, rounds=1, batch_size=16,
@@ -254,7 +254,7 @@ def test_a_fresh_run_that_fails_early_leaves_the_bundle_as_it_was(trained, tmp_p
     """Only a run that got its data and its model deletes the earlier run's checkpoints and LSTM."""
     import shutil
 
-    from deepfake_cli.backbones import WeightsError
+    from deepfake_cli.nets.backbones import WeightsError
 
     bundle_dir, _, _ = trained
     copy = shutil.copytree(bundle_dir, tmp_path / "bundle")
@@ -270,7 +270,7 @@ def test_a_fresh_run_that_fails_early_leaves_the_bundle_as_it_was(trained, tmp_p
 
 
 def test_cell_weights_balance_every_dataset_and_label():
-    from deepfake_cli.training import cell_weights
+    from deepfake_cli.train.loop import cell_weights
 
     # FF++ 1 real : 3 fake, DFDC 1 : 1 and twice as big: each of the four cells must weigh a quarter
     cells = [("ffpp", 0)] * 10 + [("ffpp", 1)] * 30 + [("dfdc", 0)] * 40 + [("dfdc", 1)] * 40
@@ -289,7 +289,7 @@ def test_balance_option_is_checked():
 def test_batchnorm_trains_with_a_fast_momentum_or_stays_frozen():
     import keras
 
-    from deepfake_cli.models import FINE_TUNE_BN_MOMENTUM, build_classifier, iter_layers, set_backbone_trainable
+    from deepfake_cli.nets.models import FINE_TUNE_BN_MOMENTUM, build_classifier, iter_layers, set_backbone_trainable
 
     classifier, _ = build_classifier("efficientnet-lite0", 32)
     norms = [layer for layer in iter_layers(classifier) if isinstance(layer, keras.layers.BatchNormalization)]
@@ -303,9 +303,9 @@ def test_batchnorm_trains_with_a_fast_momentum_or_stays_frozen():
 def test_validation_scores_faces_as_the_bundle_serves_them(tmp_path):
     """With --test-time-flip, train-cnn picks its best epoch on the scores predict gives: the
     mean over each face and its mirror image (scoring.frame_outputs)."""
-    from deepfake_cli.cnn import face_scores
-    from deepfake_cli.models import build_classifier
-    from deepfake_cli.scoring import frame_outputs
+    from deepfake_cli.train.cnn import face_scores
+    from deepfake_cli.nets.models import build_classifier
+    from deepfake_cli.scoring.scorer import frame_outputs
 
     store = Store.open(make_store(tmp_path / "dfd.h5", n_videos=2, n_val=0, frames=4), write=False)
     items = index_faces(store, ["v000", "v001"])

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.cli import app
-from deepfake_cli.compress import output_path
+from deepfake_cli.cli.app import app
+from deepfake_cli.data.compress import output_path
 
 pytest.importorskip("imageio_ffmpeg")
 

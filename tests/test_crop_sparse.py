@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli import crop as crop_module
-from deepfake_cli.cli import app
-from deepfake_cli.crop import CropOptions, crop, crop_landmarks68, settings_differ
-from deepfake_cli.detectors import make_detector
-from deepfake_cli.extract import ExtractOptions, extract
-from deepfake_cli.faces import faces_from_track
-from deepfake_cli.landmarks import Landmarker
-from deepfake_cli.store import Store
-from deepfake_cli.tracking import build_tracks
+from deepfake_cli.faces import crop as crop_module
+from deepfake_cli.cli.app import app
+from deepfake_cli.faces.crop import CropOptions, crop, crop_landmarks68, settings_differ
+from deepfake_cli.faces.detectors import make_detector
+from deepfake_cli.data.extract import ExtractOptions, extract
+from deepfake_cli.faces.face_crops import faces_from_track
+from deepfake_cli.faces.landmarks import Landmarker
+from deepfake_cli.data.store import Store
+from deepfake_cli.faces.tracking import build_tracks
 from tests.test_cli import write_face_clip
 
 FRAMES = 9  # detect_every 4: key frames 0, 4, 8

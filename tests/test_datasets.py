@@ -1,4 +1,4 @@
-"""Tests for deepfake_cli.datasets on small fake dataset trees (and the shared data when present)."""
+"""Tests for deepfake_cli.data.datasets on small fake dataset trees (and the shared data when present)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from deepfake_cli.datasets import DatasetError, VideoRecord, discover
-from deepfake_cli.splits import assign_splits
+from deepfake_cli.data.datasets import DatasetError, VideoRecord, discover
+from deepfake_cli.data.splits import assign_splits
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

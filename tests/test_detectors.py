@@ -1,4 +1,4 @@
-"""Face detectors by name (deepfake_cli.detectors): dlib's HOG detector on skimage's astronaut."""
+"""Face detectors by name (deepfake_cli.faces.detectors): dlib's HOG detector on skimage's astronaut."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deepfake_cli.detectors import DlibDetector, check_detector, make_detector
-from deepfake_cli.detectors import MTCNNDetector
+from deepfake_cli.faces.detectors import DlibDetector, check_detector, make_detector
+from deepfake_cli.faces.detectors import MTCNNDetector
 
 # Eileen Collins' face, as in tests/test_faces.py
 ASTRONAUT_FACE = np.array([180, 60, 268, 174], np.float32)
@@ -47,8 +47,8 @@ def test_dlib_finds_nothing_in_noise():
 
 
 def test_crop_with_the_dlib_detector(tmp_path, astronaut):
-    from deepfake_cli.crop import CropOptions, crop
-    from deepfake_cli.store import Frames, Store, VideoEntry
+    from deepfake_cli.faces.crop import CropOptions, crop
+    from deepfake_cli.data.store import Frames, Store, VideoEntry
 
     with Store.open(tmp_path / "dfd.h5", write=True) as store:
         store.write_frames(VideoEntry(video_id="a", path="a.mp4", label="real", fpv=1), Frames(np.arange(1), astronaut[None]))

@@ -1,4 +1,4 @@
-"""Training on several devices and machines (deepfake_cli.runtime), tested on CPU only.
+"""Training on several devices and machines (deepfake_cli.train.runtime), tested on CPU only.
 
 * one process whose CPU is split into two logical devices trains with train-cnn's loop
   (training.run_phases: Keras fit on a PyDataset) under MirroredStrategy;
@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import pytest
 
-from deepfake_cli import runtime
+from deepfake_cli.train import runtime
 from deepfake_cli.errors import OptionsError
 from tests import distribute_worker as worker
 

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.cli import app
-from deepfake_cli.cnn import bootstrap_groups
-from deepfake_cli.ensemble import blend_halves, combine, fit_params, load_ensemble, EnsembleError
-from deepfake_cli.inputs import letterbox
-from deepfake_cli.store import Store
+from deepfake_cli.cli.app import app
+from deepfake_cli.train.cnn import bootstrap_groups
+from deepfake_cli.scoring.ensemble import EnsembleError, combine, load_ensemble
+from deepfake_cli.train.ensemble_fit import blend_halves, fit_params
+from deepfake_cli.data.inputs import letterbox
+from deepfake_cli.data.store import Store
 from tests.test_cli import write_face_clip
 from tests.test_cnn import make_store
 
@@ -90,7 +91,7 @@ def test_bootstrap_resamples_whole_identity_groups(tmp_path):
 
 
 def test_members_must_be_distinct_single_bundles(tmp_path):
-    from deepfake_cli.ensemble import build_ensemble
+    from deepfake_cli.train.ensemble_fit import build_ensemble
     from deepfake_cli.errors import OptionsError
 
     for d in ("a/face", "b/face"):
@@ -106,7 +107,7 @@ def test_members_must_be_distinct_single_bundles(tmp_path):
 def test_a_malformed_ensemble_file_is_refused_with_its_reason(tmp_path):
     from dataclasses import asdict
 
-    from deepfake_cli.ensemble import EnsembleConfig
+    from deepfake_cli.scoring.ensemble import EnsembleConfig
 
     members = [{"name": n, "path": f"../{n}", "sha256": {}} for n in ("face", "frame")]
     good = asdict(EnsembleConfig(name="w", method="weighted", members=members, params={"weights": [0.5, 0.5]}))

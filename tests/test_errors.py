@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 import deepfake_cli
-from deepfake_cli.backbones import WeightsError
-from deepfake_cli.bundle import BundleError
-from deepfake_cli.datasets import DatasetError
+from deepfake_cli.nets.backbones import WeightsError
+from deepfake_cli.nets.bundle import BundleError
+from deepfake_cli.data.datasets import DatasetError
 from deepfake_cli.errors import DfdError, OptionsError
-from deepfake_cli.predict import PredictError
-from deepfake_cli.store import StoreError, StoreLockedError
-from deepfake_cli.video import VideoError
+from deepfake_cli.serve.predict import PredictError
+from deepfake_cli.data.store import StoreError, StoreLockedError
+from deepfake_cli.data.video import VideoError
 
 PACKAGE = Path(deepfake_cli.__file__).parent
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deepfake_cli.evaluate import _results
+from deepfake_cli.report.evaluate import _results
 
 
 def video(vid, split, label, score, dataset="ffpp", method="", compression="c23"):

@@ -8,8 +8,8 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.cli import app
-from deepfake_cli.store import Store, VideoEntry
+from deepfake_cli.cli.app import app
+from deepfake_cli.data.store import Store, VideoEntry
 from tests.test_store import _faces, _frames
 
 

@@ -1,4 +1,4 @@
-"""Tests for deepfake_cli.detectors, .tracking and .faces: MTCNN detection, tracking, alignment and crops."""
+"""Tests for deepfake_cli.faces.detectors, .tracking and .faces: MTCNN detection, tracking, alignment and crops."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deepfake_cli import faces
-from deepfake_cli.detectors import Detection, FaceDetector, MTCNNDetector, resolve_device
-from deepfake_cli.alignment import ARCFACE_5PTS, similarity_matrix, template_points
-from deepfake_cli.faces import align_face, crop_face, extract_faces
-from deepfake_cli.tracking import build_tracks, track_main_face
+from deepfake_cli.faces import face_crops as faces
+from deepfake_cli.faces.detectors import Detection, FaceDetector, MTCNNDetector, resolve_device
+from deepfake_cli.faces.alignment import ARCFACE_5PTS, similarity_matrix, template_points
+from deepfake_cli.faces.face_crops import align_face, crop_face, extract_faces
+from deepfake_cli.faces.tracking import build_tracks, track_main_face
 
 # Eileen Collins' face in skimage's astronaut, checked by eye on a rendered PNG:
 # hairline/brows to chin, ear to ear.
@@ -402,7 +402,7 @@ def test_extract_faces_two_people_video(detector, astronaut):
 
 
 def test_detect_sparse_interpolates_between_key_frames():
-    from deepfake_cli.tracking import detect_sparse
+    from deepfake_cli.faces.tracking import detect_sparse
 
     class MovingFace:
         name = "fake-detector"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepfake_cli.heatmaps import ActivationMapper, HeatmapError, grid, overlay
+from deepfake_cli.report.heatmaps import ActivationMapper, HeatmapError, grid, overlay
 
 SIZE, PATCH = 32, 6
 

@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.cli import app
-from deepfake_cli.store import Store
+from deepfake_cli.cli.app import app
+from deepfake_cli.data.store import Store
 
 runner = CliRunner()
 FPV = 4
@@ -278,7 +278,7 @@ def test_a_named_pipe_among_the_videos_does_not_block_extract(hostile, tmp_path)
 
 def test_an_unreadable_file_is_reported_and_the_rest_added(hostile, tmp_path, monkeypatch):
     """As root every file is readable, so the EACCES of `chmod 000` is simulated."""
-    import deepfake_cli.extract as extract_module
+    import deepfake_cli.data.extract as extract_module
 
     real_hash = extract_module.file_sha256
 
@@ -364,7 +364,7 @@ def test_a_folder_of_2000_images(tmp_path):
 
 
 # ---------------------------------------------------------------------- predict
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "deepfake_cli" / "default_model"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "deepfake_cli" / "serve" / "default_model"
 
 
 @pytest.fixture(scope="module")
@@ -416,7 +416,7 @@ def test_predict_error_lines_name_the_file_once_on_one_line(hostile, model, tmp_
 # ---------------------------------------------------------------------- fuzzing
 FUZZ_WORKER = r"""
 import json, sys
-from deepfake_cli.video import VideoError, choose_indices, probe, read_frames
+from deepfake_cli.data.video import VideoError, choose_indices, probe, read_frames
 for line in sys.stdin:
     path = line.strip()
     print(json.dumps({"start": path}), flush=True)
@@ -560,7 +560,7 @@ def test_each_bad_entry_of_a_batch_fails_alone_with_its_reason(hostile, model, t
 
 
 def test_unreadable_reasons():
-    from deepfake_cli.video import unreadable_reason
+    from deepfake_cli.data.video import unreadable_reason
 
     assert unreadable_reason(Path(__file__)) is None
     assert unreadable_reason(Path(__file__).parent) == "is a directory"
@@ -569,7 +569,7 @@ def test_unreadable_reasons():
 
 INTERRUPTIBLE = r"""
 import sys
-from deepfake_cli.cli import app
+from deepfake_cli.cli.app import app
 sys.argv = ["dfd", *sys.argv[1:]]
 app()
 """
@@ -603,7 +603,7 @@ def test_an_interrupted_batch_keeps_every_verdict_and_resumes(hostile, model, tm
 
 
 def test_skip_done_reads_jsonl_and_refuses_other_files(tmp_path):
-    from deepfake_cli.result_files import ResultFileError, ResultWriter, done_paths
+    from deepfake_cli.serve.result_files import ResultFileError, ResultWriter, done_paths
 
     with ResultWriter(jsonl_path=tmp_path / "r.jsonl") as writer:
         writer.write({"path": "a.mp4", "verdict": "fake"})

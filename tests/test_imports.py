@@ -34,10 +34,10 @@ def test_import_order_does_not_crash(order):
 
 def test_dfd_cli_imports_both_frameworks():
     """dfd's torch side (MTCNN) and Keras side load in one process, and both still compute."""
-    code = ("import deepfake_cli.detectors, deepfake_cli.faces, deepfake_cli.backbones; import keras, torch; "
+    code = ("import deepfake_cli.faces.detectors, deepfake_cli.faces.face_crops, deepfake_cli.nets.backbones; import keras, torch; "
             "from facenet_pytorch import MTCNN; "
             "print(keras.backend.backend(), float(keras.ops.sum(keras.ops.ones((2, 3)))), "
-            "float(torch.ones(4).sum()), deepfake_cli.detectors.resolve_device('cpu'))")
+            "float(torch.ones(4).sum()), deepfake_cli.faces.detectors.resolve_device('cpu'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-4:] == ["tensorflow", "6.0", "4.0", "cpu"], proc.stdout
@@ -45,7 +45,7 @@ def test_dfd_cli_imports_both_frameworks():
 
 def test_help_and_version_import_neither_framework():
     """`dfd --help` and `dfd --version` answer in a fraction of a second: no TensorFlow, no PyTorch."""
-    code = ("import sys; from typer.testing import CliRunner; from deepfake_cli.cli import app; "
+    code = ("import sys; from typer.testing import CliRunner; from deepfake_cli.cli.app import app; "
             "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
             "assert CliRunner().invoke(app, ['--version']).exit_code == 0; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'torch', 'onnxruntime'}))")

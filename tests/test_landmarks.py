@@ -1,4 +1,4 @@
-"""68-point landmarks (deepfake_cli.landmarks) on skimage's astronaut, checked against MTCNN's 5 points."""
+"""68-point landmarks (deepfake_cli.faces.landmarks) on skimage's astronaut, checked against MTCNN's 5 points."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deepfake_cli.alignment import similarity_matrix
-from deepfake_cli.detectors import MTCNNDetector
-from deepfake_cli.faces import align_face, crop_face, crop_matrix
-from deepfake_cli.landmarks import Landmarker, five_points, predictor_box
+from deepfake_cli.faces.alignment import similarity_matrix
+from deepfake_cli.faces.detectors import MTCNNDetector
+from deepfake_cli.faces.face_crops import align_face, crop_face, crop_matrix
+from deepfake_cli.faces.landmarks import Landmarker, five_points, predictor_box
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,8 @@ def test_bad_inputs(landmarker, astronaut):
 
 @pytest.mark.parametrize("align", [True, False])
 def test_crop_stores_landmarks68_in_crop_pixels(tmp_path, astronaut, detection, align):
-    from deepfake_cli.crop import CropOptions, crop
-    from deepfake_cli.store import Frames, Store, VideoEntry
+    from deepfake_cli.faces.crop import CropOptions, crop
+    from deepfake_cli.data.store import Frames, Store, VideoEntry
 
     frames = np.stack([astronaut, np.roll(astronaut, (12, -20), axis=(0, 1))])
     with Store.open(tmp_path / "dfd.h5", write=True) as store:

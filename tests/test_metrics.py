@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from deepfake_cli.metrics import (
+from deepfake_cli.scoring.metrics import (
     METRIC_NAMES,
     aggregate_video_scores,
     apply_temperature,

@@ -1,4 +1,4 @@
-"""deepfake_cli.mtcnn_onnx: facenet-pytorch's MTCNN on onnxruntime, checked against facenet itself.
+"""deepfake_cli.faces.mtcnn_onnx: facenet-pytorch's MTCNN on onnxruntime, checked against facenet itself.
 
 The shipped nets must compute what facenet's installed PNet/RNet/ONet compute, and
 ``OnnxMTCNN.detect`` must return what ``MTCNN(keep_all=True, select_largest=False).detect``
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deepfake_cli.mtcnn_onnx import NETS_DIR, OnnxMTCNN, _resize_crops, _resize_images, _integral
+from deepfake_cli.faces.mtcnn_onnx import NETS_DIR, OnnxMTCNN, _resize_crops, _resize_images, _integral
 
 CLIP = Path(__file__).resolve().parent.parent / "examples" / "astronaut.mp4"
 
@@ -195,7 +195,7 @@ def test_single_image_and_landmarks_false_match_facenet(facenet, onnx_mtcnn):
 
 def test_import_and_detect_do_not_load_torch_or_tensorflow():
     code = (
-        "import sys, numpy as np; import deepfake_cli.mtcnn_onnx as m; "
+        "import sys, numpy as np; import deepfake_cli.faces.mtcnn_onnx as m; "
         "print(m.OnnxMTCNN(threads=1).detect(np.zeros((1, 64, 64, 3), np.uint8), landmarks=True)[0]); "
         "print(sorted(k for k in ('torch', 'tensorflow', 'keras', 'facenet_pytorch') if k in sys.modules))"
     )

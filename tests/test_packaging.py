@@ -3,7 +3,7 @@
 The fresh venv sees this environment's installed packages (a .pth line naming its site-packages;
 .pth files there, such as an editable install's hook, are not run) and gets only the dfd wheel
 itself (``--no-deps``), so the test takes seconds, not a multi-GB dependency install;
-what it checks is dfd's own packaging: the code and deepfake_cli/default_model come from the
+what it checks is dfd's own packaging: the code and deepfake_cli/serve/default_model come from the
 wheel, found through the installed package, with the source tree nowhere on the path.
 """
 
@@ -17,6 +17,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+
+from tests.test_architecture import ASTRONAUT_PROBABILITY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,12 +45,15 @@ def test_the_wheel_installs_and_predicts_from_another_directory(tmp_path):
     where = subprocess.run([str(python), "-c", "import deepfake_cli, pathlib; print(pathlib.Path(deepfake_cli.__file__).parent)"],
                            cwd=elsewhere, capture_output=True, text=True, timeout=120)
     package = Path(where.stdout.strip())
-    assert package.is_relative_to(venv) and (package / "default_model" / "cnn.weights.h5").is_file(), where
-    shipped = ["default_model/cnn.onnx", "default_model/lstm.onnx", "default_model/onnx.json",
-               "mtcnn_nets/pnet.onnx", "mtcnn_nets/rnet.onnx", "mtcnn_nets/onet.onnx"]
+    assert package.is_relative_to(venv) and (package / "serve" / "default_model" / "cnn.weights.h5").is_file(), where
+    shipped = ["serve/default_model/cnn.onnx", "serve/default_model/lstm.onnx", "serve/default_model/onnx.json",
+               "faces/mtcnn_nets/pnet.onnx", "faces/mtcnn_nets/rnet.onnx", "faces/mtcnn_nets/onet.onnx"]
     assert [name for name in shipped if not (package / name).is_file()] == []  # what the fast start needs
     run = subprocess.run([str(venv / "bin" / "dfd"), "predict", str(clip), "--json"], cwd=elsewhere,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout)
-    assert result["verdict"] in ("real", "fake") and 0 < result["probability"] < 1 and result["faces"] == 25
+    # the same verdict as from the source tree (tests/test_architecture.py), to 1e-6
+    assert (result["verdict"], result["faces"]) == ("real", 25)
+    assert result["probability"] == pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6)
+    assert not list(package.rglob("*mtcnn_export*")) and not list(package.rglob("export_mtcnn*"))  # maintainers' tool

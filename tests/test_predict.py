@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.bundle import BundleConfig, save_config, save_weights_atomic, weights_tag
-from deepfake_cli.cli import app
-from deepfake_cli.detectors import Detection
-from deepfake_cli.models import build_classifier
-from deepfake_cli.annotate import write_annotated
-from deepfake_cli.evidence import tracks_to_score
-from deepfake_cli.predict import PredictResult, write_csv
+from deepfake_cli.nets.bundle import BundleConfig, save_config, save_weights_atomic, weights_tag
+from deepfake_cli.cli.app import app
+from deepfake_cli.faces.detectors import Detection
+from deepfake_cli.nets.models import build_classifier
+from deepfake_cli.report.annotate import write_annotated
+from deepfake_cli.serve.evidence import tracks_to_score
+from deepfake_cli.serve.predict import PredictResult, write_csv
 from tests.test_cli import write_face_clip
 
 
@@ -120,7 +120,7 @@ def test_write_annotated_writes_a_readable_video(tmp_path):
 
 
 def test_a_smaller_usable_face_beside_a_bigger_one_is_scored_and_every_track_is_reported():
-    from deepfake_cli.evidence import judge_tracks
+    from deepfake_cli.serve.evidence import judge_tracks
 
     big_real, small_fake = track(171, 0, 8), track(70, 300, 8)  # 0.41x the big face, but 70 px in every frame
     tiny, brief = track(30, 500, 8), track(120, 700, 1)
@@ -134,7 +134,7 @@ def test_a_smaller_usable_face_beside_a_bigger_one_is_scored_and_every_track_is_
 
 
 def test_weak_evidence_is_flagged():
-    from deepfake_cli.evidence import TrackReport, evidence_warnings
+    from deepfake_cli.serve.evidence import TrackReport, evidence_warnings
 
     good = TrackReport(track=0, frames_seen=25, face_side=150, median_box=[0, 0, 150, 150], scored=True)
     assert evidence_warnings(good, 25, False, 25) == []
@@ -147,8 +147,8 @@ def test_weak_evidence_is_flagged():
 
 
 def test_a_track_does_not_pass_to_another_person_at_a_hard_cut():
-    from deepfake_cli.identity import IdentityCheck
-    from deepfake_cli.tracking import build_tracks
+    from deepfake_cli.faces.identity import IdentityCheck
+    from deepfake_cli.faces.tracking import build_tracks
 
     # two people in the same place: A in frames 0-3 (a blue shot), B in frames 4-7 (a red shot)
     frames = [np.full((60, 80, 3), (20, 40, 200) if t < 4 else (200, 40, 20), np.uint8) for t in range(8)]
@@ -178,8 +178,8 @@ def test_face_descriptors_tell_people_apart():
     """dlib's descriptors (face_recognition_models) on real faces: one person close, two apart."""
     from skimage.data import astronaut
 
-    from deepfake_cli.detectors import make_detector
-    from deepfake_cli.identity import FaceDescriber, same_person
+    from deepfake_cli.faces.detectors import make_detector
+    from deepfake_cli.faces.identity import FaceDescriber, same_person
 
     image = astronaut()
     (det,) = make_detector("mtcnn", device="cpu").detect([image])[0][:1]
@@ -194,10 +194,10 @@ def test_face_descriptors_tell_people_apart():
 def test_a_hard_cut_between_two_ffpp_people_splits_the_track():
     from tests.test_video import DATA
 
-    from deepfake_cli.detectors import make_detector
-    from deepfake_cli.identity import FaceDescriber, IdentityCheck
-    from deepfake_cli.tracking import detect_sparse
-    from deepfake_cli.video import sample_frames
+    from deepfake_cli.faces.detectors import make_detector
+    from deepfake_cli.faces.identity import FaceDescriber, IdentityCheck
+    from deepfake_cli.faces.tracking import detect_sparse
+    from deepfake_cli.data.video import sample_frames
 
     videos = sorted((DATA / "ffpp" / "original_sequences" / "youtube" / "c23" / "videos").glob("*.mp4"))
     if len(videos) < 2:
@@ -214,7 +214,7 @@ def test_a_hard_cut_between_two_ffpp_people_splits_the_track():
 
 @pytest.mark.parametrize("size", [(360, 640), (1080, 1920)])
 def test_annotation_labels_stay_inside_the_frame(size):
-    from deepfake_cli.annotate import put_label
+    from deepfake_cli.report.annotate import put_label
 
     height, width = size
     image = np.zeros((height, width, 3), np.uint8)

@@ -1,4 +1,4 @@
-"""Pseudo-fakes in CNN training (deepfake_cli.pseudo, FaceDataset, train_cnn --pseudo-fakes sbi)."""
+"""Pseudo-fakes in CNN training (deepfake_cli.train.pseudo, FaceDataset, train_cnn --pseudo-fakes sbi)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake_cli.bundle import load_bundle
-from deepfake_cli.cnn import CNNTrainOptions, train_cnn
-from deepfake_cli.face_dataset import FaceDataset, index_faces
-from deepfake_cli.pseudo import PseudoFakes, expected_class_weights, mix_shares
-from deepfake_cli.sbi import mask_reach
-from deepfake_cli.store import Faces, Frames, Store, StoreError, VideoEntry
+from deepfake_cli.nets.bundle import load_bundle
+from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
+from deepfake_cli.train.face_dataset import FaceDataset, index_faces
+from deepfake_cli.train.pseudo import PseudoFakes, expected_class_weights, mix_shares
+from deepfake_cli.train.sbi import mask_reach
+from deepfake_cli.data.store import Faces, Frames, Store, StoreError, VideoEntry
 
 SIZE = 32
 

@@ -1,4 +1,4 @@
-"""Pseudo-fake clips for the LSTM (deepfake_cli.pseudo_clips, train_lstm --pseudo-fakes sbi)."""
+"""Pseudo-fake clips for the LSTM (deepfake_cli.train.pseudo_clips, train_lstm --pseudo-fakes sbi)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.bundle import BundleConfig, load_bundle, save_config, save_weights_atomic, weights_tag
-from deepfake_cli.cli import app
+from deepfake_cli.nets.bundle import BundleConfig, load_bundle, save_config, save_weights_atomic, weights_tag
+from deepfake_cli.cli.app import app
 from deepfake_cli.errors import OptionsError
-from deepfake_cli.models import build_classifier
+from deepfake_cli.nets.models import build_classifier
 from deepfake_cli.progress import Reporter
-from deepfake_cli.pseudo_clips import PREFIX, blend_clip, chosen_clips, clip_seed, pseudo_fake_clips
-from deepfake_cli.sbi import self_blend
-from deepfake_cli.scoring import Scorer
-from deepfake_cli.store import Store, StoreError
-from deepfake_cli.temporal import LSTMTrainOptions, export_features, train_lstm
+from deepfake_cli.train.pseudo_clips import PREFIX, blend_clip, chosen_clips, clip_seed, pseudo_fake_clips
+from deepfake_cli.train.sbi import self_blend
+from deepfake_cli.scoring.scorer import Scorer
+from deepfake_cli.data.store import Store, StoreError
+from deepfake_cli.train.temporal import LSTMTrainOptions, export_features, train_lstm
 from tests.test_pseudo import SIZE, face_points, make_store
 
 BACKBONE = "efficientnet-lite0"

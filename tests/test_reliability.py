@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.cli import app
-from deepfake_cli.store import SCHEMA_VERSION, Store
+from deepfake_cli.cli.app import app
+from deepfake_cli.data.store import SCHEMA_VERSION, Store
 
 DFD = [sys.executable, "-m", "deepfake_cli"]
 
@@ -443,7 +443,7 @@ def test_wait_waits_for_the_writer(clips, tmp_path):
 
 def test_killed_writer_does_not_block_the_next(clips, tmp_path):
     store = tmp_path / "s.h5"
-    code = (f"from deepfake_cli.store import Store; import time; s = Store.open({str(store)!r}, write=True); "
+    code = (f"from deepfake_cli.data.store import Store; import time; s = Store.open({str(store)!r}, write=True); "
             "print('locked', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -517,7 +517,7 @@ def test_disk_full_is_a_clear_error_and_the_store_survives(small_fs, tmp_path):
     assert json.loads(result.stdout)["added"] == 3
     counts = check_store(store)
     assert counts["ok"] == 4 and counts["frames"] == 1 + 3 * 6
-    from deepfake_cli.video import probe, read_frames
+    from deepfake_cli.data.video import probe, read_frames
 
     with Store.open(store) as reader:
         for entry in reader.entries():

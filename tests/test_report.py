@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from deepfake_cli.report import format_metric, metrics_table, to_jsonable, write_report
+from deepfake_cli.report.tables import format_metric, metrics_table, to_jsonable, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

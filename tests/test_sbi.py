@@ -1,4 +1,4 @@
-"""Self-blended pseudo-fakes (deepfake_cli.sbi) of skimage's astronaut."""
+"""Self-blended pseudo-fakes (deepfake_cli.train.sbi) of skimage's astronaut."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deepfake_cli.detectors import MTCNNDetector
-from deepfake_cli.faces import align_face
-from deepfake_cli.landmarks import Landmarker
-from deepfake_cli.sbi import BLEND_RATIOS, mask_reach, self_blend
+from deepfake_cli.faces.detectors import MTCNNDetector
+from deepfake_cli.faces.face_crops import align_face
+from deepfake_cli.faces.landmarks import Landmarker
+from deepfake_cli.train.sbi import BLEND_RATIOS, mask_reach, self_blend
 
 SIZE, MARGIN = 160, 0.2
 

@@ -1,4 +1,4 @@
-"""Training and serving score a video the same way (deepfake_cli.scoring).
+"""Training and serving score a video the same way (deepfake_cli.scoring.scorer).
 
 A stored video's probability as `evaluate` computes it from the store (features exported by
 `export-features`) must be the probability `predict` gives for the clip itself.
@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_cli.bundle import BundleConfig, load_bundle, save_config, save_weights_atomic, weights_tag
-from deepfake_cli.crop import CropOptions, crop
-from deepfake_cli.evaluate import evaluate
-from deepfake_cli.extract import ExtractOptions, extract
-from deepfake_cli.models import build_classifier, build_lstm_model
-from deepfake_cli.predict import Predictor
-from deepfake_cli.scoring import calibrate, fixed_batches, model_input
-from deepfake_cli.store import Store
-from deepfake_cli.temporal import export_features
+from deepfake_cli.nets.bundle import BundleConfig, load_bundle, save_config, save_weights_atomic, weights_tag
+from deepfake_cli.faces.crop import CropOptions, crop
+from deepfake_cli.report.evaluate import evaluate
+from deepfake_cli.data.extract import ExtractOptions, extract
+from deepfake_cli.nets.models import build_classifier, build_lstm_model
+from deepfake_cli.serve.predict import Predictor
+from deepfake_cli.scoring.scorer import calibrate, fixed_batches, model_input
+from deepfake_cli.data.store import Store
+from deepfake_cli.train.temporal import export_features
 from tests.test_cli import write_face_clip
 
 BACKBONE = "efficientnet-lite0"
@@ -47,7 +47,7 @@ def test_model_input_resizes_and_batches_to_few_shapes():
 
 
 def test_small_batches_are_padded_to_a_power_of_two_only():
-    from deepfake_cli.scoring import padded_rows
+    from deepfake_cli.scoring.scorer import padded_rows
 
     assert [padded_rows(n, 32) for n in (1, 2, 3, 5, 9, 17, 25, 32, 40)] == [1, 2, 4, 8, 16, 32, 32, 32, 32]
     assert len({padded_rows(n, 32) for n in range(1, 200)}) == 6  # 1, 2, 4, 8, 16, 32: six traces at most
@@ -120,7 +120,7 @@ def test_without_an_lstm_both_use_the_configured_aggregation(stored):
         assert served == pytest.approx(measured, abs=1e-5)
 
 
-TRAINING_MODULES = ("deepfake_cli.cnn", "deepfake_cli.temporal", "deepfake_cli.training", "deepfake_cli.runtime")
+TRAINING_MODULES = ("deepfake_cli.train.cnn", "deepfake_cli.train.temporal", "deepfake_cli.train.loop", "deepfake_cli.train.runtime")
 
 
 def test_predict_imports_no_training_code(stored):
@@ -130,7 +130,7 @@ def test_predict_imports_no_training_code(stored):
     script = textwrap.dedent(f"""
         import json, sys
         from typer.testing import CliRunner
-        from deepfake_cli.cli import app
+        from deepfake_cli.cli.app import app
         result = CliRunner().invoke(app, ["predict", {str(clip)!r}, "--model", {str(bundle_dir)!r}, "--json",
                                           "--device", "cpu"])
         print(json.dumps({{"exit_code": result.exit_code, "output": result.stdout, "modules": sorted(sys.modules)}}))
@@ -140,7 +140,7 @@ def test_predict_imports_no_training_code(stored):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["exit_code"] == 0, report["output"]
     assert 0.0 < json.loads(report["output"])["probability"] < 1.0
-    assert "deepfake_cli.scoring" in report["modules"] and "deepfake_cli.predict" in report["modules"]
+    assert "deepfake_cli.scoring.scorer" in report["modules"] and "deepfake_cli.serve.predict" in report["modules"]
     assert [m for m in TRAINING_MODULES if m in report["modules"]] == []
 
 
@@ -154,7 +154,7 @@ class LeftHalfModel:
 
 
 def test_test_time_flip_averages_a_face_and_its_mirror():
-    from deepfake_cli.scoring import frame_outputs
+    from deepfake_cli.scoring.scorer import frame_outputs
 
     crops = np.zeros((3, 8, 8, 3), np.uint8)
     crops[:, :, :4] = 255  # left half white
@@ -167,7 +167,7 @@ def test_test_time_flip_averages_a_face_and_its_mirror():
 
 
 def test_a_config_without_test_time_flip_still_loads(tmp_path):
-    from deepfake_cli.bundle import read_config
+    from deepfake_cli.nets.bundle import read_config
 
     config = BundleConfig(name="old", backbone="efficientnet-lite0", input_size=32, feature_dim=8)
     data = json.loads(config.to_json())
@@ -179,7 +179,7 @@ def test_a_config_without_test_time_flip_still_loads(tmp_path):
 # ---------------------------------------------------------------------- broken models give no verdict
 def copy_bundle(bundle_dir: Path, dest: Path, hashes: bool = True) -> Path:
     """A copy of a bundle, with the SHA-256 of its weights recorded as training records them."""
-    from deepfake_cli.bundle import read_config, record_weights_hashes
+    from deepfake_cli.nets.bundle import read_config, record_weights_hashes
 
     shutil.copytree(bundle_dir, dest, ignore=shutil.ignore_patterns("checkpoints"))
     config = read_config(dest)
@@ -200,7 +200,7 @@ def damage(path: Path, size: int = 4096) -> None:
 
 @pytest.mark.parametrize("weights_file", ["cnn.weights.h5", "lstm.weights.h5"])
 def test_a_damaged_weights_file_is_refused(stored, tmp_path, weights_file):
-    from deepfake_cli.bundle import BundleError
+    from deepfake_cli.nets.bundle import BundleError
 
     _, bundle_dir, _ = stored
     copy = copy_bundle(bundle_dir, tmp_path / "tiny")
@@ -212,7 +212,7 @@ def test_a_damaged_weights_file_is_refused(stored, tmp_path, weights_file):
 
 
 def test_a_missing_lstm_is_refused_not_replaced_by_the_cnn_mean(stored, tmp_path):
-    from deepfake_cli.bundle import BundleError
+    from deepfake_cli.nets.bundle import BundleError
 
     _, bundle_dir, _ = stored
     copy = copy_bundle(bundle_dir, tmp_path / "tiny")
@@ -235,7 +235,7 @@ def nan_bundle(bundle_dir: Path, dest: Path) -> Path:
 def test_nan_scores_are_an_error_never_a_verdict(stored, tmp_path):
     from typer.testing import CliRunner
 
-    from deepfake_cli.cli import app
+    from deepfake_cli.cli.app import app
     from deepfake_cli.errors import EXIT_BAD_SCORE
 
     _, bundle_dir, _ = stored
@@ -254,7 +254,7 @@ def test_nan_scores_are_an_error_never_a_verdict(stored, tmp_path):
 @pytest.fixture(scope="module")
 def onnx_bundle(stored, tmp_path_factory):
     """A copy of the tiny bundle with its ONNX export (dfd export-onnx)."""
-    from deepfake_cli.onnx_export import export_onnx
+    from deepfake_cli.train.onnx_export import export_onnx
 
     _, bundle_dir, _ = stored
     copy = copy_bundle(bundle_dir, tmp_path_factory.mktemp("onnx") / "tiny")
@@ -263,7 +263,7 @@ def onnx_bundle(stored, tmp_path_factory):
 
 
 def test_the_onnx_export_reproduces_keras(onnx_bundle):
-    from deepfake_cli.onnx_serving import onnx_problem
+    from deepfake_cli.scoring.onnx_serving import onnx_problem
 
     bundle_dir, record = onnx_bundle
     assert {"cnn.onnx", "lstm.onnx"} <= set(record)
@@ -289,8 +289,8 @@ def test_predict_on_onnx_serves_the_probability_evaluate_measures(stored, onnx_b
 
 
 def test_stale_or_damaged_onnx_files_are_not_served(onnx_bundle, tmp_path):
-    from deepfake_cli.bundle import BundleError, read_config
-    from deepfake_cli.onnx_serving import choose_runtime, onnx_problem
+    from deepfake_cli.nets.bundle import BundleError, read_config
+    from deepfake_cli.scoring.onnx_serving import choose_runtime, onnx_problem
 
     bundle_dir, _ = onnx_bundle
     retrained = copy_bundle(bundle_dir, tmp_path / "retrained")  # same files: still current
@@ -302,7 +302,7 @@ def test_stale_or_damaged_onnx_files_are_not_served(onnx_bundle, tmp_path):
     assert choose_runtime("auto", "cpu", [load_bundle(retrained)]) == "keras"
     with pytest.raises(BundleError, match="cannot be served with --runtime onnx: its lstm.onnx was made"):
         choose_runtime("onnx", "cpu", [load_bundle(retrained)])
-    from deepfake_cli.model_choice import stale_onnx_note
+    from deepfake_cli.serve.model_choice import stale_onnx_note
 
     assert "runs on Keras, with a slower start: its lstm.onnx was made" in stale_onnx_note(retrained)
     assert stale_onnx_note(bundle_dir) == ""
@@ -314,9 +314,9 @@ def test_stale_or_damaged_onnx_files_are_not_served(onnx_bundle, tmp_path):
     assert "has no cnn.onnx" in onnx_problem(load_bundle(damaged))
 
 def test_a_gpu_is_served_by_keras(onnx_bundle, monkeypatch):
-    from deepfake_cli import detectors
-    from deepfake_cli.bundle import BundleError
-    from deepfake_cli.onnx_serving import choose_runtime
+    from deepfake_cli.faces import detectors
+    from deepfake_cli.nets.bundle import BundleError
+    from deepfake_cli.scoring.onnx_serving import choose_runtime
 
     bundle_dir, _ = onnx_bundle
     monkeypatch.setattr(detectors, "resolve_device", lambda device: "cuda")  # as on a machine with a GPU
@@ -326,8 +326,7 @@ def test_a_gpu_is_served_by_keras(onnx_bundle, monkeypatch):
 
 
 def test_an_export_that_differs_from_keras_is_not_kept(stored, tmp_path, monkeypatch):
-    from deepfake_cli import onnx_export
-
+    from deepfake_cli.train import onnx_export
     _, bundle_dir, _ = stored
     copy = copy_bundle(bundle_dir, tmp_path / "tiny")
     monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)  # nothing can pass
@@ -345,7 +344,7 @@ def test_predict_on_onnx_imports_neither_tensorflow_nor_torch(stored, onnx_bundl
     script = textwrap.dedent(f"""
         import json, sys
         from typer.testing import CliRunner
-        from deepfake_cli.cli import app
+        from deepfake_cli.cli.app import app
         result = CliRunner().invoke(app, ["predict", {str(clip)!r}, "--model", {str(onnx_dir)!r}, "--json"])
         print(json.dumps({{"exit_code": result.exit_code, "output": result.stdout, "modules": sorted(sys.modules)}}))
     """)
@@ -358,7 +357,7 @@ def test_predict_on_onnx_imports_neither_tensorflow_nor_torch(stored, onnx_bundl
     assert heavy == set()
     from typer.testing import CliRunner
 
-    from deepfake_cli.cli import app
+    from deepfake_cli.cli.app import app
 
     keras_run = CliRunner().invoke(app, ["predict", str(clip), "--model", str(onnx_dir), "--json",
                                          "--runtime", "keras", "--device", "cpu"])
@@ -372,7 +371,7 @@ def test_many_inputs_share_cnn_batches_and_keep_their_order(stored, onnx_bundle,
     alone, with the CNN run on several inputs' faces at once."""
     import cv2
 
-    from deepfake_cli.pipeline import predict_many
+    from deepfake_cli.serve.pipeline import predict_many
 
     _, bundle_dir, _ = stored
     onnx_dir, _ = onnx_bundle
@@ -406,8 +405,8 @@ def test_many_inputs_share_cnn_batches_and_keep_their_order(stored, onnx_bundle,
 
 def test_the_shipped_default_model_is_served_by_onnxruntime():
     """models/default/train.sh exports and copies the ONNX files: a fresh install starts fast."""
-    from deepfake_cli.onnx_serving import choose_runtime, onnx_problem, onnx_record
-    from deepfake_cli.model_choice import default_bundle_dirs
+    from deepfake_cli.scoring.onnx_serving import choose_runtime, onnx_problem, onnx_record
+    from deepfake_cli.serve.model_choice import default_bundle_dirs
 
     shipped = load_bundle(default_bundle_dirs(Path("nowhere"))[-1])
     assert onnx_problem(shipped) == ""

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.cli import app
+from deepfake_cli.cli.app import app
 from deepfake_cli.errors import OptionsError
-from deepfake_cli.shards import Shard, parse_shard
-from deepfake_cli.store import Store
+from deepfake_cli.data.shards import Shard, parse_shard
+from deepfake_cli.data.store import Store
 from tests.test_hostile_inputs import face_frames, write_video
 
 DFD = [sys.executable, "-m", "deepfake_cli"]

@@ -1,9 +1,9 @@
-"""Train / val / test video ids for training (deepfake_cli.splits)."""
+"""Train / val / test video ids for training (deepfake_cli.data.splits)."""
 
 from __future__ import annotations
 
-from deepfake_cli.splits import training_splits
-from deepfake_cli.store import VideoEntry
+from deepfake_cli.data.splits import training_splits
+from deepfake_cli.data.store import VideoEntry
 
 
 def entry(vid: str, label: str, group: str = "", split: str = "train", status: str = "ok") -> VideoEntry:

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.cli import app
-from deepfake_cli.crop import CropOptions, crop
-from deepfake_cli.extract import ExtractOptions, extract
-from deepfake_cli.face_dataset import FaceDataset, index_faces
-from deepfake_cli.inputs import letterboxed, stored_images
-from deepfake_cli.pseudo_clips import PREFIX, pseudo_fake_clips
-from deepfake_cli.scoring import model_input
-from deepfake_cli.store import ROLE_SEQUENCE, ROLE_SPREAD, DamagedSegmentError, Faces, Store, VideoEntry, Frames
-from deepfake_cli.temporal import export_features
+from deepfake_cli.cli.app import app
+from deepfake_cli.faces.crop import CropOptions, crop
+from deepfake_cli.data.extract import ExtractOptions, extract
+from deepfake_cli.train.face_dataset import FaceDataset, index_faces
+from deepfake_cli.data.inputs import letterboxed, stored_images
+from deepfake_cli.train.pseudo_clips import PREFIX, pseudo_fake_clips
+from deepfake_cli.scoring.scorer import model_input
+from deepfake_cli.data.store import ROLE_SEQUENCE, ROLE_SPREAD, DamagedSegmentError, Faces, Store, VideoEntry, Frames
+from deepfake_cli.train.temporal import export_features
 from tests.test_cli import write_face_clip
 from tests.test_store_damage import damage_array
 from tests.test_temporal import cnn_bundle  # noqa: F401  (a pytest fixture)

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from deepfake_cli.store import SCHEMA_VERSION, Faces, Features, Frames, Store, StoreError, StoreLockedError, VideoEntry
+from deepfake_cli.data.store import SCHEMA_VERSION, Faces, Features, Frames, Store, StoreError, StoreLockedError, VideoEntry
 
 
 def _entry(vid="v1", **kw):
@@ -87,7 +87,7 @@ def test_half_written_segment_is_ignored_and_removed(tmp_path):
 def test_second_writer_is_refused_with_pid(tmp_path):
     path = tmp_path / "s.h5"
     code = (
-        "import sys,time; from deepfake_cli.store import Store; "
+        "import sys,time; from deepfake_cli.data.store import Store; "
         f"s=Store.open({str(path)!r}, write=True); print('locked', flush=True); time.sleep(30)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.check import check_store
-from deepfake_cli.cli import app
-from deepfake_cli.crop import CropOptions, crop
-from deepfake_cli.store import DamagedIndexError, DamagedSegmentError, Features, Store
+from deepfake_cli.data.check import check_store
+from deepfake_cli.cli.app import app
+from deepfake_cli.faces.crop import CropOptions, crop
+from deepfake_cli.data.store import DamagedIndexError, DamagedSegmentError, Features, Store
 from tests.test_store import _entry, _faces, _frames
 
 READERS = {"frames": lambda s, v: s.read_frames(v), "faces": lambda s, v: s.read_faces(v),

@@ -1,4 +1,4 @@
-"""Feature export and the bidirectional LSTM (deepfake_cli.temporal)."""
+"""Feature export and the bidirectional LSTM (deepfake_cli.train.temporal)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_cli.bundle import BundleConfig, load_bundle, save_config, save_weights_atomic, weights_tag
-from deepfake_cli.models import build_classifier, pad_sequence
-from deepfake_cli.scoring import score_sequence
-from deepfake_cli.store import Faces, Features, Frames, Store, VideoEntry
-from deepfake_cli.calibrate import calibrate_bundle
-from deepfake_cli.temporal import LSTMTrainOptions, export_features, train_lstm
+from deepfake_cli.nets.bundle import BundleConfig, load_bundle, save_config, save_weights_atomic, weights_tag
+from deepfake_cli.nets.models import build_classifier, pad_sequence
+from deepfake_cli.scoring.scorer import score_sequence
+from deepfake_cli.data.store import Faces, Features, Frames, Store, VideoEntry
+from deepfake_cli.train.calibrate import calibrate_bundle
+from deepfake_cli.train.temporal import LSTMTrainOptions, export_features, train_lstm
 
 BACKBONE = "efficientnet-lite0"
 SIZE = 32
@@ -171,7 +171,7 @@ def test_train_lstm_resume_of_finished_run_is_a_no_op(sequence_bundle):
 
 def test_lstm_sampling_comes_from_the_store_it_learns_from(tmp_path):
     """A CNN trained on uniformly spread faces, its LSTM on consecutive frames: serve consecutive."""
-    from deepfake_cli.temporal import sequence_sampling
+    from deepfake_cli.train.temporal import sequence_sampling
 
     store = Store.open(tmp_path / "dfd.h5", write=True)
     for vid, fpv, sampling, count in (("a", 25, "consecutive", 300), ("b", 25, "consecutive", 400),

@@ -1,12 +1,12 @@
-"""The shared training pieces (deepfake_cli.training) that need no model to test."""
+"""The shared training pieces (deepfake_cli.train.loop) that need no model to test."""
 
 from __future__ import annotations
 
 import sys
 
-from deepfake_cli.bundle import BundleConfig
-from deepfake_cli.cli import _command_line
-from deepfake_cli.training import Checkpoints, record_command, start_fresh
+from deepfake_cli.nets.bundle import BundleConfig
+from deepfake_cli.cli.app import _command_line
+from deepfake_cli.train.loop import Checkpoints, record_command, start_fresh
 
 
 def test_start_fresh_clears_checkpoints_and_the_stale_paths_only(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for deepfake_cli.video on small generated videos (and the shared data when present)."""
+"""Tests for deepfake_cli.data.video on small generated videos (and the shared data when present)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake_cli import video
-from deepfake_cli.video import VideoError, VideoInfo, choose_indices, is_image, probe, read_frames
+from deepfake_cli.data import video
+from deepfake_cli.data.video import VideoError, VideoInfo, choose_indices, is_image, probe, read_frames
 
 N_FRAMES = 40
 WIDTH, HEIGHT = 64, 48
@@ -270,7 +270,7 @@ def avi_with_claimed_count(path, frames: int, claimed: int):
 @pytest.mark.parametrize("claimed", [600, 6])
 @pytest.mark.parametrize("sampling", ["consecutive", "uniform"])
 def test_a_lying_frame_count_is_sampled_from_the_real_length(tmp_path, claimed, sampling):
-    from deepfake_cli.video import choose_indices, probe, sample_frames
+    from deepfake_cli.data.video import choose_indices, probe, sample_frames
 
     path = avi_with_claimed_count(tmp_path / "lying.avi", 60, claimed)
     assert probe(path).frame_count == claimed  # what the header says
@@ -281,7 +281,7 @@ def test_a_lying_frame_count_is_sampled_from_the_real_length(tmp_path, claimed, 
 
 
 def test_a_correct_frame_count_is_kept(tmp_path):
-    from deepfake_cli.video import sample_frames
+    from deepfake_cli.data.video import sample_frames
 
     path = avi_with_claimed_count(tmp_path / "honest.avi", 60, 60)
     info, kept, _ = sample_frames(path, 25, "consecutive")

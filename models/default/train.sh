@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the bundled default model (deepfake_cli/default_model) was trained: run from the repository
+# How the bundled default model (deepfake_cli/serve/default_model) was trained: run from the repository
 # root, with ../shared/data present. Everything runs on a 2-core CPU; measured: 62 min for the
 # CNN (tests and benchmarks shared the CPU), 5 for the features and 3 for the LSTM. The two
 # stores, from nothing, 32 min (2026-12-02, on a fresh clone; tests shared the CPU during the
@@ -31,4 +31,4 @@ dfd evaluate --store "$SEQ_STORE" --model default --models-dir "$MODELS" --out "
 dfd export-onnx default --models-dir "$MODELS"
 # What `dfd predict` uses when no --model is given: the bundle shipped inside the package.
 cp "$MODELS/default/config.json" "$MODELS/default/cnn.weights.h5" "$MODELS/default/lstm.weights.h5" \
-    "$MODELS/default/cnn.onnx" "$MODELS/default/lstm.onnx" "$MODELS/default/onnx.json" deepfake_cli/default_model/
+    "$MODELS/default/cnn.onnx" "$MODELS/default/lstm.onnx" "$MODELS/default/onnx.json" deepfake_cli/serve/default_model/

@@ -1,0 +1,6 @@
+"""The `dfd` command line: Typer commands that parse options, call one core function and render
+what it returns (deepfake_cli.cli.app holds the app)."""
+
+from deepfake_cli.cli.app import app
+
+__all__ = ["app"]

@@ -1,0 +1,174 @@
+"""`dfd extract`: find videos, sample frames, record what each video is."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from stat import S_ISREG
+
+import numpy as np
+
+from deepfake_cli.data.datasets import VideoRecord, discover
+from deepfake_cli.files import file_sha256
+from deepfake_cli.progress import Reporter
+from deepfake_cli.data.splits import assign_splits
+from deepfake_cli.data.store import FRAME_STATUS_FAILED, ROLE_SEQUENCE, ROLE_SPREAD, Frames, Store, VideoEntry
+from deepfake_cli.data.shards import Shard
+from deepfake_cli.data.video import VideoError, frames_by_role, sample_frames, unreadable_reason
+
+SAMPLINGS = ("consecutive", "uniform", "random")
+
+
+@dataclass
+class ExtractOptions:
+    fpv: int = 25
+    sampling: str = "consecutive"
+    seed: int = 0
+    spread: int = 0  # also this many frames spread uniformly over each video, for train-cnn (0: none)
+    labels_csv: Path | None = None
+    retry_failed: bool = False
+    shard: Shard | None = None  # only this 1/N of the videos (by content hash)
+
+    def check(self) -> None:
+        """ValueError naming the option that is out of range."""
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {self.sampling!r}")
+        if self.fpv < 1:
+            raise ValueError("--fpv must be at least 1")
+        if self.spread < 0:
+            raise ValueError("--spread must be 0 (none) or a number of frames")
+
+
+@dataclass
+class ExtractSummary:
+    found: int = 0
+    added: int = 0
+    already_done: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    short: int = 0
+    frames: int = 0
+    other_shards: int = 0  # --shard: videos left to the other shards
+    other_sampling: int = 0  # already in the store, sampled otherwise than asked (kept as they are)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    by_dataset: Counter = field(default_factory=Counter)
+    by_label: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["failures"] = [{"path": p, "error": e} for p, e in self.failures]
+        d["by_dataset"] = dict(self.by_dataset)
+        d["by_label"] = dict(self.by_label)
+        return d
+
+
+def frame_roles(kept: np.ndarray, frame_count: int, options: ExtractOptions) -> np.ndarray:
+    """(n,) uint8 ROLE_* bits of each stored frame: in the --fpv sampling, among the --spread ones, or both."""
+    sequence, spread = frames_by_role(frame_count, options.fpv, options.sampling, options.seed, options.spread)
+    return np.array([ROLE_SEQUENCE * (int(i) in sequence) | ROLE_SPREAD * (int(i) in spread) for i in kept], np.uint8)
+
+
+def video_id_for(sha256: str) -> str:
+    return sha256[:16]
+
+
+def _failed_id(path: Path) -> str:
+    return "f" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:15]
+
+
+def extract(store: Store, paths: list[Path], options: ExtractOptions, reporter: Reporter | None = None) -> ExtractSummary:
+    """Add every video under `paths` to the store; videos already there are skipped."""
+    options.check()
+    reporter = reporter or Reporter()
+    records = assign_splits(discover(paths, options.labels_csv), seed=options.seed)
+    summary = ExtractSummary(found=len(records))
+    known = {(e.path, e.size, e.mtime): e for e in store.entries()}
+    reporter.start(len(records), "extract")
+    for record in records:
+        _extract_one(store, record, options, known, summary, reporter)
+        reporter.advance(record.path.name)
+    reporter.finish()
+    if summary.other_sampling:
+        reporter.warn(f"{summary.other_sampling} videos were already in the store with another --fpv, --sampling "
+                      "or --spread; they are kept as they are (extract into a new store to sample them again)")
+    return summary
+
+
+def _already_done(summary: ExtractSummary, stored: VideoEntry, options: ExtractOptions) -> None:
+    summary.already_done += 1
+    if stored.ok and (stored.fpv, stored.sampling, stored.spread) != (options.fpv, options.sampling, options.spread):
+        summary.other_sampling += 1
+
+
+def _cannot_read(summary: ExtractSummary, record: VideoRecord, reason: str | None) -> None:
+    """A file that cannot even be read: reported, not recorded, so a rerun tries it again."""
+    summary.failed += 1
+    summary.failures.append((str(record.path), f"{record.path}: cannot read ({reason or 'error'})"))
+
+
+def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, known: dict,
+                 summary: ExtractSummary, reporter: Reporter) -> None:
+    try:
+        path = record.path.resolve()
+        stat = path.stat()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: pathlib's "Symlink loop" (Python < 3.13)
+        _cannot_read(summary, record, unreadable_reason(record.path) or getattr(exc, "strerror", None) or str(exc))
+        return
+    if not S_ISREG(stat.st_mode):  # a FIFO would block the hashing forever, a device never end
+        _cannot_read(summary, record, "not a regular file")
+        return
+    cached = known.get((str(path), stat.st_size, stat.st_mtime))
+    if cached is not None and (cached.ok or not options.retry_failed):
+        _already_done(summary, cached, options)
+        return
+    try:
+        sha = file_sha256(path)
+    except OSError as exc:  # e.g. permission denied: one unreadable file must not end the run
+        _cannot_read(summary, record, exc.strerror)
+        return
+    if options.shard is not None and not options.shard.holds(video_id_for(sha)):
+        summary.other_shards += 1
+        return
+    entry = VideoEntry(
+        video_id=video_id_for(sha), path=str(path), sha256=sha, size=stat.st_size, mtime=stat.st_mtime,
+        label=record.label, split=record.split, dataset=record.dataset, method=record.method,
+        compression=record.compression, group=record.group, identities=",".join(record.identities),
+        sampling=options.sampling, fpv=options.fpv, spread=options.spread,
+    )
+    if store.has(entry.video_id, "frames"):
+        previous = store.entry(entry.video_id)
+        if previous.path != entry.path and previous.ok:
+            summary.duplicates += 1
+            reporter.warn(f"{record.path}: same content as {previous.path}, skipped")
+            return
+        if previous.ok or not options.retry_failed:
+            _already_done(summary, previous, options)
+            return
+    try:
+        info, kept, pixels = sample_frames(path, options.fpv, options.sampling, seed=options.seed,
+                                           spread=options.spread)
+    except VideoError as exc:
+        entry.video_id = _failed_id(path)
+        entry.status, entry.error = FRAME_STATUS_FAILED, str(exc)
+        store.write_frames(entry, None)
+        summary.failed += 1
+        summary.failures.append((str(record.path), str(exc)))
+        reporter.warn(str(exc))
+        return
+    entry.fps, entry.frame_count = info.fps, info.frame_count
+    entry.height, entry.width = int(pixels.shape[1]), int(pixels.shape[2])
+    entry.rotation = info.rotation
+    if info.header_frame_count is not None:
+        reporter.warn(f"{record.path}: frame count in header: {info.header_frame_count}, decoded: {info.frame_count}")
+    roles = frame_roles(kept, info.frame_count, options) if options.spread else None
+    store.write_frames(entry, Frames(kept, pixels, roles))
+    sampled = len(kept) if roles is None else int(np.count_nonzero(roles & ROLE_SEQUENCE))
+    if sampled < options.fpv and info.frame_count > 1:  # an image is a one-frame video by design
+        summary.short += 1
+        reporter.warn(f"{record.path}: only {sampled} of {options.fpv} frames available")
+    summary.added += 1
+    summary.frames += len(kept)
+    summary.by_dataset[record.dataset] += 1
+    summary.by_label[record.label] += 1

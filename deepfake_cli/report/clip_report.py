@@ -1,0 +1,112 @@
+"""`predict --report out.html`: one self-contained page of evidence per clip.
+
+The page holds the verdict and calibrated P(fake) with its threshold and the bundle's
+validation figures; the per-frame CNN score curve; the scored face crops beside their class
+activation maps; every face track with its probability, or why it was not scored; the
+warnings; and the clip's metadata. Images are embedded as base64 PNG and the page loads
+nothing from anywhere, so it opens offline in any browser and can be mailed as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deepfake_cli.files import atomic_write_text
+
+
+def png_data_uri(image_rgb: np.ndarray) -> str:
+    """An RGB image as a ``data:image/png;base64,...`` URI."""
+    ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("cannot encode the image as PNG")
+    return "data:image/png;base64," + base64.b64encode(data.tobytes()).decode("ascii")
+
+
+def score_curve(frame_indices, scores, threshold: float) -> np.ndarray:
+    """RGB image: the reported face's CNN P(fake) per frame, with the decision threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=100)
+    ax.plot(frame_indices, scores, marker="o", markersize=3, linewidth=1.2, label="CNN P(fake) of the face")
+    ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"video threshold {threshold:.2f}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("P(fake)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    image = cv2.imdecode(np.frombuffer(buffer.getvalue(), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 980px; color: #222; }
+h1 { font-size: 1.3em; word-break: break-all; } h2 { font-size: 1.05em; margin-top: 1.6em; }
+.verdict { display: inline-block; padding: .3em .8em; border-radius: .3em; color: #fff; font-weight: bold; }
+.fake { background: #c0392b; } .real { background: #27ae60; }
+table { border-collapse: collapse; font-size: .9em; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
+img { max-width: 100%; } .warn { color: #a35c00; } .small { color: #666; font-size: .85em; }
+"""
+
+
+def _table(rows: list[tuple], header: tuple | None = None) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def write_clip_report(out: Path, result, info, bundle_config, frame_indices, crops: np.ndarray | None,
+                      cams: np.ndarray | None) -> Path:
+    """Write the page for one predicted clip (``result``: a PredictResult; ``info``: its VideoInfo)."""
+    from deepfake_cli.report.heatmaps import grid, overlay
+
+    validation = bundle_config.metrics.get("val_video_calibrated", {})
+    verdict = html.escape(result.verdict)
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>dfd: {html.escape(Path(result.path).name)}"
+             f"</title><style>{STYLE}</style></head><body>",
+             f"<h1>{html.escape(result.path)}</h1>",
+             f"<p><span class='verdict {verdict}'>{verdict}</span> P(fake) = <b>{result.probability:.3f}</b> "
+             f"(threshold {result.threshold:.3f}) &middot; {result.faces} faces in {result.frames} frames</p>",
+             "<p class='small'>Model " + html.escape(bundle_config.name) + " (" + html.escape(bundle_config.backbone)
+             + f", {bundle_config.input_size} px)"
+             + (f"; on its validation videos (n = {validation.get('n')}): AUC {validation.get('auc', float('nan')):.3f}, "
+                f"accuracy {validation.get('acc', float('nan')):.3f} at threshold "
+                f"{validation.get('threshold', float('nan')):.3f}" if validation else "; no validation figures recorded")
+             + ". P(fake) is calibrated on those videos; a figure on other media may differ.</p>"]
+    if result.warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
+                                                       for w in result.warnings) + "</ul>")
+    parts.append("<h2>Score per frame</h2>")
+    parts.append(f"<img alt='per-frame score' src='{png_data_uri(score_curve(frame_indices, result.frame_scores, result.threshold))}'>")
+    if crops is not None and len(crops):
+        pairs = [np.concatenate([c, overlay(c, m)], axis=1) for c, m in zip(crops, cams)]
+        parts.append("<h2>Faces scored, and where the CNN saw evidence</h2>"
+                     "<p class='small'>Each crop beside its class activation map: red pushed the score towards "
+                     "fake, blue towards real.</p>")
+        parts.append(f"<img alt='faces and heatmaps' src='{png_data_uri(grid(pairs))}'>")
+    parts.append("<h2>Face tracks</h2>")
+    parts.append(_table([(r["track"], r["frames_seen"], f"{r['face_side']:.0f} px", "yes" if r["scored"] else "no",
+                          "" if r["probability"] is None else f"{r['probability']:.3f}", r["reason"])
+                         for r in result.track_reports],
+                        ("track", "frames seen", "face size", "scored", "P(fake)", "why not scored")))
+    parts.append("<h2>Clip</h2>")
+    meta = [("resolution", f"{info.width} x {info.height}"), ("frames per second", f"{info.fps:.2f}"),
+            ("codec", info.codec or "?"), ("duration", f"{info.duration_s:.1f} s"), ("rotation", f"{info.rotation}°"),
+            ("frames", info.frame_count)]
+    if info.header_frame_count is not None:
+        meta.append(("frames claimed by the header", info.header_frame_count))
+    parts.append(_table(meta))
+    parts.append("<p class='small'>Made by dfd " + html.escape(bundle_config.dfd_version or "") + ".</p></body></html>")
+    atomic_write_text(out, "\n".join(parts) + "\n")
+    return out

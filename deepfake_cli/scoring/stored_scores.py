@@ -1,0 +1,83 @@
+"""Scores of stored videos under a bundle, exactly as `predict` would compute them.
+
+Read from the features `export-features` stored when they are current (the same CNN weights,
+the same test-time flip), else computed now from the stored faces (or, for a frame model,
+frames) through the same :class:`~deepfake_cli.scoring.scorer.Scorer`. Calibration, ensemble fitting
+and ensemble evaluation take their scores from here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deepfake_cli.nets.bundle import Bundle
+from deepfake_cli.files import file_sha256
+from deepfake_cli.data.inputs import has_images, stored_images
+from deepfake_cli.scoring.scorer import Scorer
+from deepfake_cli.data.store import Store
+
+
+def export_settings(bundle: Bundle) -> dict:
+    """What the stored features are (saved with every feature segment)."""
+    c = bundle.config
+    return {"bundle": c.name, "backbone": c.backbone, "input": c.input, "input_size": c.input_size,
+            "feature_dim": c.feature_dim, "feature_layer": c.feature_layer,
+            "score": "P(fake), uncalibrated", "cnn_sha256": file_sha256(bundle.cnn_weights),
+            "test_time_flip": bool(c.test_time_flip)}
+
+
+def same_features(stored: dict, wanted: dict) -> bool:
+    """Whether stored features were computed by the same CNN weights, scored the same way."""
+    return (stored.get("cnn_sha256") == wanted["cnn_sha256"]
+            and bool(stored.get("test_time_flip", False)) == wanted["test_time_flip"])
+
+
+class StoredScores:
+    """Per-video scores of one bundle over a store; its models are built on first need."""
+
+    def __init__(self, store: Store, bundle: Bundle):
+        self.store, self.bundle = store, bundle
+        self._settings: dict | None = None
+        self._sequence: Scorer | None = None  # scores feature sequences (no CNN built)
+        self._frames: Scorer | None = None  # computes features from images (no LSTM built)
+
+    def frame_outputs(self, video_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(features (n, D), frame scores (n,)) of a video, or None when it has nothing to score."""
+        name = self.bundle.feature_model_name
+        store = self.store
+        if store.has(video_id, f"features.{name}") and self._current(store.features_settings(video_id, name)):
+            stored = store.read_features(video_id, name)
+            return (stored.features, stored.scores) if len(stored.scores) else None
+        kind = self.bundle.config.input
+        if not has_images(store, video_id, kind):
+            return None
+        _, images = stored_images(store, video_id, kind, int(self.bundle.config.input_size))
+        if not len(images):
+            return None
+        if self._frames is None:
+            self._frames = Scorer(self.bundle, lstm=False)
+        return self._frames.frames(images)
+
+    def _current(self, stored: dict) -> bool:
+        """Whether stored features are this bundle's (a bundle without a CNN file, one trained on
+        features made elsewhere, can only use them as they are)."""
+        if not self.bundle.cnn_weights.is_file():
+            return True
+        if self._settings is None:
+            self._settings = export_settings(self.bundle)
+        return same_features(stored, self._settings)
+
+    def _scorer(self) -> Scorer:
+        if self._sequence is None:
+            self._sequence = Scorer(self.bundle, cnn=False)
+        return self._sequence
+
+    def video_score(self, video_id: str) -> float | None:
+        """The uncalibrated video score (LSTM when trained, else the CNN's), or None."""
+        outputs = self.frame_outputs(video_id)
+        return None if outputs is None else self._scorer().video_score(*outputs)
+
+    def probability(self, video_id: str) -> float | None:
+        """The calibrated P(fake) `predict` reports for the video's face sequence, or None."""
+        score = self.video_score(video_id)
+        return None if score is None else self._scorer().calibrated(score)

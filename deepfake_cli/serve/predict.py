@@ -1,0 +1,366 @@
+"""`dfd predict`: one video in, one calibrated probability out.
+
+The same steps as the training pipeline, read from the bundle's config.json: sample the
+bundle's `fpv` frames the way it was trained, find every face track (MTCNN), crop each the
+way the bundle's faces were cropped, score each track with CNN + BiLSTM (deepfake_cli.scoring.scorer,
+the code evaluate measures with) and report the most suspicious one. A failure is an error with its own exit code, never a silent 0.5.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_cli.nets.bundle import Bundle, load_bundle
+from deepfake_cli.faces.detectors import default_engine, make_detector, resolve_device
+from deepfake_cli.scoring.ensemble import Ensemble, is_ensemble, load_ensemble
+from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
+from deepfake_cli.serve.evidence import ensemble_warnings, evidence_warnings, judge_tracks, sequence_warnings
+from deepfake_cli.faces.face_crops import faces_from_track
+from deepfake_cli.files import to_jsonable
+from deepfake_cli.serve.model_choice import locate_model, model_runtime
+from deepfake_cli.serve.result_files import ResultWriter
+from deepfake_cli.scoring.scorer import NonFiniteScoreError, Scorer
+from deepfake_cli.report.annotate import write_annotated
+from deepfake_cli.report.clip_report import write_clip_report
+from deepfake_cli.report.heatmaps import ActivationMapper, write_heatmaps
+from deepfake_cli.faces.identity import FaceDescriber, IdentityCheck
+from deepfake_cli.data.inputs import letterboxed
+from deepfake_cli.faces.tracking import detect_sparse
+from deepfake_cli.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, sample_frames
+
+class PredictError(DfdError):
+    """The inputs or the model cannot be used; the message says why."""
+
+
+@dataclass
+class PredictResult:
+    path: str
+    verdict: str = ""  # real | fake | "" on error
+    probability: float = float("nan")  # calibrated P(fake)
+    threshold: float = float("nan")
+    cnn_probability: float = float("nan")  # mean CNN frame score of the reported (most suspicious) track
+    frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    track_probabilities: list[float] = field(default_factory=list)
+    track_reports: list[dict] = field(default_factory=list)  # every track seen (TrackReport), scored or not
+    frame_scores: list[float] = field(default_factory=list)  # CNN P(fake) per face of the reported track
+    warnings: list[str] = field(default_factory=list)  # what weakens or qualifies the verdict
+    heatmaps: list[str] = field(default_factory=list)  # --heatmap: the images written
+    report: str = ""  # --report: the HTML page written
+    members: list[dict] = field(default_factory=list)  # an ensemble's members: name, probability, verdict
+    error: str = ""
+    exit_code: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return to_jsonable(asdict(self))
+
+    def tracks_summary(self) -> str:
+        """'2 faces seen, 1 scored (the other: ...)' when more than one face track was seen, else ''."""
+        if len(self.track_reports) < 2:
+            return ""
+        skipped = [r for r in self.track_reports if not r["scored"]]
+        text = f"{len(self.track_reports)} faces seen, {len(self.track_reports) - len(skipped)} scored"
+        if skipped:
+            text += " (not scored: " + "; ".join(r["reason"] for r in skipped) + ")"
+        return text
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the videos and images inside, sorted.
+
+    Nothing is refused here: a folder without media stays in the list as itself, and a missing,
+    unreadable or looping file as given, so that each is reported on its own line (by
+    :meth:`Predictor.predict`) while the other inputs are scored.
+    """
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if (p.is_file() or p.is_symlink())
+                           and not p.name.startswith(".") and p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+            files.extend(found or [path])
+        else:
+            files.append(path)
+    return files
+
+
+def load_predictor(model: str | Path | None, models_dir: Path = Path("models"), runtime: str = "auto", **kwargs):
+    """A Predictor for a bundle, or an EnsemblePredictor for an ensemble (by name or directory;
+    None: the default model), served by ``runtime`` (auto: ONNX when the bundle has it, see
+    deepfake_cli.scoring.onnx_serving)."""
+    path = locate_model(None if model is None else str(model), models_dir)
+    return open_predictor(path, model_runtime(path, runtime, kwargs.get("device", "auto")), **kwargs)
+
+
+def open_predictor(path: Path, runtime: str, **kwargs):
+    """The predictor of the model at ``path`` on a runtime already chosen by :func:`model_runtime`
+    (whose ONNX checks, which hash the files, are not repeated)."""
+    if is_ensemble(path):
+        return EnsemblePredictor(load_ensemble(path), runtime=runtime, **kwargs)
+    return Predictor(load_bundle(path), runtime=runtime, **kwargs)
+
+
+def choose_threshold(calibrated: float, at_fpr: dict, threshold: float | None, max_fpr: float | None) -> float:
+    """--threshold, else the calibrated threshold for --max-fpr, else the model's own."""
+    if threshold is not None and max_fpr is not None:
+        raise PredictError("give --threshold or --max-fpr, not both")
+    if threshold is not None:
+        if not 0.0 < threshold < 1.0:
+            raise PredictError("--threshold must be between 0 and 1")
+        return float(threshold)
+    if max_fpr is not None:
+        table = {float(k): float(v) for k, v in (at_fpr or {}).items()}
+        if max_fpr not in table:
+            raise PredictError(f"the model has no threshold calibrated for --max-fpr {max_fpr}; "
+                               f"it has: {', '.join(str(k) for k in sorted(table)) or 'none'}")
+        return table[max_fpr]
+    return float(calibrated)
+
+
+class Predictor:
+    """Holds the face detector and the bundle's Scorer (its models and scoring rule, shared
+    with export-features, calibrate and evaluate), so a batch of videos loads them once.
+
+    ``detectors`` is shared by an ensemble's members, so that members with the same detector
+    settings use one detector; ``cache`` (per clip, see :meth:`predict`) shares decoded frames
+    and face tracks between members that sample and detect alike.
+    """
+
+    def __init__(self, bundle: Bundle, device: str = "auto", threshold: float | None = None,
+                 max_fpr: float | None = None, detect_every: int = 4, detectors: dict | None = None,
+                 runtime: str = "keras"):
+        if detect_every < 1:
+            raise PredictError("--detect-every must be at least 1")
+        self.detect_every = detect_every
+        self.bundle = bundle
+        self.config = bundle.config
+        self.runtime = runtime  # "onnx": the CNN and LSTM on onnxruntime (no TensorFlow)
+        self.scorer = Scorer(bundle, runtime=runtime)
+        self.frame_model = self.config.input == "frame"  # scores whole frames: no face detector
+        detectors = {} if detectors is None else detectors
+        device = "cpu" if runtime == "onnx" else resolve_device(device)
+        # MTCNN runs as `crop` runs it on this device (onnxruntime on the CPU), whatever runs the CNN
+        self.detector_key = (self.config.face.get("detector", "mtcnn"), device,
+                             int(self.config.face.get("detect_max_side", 640)), default_engine(device))
+        if not self.frame_model and self.detector_key not in detectors:
+            name, resolved, max_side, engine = self.detector_key
+            detectors[self.detector_key] = make_detector(name, device=resolved, detect_max_side=max_side, engine=engine)
+        self.detector = None if self.frame_model else detectors[self.detector_key]
+        self.threshold = choose_threshold(self.config.threshold, self.config.thresholds_at_fpr, threshold, max_fpr)
+        self.describer = FaceDescriber()  # who a face is: a track never passes to another person at a cut
+        self._mapper: ActivationMapper | None = None  # --heatmap: built on first use
+
+    def _sampled(self, path: Path, cache: dict):
+        """(info, kept frame indices, frames) of the clip as this bundle samples it (shared through ``cache``)."""
+        key = ("sampled", self.config.fpv, self.config.sampling)
+        if key not in cache:
+            info, kept, frames = sample_frames(path, self.config.fpv, self.config.sampling)
+            cache[key] = (info, kept, list(frames))
+        return cache[key]
+
+    def _tracks(self, frame_list: list, cache: dict) -> list[list]:
+        """Every face track of the sampled frames (shared through ``cache`` with members that detect alike)."""
+        every = self.detect_every if self.config.sampling == "consecutive" else 1
+        key = ("tracks", self.config.fpv, self.config.sampling, self.detector_key, every)
+        if key not in cache:
+            cache[key] = detect_sparse(self.detector, frame_list, every,
+                                       identity=lambda key_frames: IdentityCheck(key_frames, self.describer))
+        return cache[key]
+
+    # ---------------------------------------------------------------------- one video
+    def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,
+                report: Path | None = None, annotate_heatmap: bool = False,
+                cache: dict | None = None) -> PredictResult:
+        """Score one clip. ``cache``: a dict kept for one clip across an ensemble's members."""
+        return self.finish(self.prepare(path, cache), annotate=annotate, heatmap=heatmap, report=report,
+                           annotate_heatmap=annotate_heatmap)
+
+    def prepare(self, path: Path, cache: dict | None = None) -> "Prepared":
+        """Everything before the CNN: decode, detect and track faces, crop them (or letterbox the
+        frames of a frame model). Touches no model but the detector, so it may run in another
+        thread while the CNN scores other clips (:func:`predict_many`)."""
+        cache = {} if cache is None else cache
+        prepared = Prepared(PredictResult(path=str(path), threshold=self.threshold), is_image(path))
+        result = prepared.result
+        clock = time.perf_counter()
+        if path.is_dir():  # expand_inputs keeps a folder only when it holds no media
+            result.error, result.exit_code = f"{path}: a folder with no video or image files in it", EXIT_UNREADABLE
+            return prepared
+        try:
+            prepared.info, prepared.kept, prepared.frame_list = self._sampled(path, cache)
+        except VideoError as exc:
+            result.error, result.exit_code = str(exc), exc.exit_code
+            return prepared
+        result.frames = len(prepared.kept)
+        if prepared.info.header_frame_count is not None:
+            result.warnings.append(f"frame count in header: {prepared.info.header_frame_count}, "
+                                   f"decoded: {prepared.info.frame_count}")
+        result.seconds["decode"] = time.perf_counter() - clock
+        if self.frame_model:
+            prepared.inputs = letterboxed(prepared.frame_list, int(self.config.input_size))
+            return prepared
+
+        clock = time.perf_counter()
+        all_tracks = self._tracks(prepared.frame_list, cache)
+        prepared.reports = judge_tracks(all_tracks, len(prepared.frame_list))
+        tracks = [all_tracks[r.track] for r in prepared.reports if r.scored]
+        result.seconds["detect"] = time.perf_counter() - clock
+        if not tracks:
+            result.error = f"{path}: no face found in any of the {len(prepared.kept)} sampled frames"
+            result.exit_code = EXIT_NO_FACE
+            return prepared
+        face = self.config.face
+        prepared.crops = [faces_from_track(prepared.frame_list, track, track_id=i, n_tracks=len(tracks),
+                                           size=int(face["size"]), align=bool(face["align"]),
+                                           margin=float(face["margin"]))
+                          for i, track in enumerate(tracks)]
+        prepared.inputs = np.concatenate([c.crops for c in prepared.crops])
+        return prepared
+
+    def finish(self, prepared: "Prepared", outputs: tuple[np.ndarray, np.ndarray] | None = None,
+               annotate: Path | None = None, heatmap: Path | None = None, report: Path | None = None,
+               annotate_heatmap: bool = False) -> PredictResult:
+        """The verdict of a prepared clip: the CNN on its inputs (or their ``outputs``, when
+        :func:`predict_many` ran the CNN on several clips at once), then the LSTM and the evidence."""
+        result = prepared.result
+        if result.error:
+            return result
+        clock = time.perf_counter()
+        try:
+            if outputs is None:
+                outputs = self.scorer.frames(prepared.inputs)
+                result.seconds["cnn"] = time.perf_counter() - clock
+            features, scores = outputs
+            clock = time.perf_counter()
+            if self.frame_model:
+                self._frames_verdict(result, features, scores, len(prepared.frame_list), prepared.single_image)
+                result.seconds["lstm"] = time.perf_counter() - clock
+                return result
+            probabilities, offset = [], 0
+            for track_crops in prepared.crops:
+                n = len(track_crops.crops)
+                probabilities.append(self.scorer.probability(features[offset:offset + n], scores[offset:offset + n]))
+                offset += n
+        except NonFiniteScoreError as exc:
+            result.error, result.exit_code = f"{result.path}: {exc}", exc.exit_code
+            return result
+        result.seconds["lstm"] = time.perf_counter() - clock
+
+        path, crops, frame_list, kept = Path(result.path), prepared.crops, prepared.frame_list, prepared.kept
+        scored_reports = [r for r in prepared.reports if r.scored]
+        worst = int(np.argmax(probabilities))
+        for r, p in zip(scored_reports, probabilities):
+            r.probability = round(float(p), 6)
+        result.track_reports = [asdict(r) for r in prepared.reports]
+        result.warnings += evidence_warnings(scored_reports[worst], len(frame_list), prepared.single_image,
+                                             self.scorer.bundle.seq_len)
+        result.tracks = len(crops)
+        result.track_probabilities = [round(float(p), 6) for p in probabilities]
+        result.probability = float(probabilities[worst])
+        result.faces = int(len(crops[worst].crops))
+        start = sum(len(c.crops) for c in crops[:worst])
+        result.frame_scores = [round(float(s), 6) for s in scores[start:start + result.faces]]
+        result.cnn_probability = float(np.mean(result.frame_scores))
+        result.verdict = "fake" if result.probability >= self.threshold else "real"
+        reported = crops[worst]
+        reported_frames = kept[np.asarray(reported.frame_positions, np.int64)]
+        cams = None
+        if heatmap is not None or report is not None or (annotate is not None and annotate_heatmap):
+            if self._mapper is None:  # gradients need the Keras model, whatever serves the scores
+                keras_model = self.scorer.feature_model if self.runtime == "keras" else self.bundle.build_feature_model()
+                self._mapper = ActivationMapper(keras_model, int(self.config.input_size))
+            cams = self._mapper(reported.crops)
+            if heatmap is not None:
+                written = write_heatmaps(heatmap, path.stem, reported.crops, cams, reported_frames, result.frame_scores)
+                result.heatmaps = [str(p) for p in written]
+            if report is not None:
+                write_clip_report(report, result, prepared.info, self.config, reported_frames, reported.crops, cams)
+                result.report = str(report)
+        if annotate is not None:
+            write_annotated(annotate, frame_list, crops[worst], scores[start:start + result.faces],
+                            result, fps=prepared.info.fps or 5.0, cams=cams if annotate_heatmap else None)
+        return result
+
+    def _frames_verdict(self, result: PredictResult, features: np.ndarray, scores: np.ndarray, frames: int,
+                        single_image: bool) -> None:
+        """A frame model's verdict: the sampled frames, letterboxed, are the sequence it scores."""
+        result.probability = self.scorer.probability(features, scores)
+        result.frame_scores = [round(float(s), 6) for s in scores]
+        result.cnn_probability = float(np.mean(scores))
+        result.verdict = "fake" if result.probability >= self.threshold else "real"
+        result.warnings.append(f"a frame model: it scored the {frames} whole frames and ran no face "
+                               "detector, so a clip without a visible face is scored too")
+        result.warnings += sequence_warnings(frames, single_image, self.bundle.seq_len)
+
+
+@dataclass
+class Prepared:
+    """A clip between :meth:`Predictor.prepare` and :meth:`Predictor.finish`: its frames, face
+    tracks and the model inputs made from them (or the error that stopped it)."""
+
+    result: PredictResult
+    single_image: bool = False
+    info: object = None  # video.VideoInfo
+    kept: np.ndarray | None = None  # indices of the sampled frames
+    frame_list: list = field(default_factory=list)
+    reports: list = field(default_factory=list)  # evidence.TrackReport of every track seen
+    crops: list = field(default_factory=list)  # faces.FaceTrackResult of each scored track
+    inputs: np.ndarray | None = None  # what the CNN scores: the crops of every scored track, or the frames
+
+
+class EnsemblePredictor:
+    """An ensemble's members (Predictors sharing detectors), combined by the ensemble's rule.
+
+    Each clip is decoded once per distinct sampling and its faces detected once per distinct
+    detector setting (the members share a per-clip cache); each member gives the calibrated
+    P(fake) it would report alone, and the ensemble combines those (deepfake_cli.scoring.ensemble, the
+    code `dfd ensemble` fits and `evaluate` measures with).
+    """
+
+    def __init__(self, ensemble: Ensemble, device: str = "auto", threshold: float | None = None,
+                 max_fpr: float | None = None, detect_every: int = 4, runtime: str = "keras"):
+        self.ensemble = ensemble
+        self.config = ensemble.config
+        self.runtime = runtime
+        detectors: dict = {}
+        self.members = [Predictor(bundle, device=device, detect_every=detect_every, detectors=detectors,
+                                  runtime=runtime) for bundle in ensemble.members]
+        self.threshold = choose_threshold(self.config.threshold, self.config.thresholds_at_fpr, threshold, max_fpr)
+
+    def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,
+                report: Path | None = None, annotate_heatmap: bool = False) -> PredictResult:
+        if annotate is not None or heatmap is not None or report is not None:
+            raise PredictError("--annotate, --heatmap and --report show one model's evidence: pass one member "
+                               f"of the ensemble ({', '.join(b.path.name for b in self.ensemble.members)}) as --model")
+        cache: dict = {}
+        results = [member.predict(path, cache=cache) for member in self.members]
+        failed = [r for r in results if r.error]
+        if failed:
+            return failed[0]
+        shown = next((r for r, m in zip(results, self.members) if not m.frame_model), results[0])
+        result = replace(shown, threshold=self.threshold, warnings=ensemble_warnings(
+            [m.bundle.path.name for m in self.members], [r.warnings for r in results]))
+        try:
+            result.probability = self.ensemble.probability([r.probability for r in results])
+        except NonFiniteScoreError as exc:
+            result.error, result.exit_code, result.verdict = f"{path}: {exc}", exc.exit_code, ""
+            return result
+        result.verdict = "fake" if result.probability >= self.threshold else "real"
+        result.members = [{"model": m.bundle.path.name, "probability": round(float(r.probability), 6),
+                           "threshold": round(float(m.threshold), 6), "verdict": r.verdict}
+                          for m, r in zip(self.members, results)]
+        result.seconds = {k: sum(r.seconds.get(k, 0.0) for r in results)
+                          for k in dict.fromkeys(k for r in results for k in r.seconds)}
+        return result
+
+
+def write_csv(path: Path, results: list[PredictResult]) -> None:
+    """One CSV row per result (the columns of deepfake_cli.serve.result_files.CSV_COLUMNS)."""
+    with ResultWriter(csv_path=path) as writer:
+        for r in results:
+            writer.write(r.as_dict())

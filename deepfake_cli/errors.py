@@ -1,7 +1,9 @@
 """Every error dfd raises on purpose derives from DfdError, and carries its exit code.
 
-The command line maps an error to its exit code in one place (cli.py); a Python caller can
-catch DfdError to handle them all. The codes are the README's "Exit codes" table.
+The command line maps an error to its exit code in one place (deepfake_cli.cli.common); a
+Python caller can catch DfdError to handle them all. The codes are the README's "Exit codes"
+table. Anything else that escapes a command is a bug in dfd: the command line keeps its
+traceback and adds :data:`BUG_NOTE`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ EXIT_NO_FACE = 4  # predict: no face found in a video
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention)
 EXIT_BAD_SCORE = 5  # the model gave NaN or inf for an input: it is damaged or diverged, no verdict
 EXIT_WEAK_EVIDENCE = 6  # predict --strict: a verdict came with a warning (small face, single image, ...)
+
+# Said after the traceback of an exception that is not a DfdError: it was not meant to happen.
+BUG_NOTE = ("this is a bug in dfd, not a problem with your files or options: please report it to dfd's "
+            "maintainers (the project's issue tracker), with the traceback above and the output of `dfd --version`")
 
 
 class DfdError(Exception):

@@ -11,6 +11,7 @@ from stat import S_ISREG
 import numpy as np
 
 from deepfake_cli.data.datasets import VideoRecord, discover
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.files import file_sha256
 from deepfake_cli.progress import Reporter
 from deepfake_cli.data.splits import assign_splits
@@ -32,13 +33,13 @@ class ExtractOptions:
     shard: Shard | None = None  # only this 1/N of the videos (by content hash)
 
     def check(self) -> None:
-        """ValueError naming the option that is out of range."""
+        """OptionsError (exit 2, a ValueError too) naming the option that is out of range."""
         if self.sampling not in SAMPLINGS:
-            raise ValueError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {self.sampling!r}")
+            raise OptionsError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {self.sampling!r}")
         if self.fpv < 1:
-            raise ValueError("--fpv must be at least 1")
+            raise OptionsError("--fpv must be at least 1")
         if self.spread < 0:
-            raise ValueError("--spread must be 0 (none) or a number of frames")
+            raise OptionsError("--spread must be 0 (none) or a number of frames")
 
 
 @dataclass

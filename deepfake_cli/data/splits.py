@@ -21,6 +21,7 @@ from typing import Iterable, Protocol, TypeVar
 import numpy as np
 
 from deepfake_cli.data.store import VideoEntry
+from deepfake_cli.errors import OptionsError
 
 LABELS = ("real", "fake")  # what a video is; only these are trained, validated and scored
 UNKNOWN = "unknown"  # a video whose label is not known (datasets accepts it, training skips it)
@@ -144,7 +145,7 @@ def _check_fractions(fractions: tuple[float, float, float]) -> tuple[float, floa
     """Three non-negative fractions, normalised to sum 1."""
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers (train, val, test), got {fractions}")
+        raise OptionsError(f"fractions must be three non-negative numbers (train, val, test), got {fractions}")
     total = sum(values)
     return values[0] / total, values[1] / total, values[2] / total
 

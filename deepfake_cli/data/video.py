@@ -249,7 +249,7 @@ def read_frames(path: Path, indices: list[int], info: VideoInfo | None = None) -
     if info is not None and info.frame_count > 0:
         wanted = [i for i in wanted if i < info.frame_count]
     if not wanted:
-        raise ValueError(f"{path}: no valid frame indices to read")
+        raise VideoError(path, "no valid frame indices to read")
     cap = _open(path)
     try:
         kept, frames = _decode_wanted(cap, wanted)

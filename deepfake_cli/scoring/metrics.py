@@ -5,7 +5,10 @@ a sample is called fake when ``score >= threshold``.
 
 Metrics that need both classes (AUC, EER, AP) are ``float("nan")`` when only one class is
 present rather than raising, so that a per-group breakdown over, say, a split holding only
-real videos still yields its counts, accuracy and log loss. Empty input raises ValueError.
+real videos still yields its counts, accuracy and log loss. Data that cannot be measured (no
+samples, NaN scores, one class where two are needed, a label that is neither real nor fake)
+raises MetricsError, a DfdError the user reads (and a ValueError); a caller's misuse (an unknown
+criterion, mismatched lengths) stays a plain ValueError.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from deepfake_cli.errors import DfdError
 
 # scikit-learn and SciPy are imported inside the functions that use them: serving needs only the
 # temperature and aggregation maths here. (Under the TensorFlow backend `import keras` loads
@@ -27,6 +32,12 @@ THRESHOLD_CRITERIA = ("balanced_accuracy",)
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 PROB_EPS = 1e-7
 TIE_TOLERANCE = 1e-12
+
+
+class MetricsError(DfdError, ValueError):
+    """Scores or labels that cannot be measured: the message says what is missing."""
+
+
 _REAL_LABELS = ("0", "real", "false")
 _FAKE_LABELS = ("1", "fake", "true")
 
@@ -39,13 +50,13 @@ def _as_arrays(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true).reshape(-1)
     s = np.asarray(y_score, dtype=np.float64).reshape(-1)
     if y.size == 0:
-        raise ValueError("no samples: metrics need at least one labelled score")
+        raise MetricsError("no samples: metrics need at least one labelled score")
     if y.shape != s.shape:
         raise ValueError(f"{y.size} labels but {s.size} scores")
     if not np.isin(y, (0, 1)).all():
         raise ValueError(f"labels must be 0 (real) or 1 (fake), got {sorted(set(y.tolist()))}")
     if not np.isfinite(s).all():
-        raise ValueError("scores must be finite (found NaN or inf)")
+        raise MetricsError("scores must be finite (found NaN or inf)")
     return y.astype(np.int64), s
 
 
@@ -55,7 +66,7 @@ def _has_both_classes(y: np.ndarray) -> bool:
 
 def _require_both_classes(y: np.ndarray, what: str) -> None:
     if not _has_both_classes(y):
-        raise ValueError(f"{what} needs both real (0) and fake (1) samples")
+        raise MetricsError(f"{what} needs both real (0) and fake (1) samples")
 
 
 def label_to_int(label) -> int:
@@ -67,7 +78,7 @@ def label_to_int(label) -> int:
         return 0
     if text in _FAKE_LABELS:
         return 1
-    raise ValueError(f"label {label!r} is neither real (0) nor fake (1)")
+    raise MetricsError(f"label {label!r} is neither real (0) nor fake (1)")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -110,8 +121,8 @@ def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, float]:
       for one class too.
     - ``threshold``: the threshold used for ``acc``.
 
-    Raises ValueError on empty input, mismatched lengths, labels other than 0/1 or
-    non-finite scores.
+    Raises MetricsError (a ValueError too) on empty input or non-finite scores, ValueError on
+    mismatched lengths or labels other than 0/1.
     """
     from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
     from sklearn.metrics import log_loss as sklearn_log_loss
@@ -166,7 +177,7 @@ def threshold_for_max_fpr(y_true, y_score, max_fpr: float) -> float:
     y, s = _as_arrays(y_true, y_score)
     reals = np.sort(s[y == 0])
     if reals.size == 0:
-        raise ValueError("threshold_for_max_fpr needs at least one real (0) sample")
+        raise MetricsError("threshold_for_max_fpr needs at least one real (0) sample")
     candidates = np.unique(s)  # ascending
     n_at_or_above = reals.size - np.searchsorted(reals, candidates, side="left")
     ok = n_at_or_above / reals.size <= max_fpr
@@ -240,15 +251,15 @@ def apply_temperature(logits, temperature: float) -> np.ndarray:
 def aggregate_video_scores(frame_scores, method: str = "mean") -> float:
     """One video score from its per-frame scores: "mean", "median" or "max".
 
-    Raises ValueError for no frames, NaN/inf scores or an unknown method.
+    MetricsError for no frames or NaN/inf scores; ValueError for an unknown method.
     """
     if method not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {method!r}; choose from {AGGREGATIONS}")
     s = np.asarray(frame_scores, dtype=np.float64).reshape(-1)
     if s.size == 0:
-        raise ValueError("no frame scores to aggregate")
+        raise MetricsError("no frame scores to aggregate")
     if not np.isfinite(s).all():
-        raise ValueError("frame scores must be finite (found NaN or inf)")
+        raise MetricsError("frame scores must be finite (found NaN or inf)")
     return float({"mean": np.mean, "median": np.median, "max": np.max}[method](s))
 
 

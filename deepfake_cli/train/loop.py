@@ -20,7 +20,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from deepfake_cli.nets.bundle import (BundleConfig, BundleError, load_optimizer_state, load_weights_checked, now_iso,
                                  save_optimizer_state, save_weights_atomic)
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.files import atomic_write, atomic_write_text
 
 STATE_FILE = "state.json"
@@ -295,19 +296,44 @@ def prepare_state(checkpoints: Checkpoints, resume: bool, kind: str, options,
                   splits_fn: Callable[[], dict]) -> tuple[dict, object, int | None]:
     """(state, options, resumed_at_epoch): the checkpoint's when resuming, else fresh ones.
 
-    When resuming, the checkpoint's options win (the run continues as it was started);
-    without a checkpoint to resume, a fresh run starts. A fresh run touches nothing on disk
-    here: the caller calls :func:`start_fresh` once its inputs and model are known to be good,
-    so that a run that fails early (bad option, no faces, weights offline) leaves the bundle
-    as it was.
+    When resuming, the run continues with the checkpoint's options: an option left at its
+    default takes the checkpoint's value, and one set to anything else must equal it, or
+    :func:`check_resume_options` stops the run with an :class:`OptionsError` listing the
+    differences (a resume never silently drops an option the caller gave). Without a
+    checkpoint to resume, a fresh run starts. A fresh run touches nothing on disk here: the
+    caller calls :func:`start_fresh` once its inputs and model are known to be good, so that a
+    run that fails early (bad option, no faces, weights offline) leaves the bundle as it was.
     """
     state = checkpoints.load() if resume else None
     if state is not None and state.get("kind") == kind:
-        checkpoints.prune(state)
         known = {f.name for f in fields(type(options))}
-        saved = type(options)(**{k: v for k, v in state["options"].items() if k in known})
-        return state, saved, len(state["history"])
+        recorded = {k: v for k, v in state["options"].items() if k in known}
+        check_resume_options(checkpoints, recorded, options)
+        checkpoints.prune(state)
+        # an option the checkpoint predates keeps the given value
+        return state, replace(options, **recorded), len(state["history"])
     return new_state(kind, asdict(options), splits_fn()), options, None
+
+
+def given_options(options) -> dict:
+    """The options set to something other than their default (what a caller asked for)."""
+    defaults = asdict(type(options)())
+    return {k: v for k, v in asdict(options).items() if v != defaults[k]}
+
+
+def check_resume_options(checkpoints: Checkpoints, recorded: dict, options) -> None:
+    """Refuse to resume when an option given (not at its default) differs from the checkpoint's.
+
+    An option at its default cannot be told apart from one left out, so it takes the
+    checkpoint's value; comparing those too would make ``--resume`` alone (the way to continue
+    a killed run as it was started) fail for every run started with non-default options.
+    """
+    differing = [f"{name} (checkpoint {recorded[name]!r}, given {value!r})"
+                 for name, value in given_options(options).items() if name in recorded and value != recorded[name]]
+    if differing:
+        raise OptionsError(f"cannot resume {checkpoints.dir}: its run was started with other options: "
+                           f"{', '.join(differing)}; resume with the same options (or none besides --resume), "
+                           "or leave out --resume to start afresh")
 
 
 def start_fresh(checkpoints: Checkpoints, stale: Iterable[Path] = ()) -> None:

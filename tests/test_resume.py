@@ -1,0 +1,97 @@
+"""--resume continues a run with its checkpoint's options, and refuses options that contradict them.
+
+No training here: the refusal comes before anything is read or written, so a hand-written
+checkpoint state is enough.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deepfake_cli.cli.app import app
+from deepfake_cli.data.store import Store
+from deepfake_cli.errors import EXIT_USAGE, OptionsError
+from deepfake_cli.nets.bundle import BundleConfig, save_config
+from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
+from deepfake_cli.train.loop import Checkpoints, new_state, prepare_state
+from deepfake_cli.train.temporal import LSTMTrainOptions, train_lstm
+
+STARTED = CNNTrainOptions(backbone="efficientnet-lite0", input_size=32, epochs=3, batch_size=8, learning_rate=1e-3)
+
+
+def write_checkpoint(directory: Path, kind: str, options) -> Path:
+    """A run of ``kind`` started with ``options``, killed after one epoch."""
+    state = new_state(kind, asdict(options), {"train": ["a"], "val": ["b"]})
+    state["history"] = [{"round": 1, "epoch": 1}]
+    Checkpoints(directory).write(state)
+    return directory / "state.json"
+
+
+def no_splits() -> dict:
+    raise AssertionError("a resumed run must not recompute its splits")
+
+
+def test_given_options_that_differ_from_the_checkpoint_are_refused(tmp_path):
+    state_file = write_checkpoint(tmp_path / "cnn", "cnn", STARTED)
+    before = state_file.read_text()
+    given = CNNTrainOptions(backbone="efficientnet-lite0", input_size=32, epochs=5, batch_size=16)
+    with pytest.raises(OptionsError) as caught:
+        prepare_state(Checkpoints(tmp_path / "cnn"), True, "cnn", given, no_splits)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "epochs (checkpoint 3, given 5)" in message and "batch_size (checkpoint 8, given 16)" in message
+    assert "backbone" not in message and "input_size" not in message  # given, and the same
+    assert "learning_rate" not in message  # left at its default: the checkpoint's value is kept
+    assert "none besides --resume" in message
+    assert state_file.read_text() == before  # nothing touched
+
+
+def test_options_left_at_their_defaults_take_the_checkpoints(tmp_path):
+    write_checkpoint(tmp_path / "cnn", "cnn", STARTED)
+    for given in (CNNTrainOptions(), CNNTrainOptions(backbone="efficientnet-lite0", epochs=3), STARTED):
+        state, options, resumed_at = prepare_state(Checkpoints(tmp_path / "cnn"), True, "cnn", given, no_splits)
+        assert options == STARTED and resumed_at == 1
+
+
+def test_without_resume_or_checkpoint_the_given_options_start_a_fresh_run(tmp_path):
+    write_checkpoint(tmp_path / "cnn", "cnn", STARTED)
+    given = CNNTrainOptions(epochs=5)
+    splits = {"train": ["x"], "val": ["y"]}
+    for resume, directory in ((False, tmp_path / "cnn"), (True, tmp_path / "none")):
+        state, options, resumed_at = prepare_state(Checkpoints(directory), resume, "cnn", given, lambda: splits)
+        assert options == given and resumed_at is None and state["splits"] == splits
+
+
+def test_train_cnn_resume_refuses_other_options(tmp_path):
+    bundle = tmp_path / "models" / "m"
+    write_checkpoint(bundle / "checkpoints" / "cnn", "cnn", STARTED)
+    with pytest.raises(OptionsError, match=r"epochs \(checkpoint 3, given 5\)"):
+        train_cnn(None, bundle, CNNTrainOptions(epochs=5), resume=True)  # refused before the store is read
+
+
+def test_train_lstm_resume_refuses_other_options(tmp_path):
+    bundle = tmp_path / "models" / "m"
+    save_config(bundle, BundleConfig(name="m", backbone="efficientnet-lite0", input_size=32, feature_dim=8, fpv=6,
+                                     split_ids={"train": ["a"], "val": ["b"]}, face={"size": 32}))
+    write_checkpoint(bundle / "checkpoints" / "lstm", "lstm", LSTMTrainOptions(units=16, epochs=4))
+    with pytest.raises(OptionsError) as caught:
+        train_lstm(None, bundle, LSTMTrainOptions(units=32, epochs=4), resume=True)
+    assert "units (checkpoint 16, given 32)" in str(caught.value) and "epochs" not in str(caught.value)
+
+
+def test_dfd_train_cnn_resume_with_other_options_exits_with_one_line(tmp_path):
+    store = tmp_path / "dfd.h5"
+    with Store.open(store, write=True):
+        pass
+    write_checkpoint(tmp_path / "models" / "m" / "checkpoints" / "cnn", "cnn", STARTED)
+    result = CliRunner().invoke(app, ["train-cnn", "-m", "m", "--models-dir", str(tmp_path / "models"),
+                                      "--store", str(store), "--resume", "--epochs", "4", "--rounds", "1"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "epochs (checkpoint 3, given 4), rounds (checkpoint 2, given 1)" in " ".join(result.output.split())
+    state = json.loads((tmp_path / "models" / "m" / "checkpoints" / "cnn" / "state.json").read_text())
+    assert state["options"]["epochs"] == 3

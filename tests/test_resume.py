@@ -1,7 +1,8 @@
-"""--resume continues a run with its checkpoint's options, and refuses options that contradict them.
+"""What training refuses before it starts: a --resume whose options contradict the checkpoint's,
+and train-cnn training videos sampled or cropped otherwise than each other.
 
-No training here: the refusal comes before anything is read or written, so a hand-written
-checkpoint state is enough.
+No training here: the refusals come before anything is written, so a hand-written checkpoint
+state and a tiny store are enough.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from deepfake_cli.cli.app import app
-from deepfake_cli.data.store import Store
+from deepfake_cli.data.store import Faces, Frames, Store, VideoEntry
 from deepfake_cli.errors import EXIT_USAGE, OptionsError
 from deepfake_cli.nets.bundle import BundleConfig, save_config
-from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
-from deepfake_cli.train.loop import Checkpoints, new_state, prepare_state
+from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn, training_settings
+from deepfake_cli.train.loop import Checkpoints, TrainingDataError, new_state, prepare_state
 from deepfake_cli.train.temporal import LSTMTrainOptions, train_lstm
 
 STARTED = CNNTrainOptions(backbone="efficientnet-lite0", input_size=32, epochs=3, batch_size=8, learning_rate=1e-3)
@@ -95,3 +97,53 @@ def test_dfd_train_cnn_resume_with_other_options_exits_with_one_line(tmp_path):
     assert "epochs (checkpoint 3, given 4), rounds (checkpoint 2, given 1)" in " ".join(result.output.split())
     state = json.loads((tmp_path / "models" / "m" / "checkpoints" / "cnn" / "state.json").read_text())
     assert state["options"]["epochs"] == 3
+
+
+# ---------------------------------------------------------------------- train-cnn: one sampling and crop
+def settings_store(path: Path, odd: dict | None = None, odd_faces: dict | None = None, image: bool = False) -> Store:
+    """Eight cropped videos v000..v007 (real and fake alternate; the last two are val), sampled
+    alike (fpv 6, uniform) and cropped alike (32 px); v003 gets the ``odd`` entry fields and
+    ``odd_faces`` face settings; with ``image``, v002 is a one-frame image."""
+    face = {"size": 32, "align": True, "margin": 0.3, "detector": "mtcnn", "detect_max_side": 640}
+    with Store.open(path, write=True) as store:
+        for i in range(8):
+            vid = f"v{i:03d}"
+            fields = {"fpv": 6, "sampling": "uniform", "frame_count": 60, **((odd or {}) if i == 3 else {}),
+                      **({"frame_count": 1, "fpv": 1} if image and i == 2 else {})}
+            entry = VideoEntry(video_id=vid, path=f"/videos/{vid}.mp4", label="fake" if i % 2 else "real",
+                               group=f"g{i}", split="val" if i >= 6 else "train", dataset="synthetic", **fields)
+            store.write_frames(entry, Frames(np.arange(2, dtype=np.int64), np.zeros((2, 2, 2, 3), np.uint8)))
+            settings = {**face, **((odd_faces or {}) if i == 3 else {}), "tracks": 1 + i % 2}  # tracks may differ
+            store.write_faces(vid, Faces(crops=np.full((2, 32, 32, 3), 90, np.uint8), frame_indices=np.arange(2),
+                                         boxes=np.zeros((2, 4)), landmarks=np.zeros((2, 5, 2)), scores=np.ones(2),
+                                         track_ids=np.zeros(2), missing_frames=np.zeros(0), settings=settings))
+    return Store.open(path, write=False)
+
+
+TRAIN = [f"v{i:03d}" for i in range(6)]
+
+
+def test_train_cnn_takes_the_settings_every_training_video_shares(tmp_path):
+    fpv, sampling, face = training_settings(settings_store(tmp_path / "dfd.h5", image=True), TRAIN, "face")
+    assert (fpv, sampling, face["size"], face["detector"]) == (6, "uniform", 32, "mtcnn")  # the image is no mix
+
+
+@pytest.mark.parametrize("odd, odd_faces, expected", [
+    ({"fpv": 10}, None, "/videos/v000.mp4 has fpv 6, /videos/v003.mp4 has fpv 10"),
+    ({"sampling": "consecutive"}, None, "/videos/v000.mp4 has sampling uniform, /videos/v003.mp4 has sampling consecutive"),
+    (None, {"size": 48, "margin": 0.2}, "/videos/v000.mp4 has size 32, margin 0.3, /videos/v003.mp4 has size 48, margin 0.2"),
+])
+def test_train_cnn_refuses_training_videos_sampled_or_cropped_otherwise(tmp_path, odd, odd_faces, expected):
+    store = settings_store(tmp_path / "dfd.h5", odd, odd_faces)
+    with pytest.raises(TrainingDataError) as caught:
+        training_settings(store, TRAIN, "face")
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+    bundle = tmp_path / "models" / "m"
+    with pytest.raises(TrainingDataError, match="not all (extracted|cropped) alike"):
+        train_cnn(store, bundle, CNNTrainOptions(backbone="efficientnet-lite0", input_size=32, epochs=1, rounds=1))
+    assert not bundle.exists()  # refused before anything was written
+
+
+def test_frame_models_do_not_compare_face_settings(tmp_path):
+    store = settings_store(tmp_path / "dfd.h5", None, {"size": 48})
+    assert training_settings(store, TRAIN, "frame") == (6, "uniform", {})

@@ -10,6 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 HEAD_LAYERS = ("features", "head_dropout", "score")  # the classifier head: trainable even when the backbone is frozen
+# The BiLSTM's defaults, declared once: train-lstm's options (train/temporal.py, the CLI) and the
+# settings train-cnn records before any LSTM is trained read these.
+LSTM_UNITS = 128  # units of each direction
+LSTM_DROPOUT = 0.3  # before the Dense(1, sigmoid) head
 # Batch-norm momentum while fine-tuning with batch statistics. The Lite checkpoints use 0.99
 # (TensorFlow's default): after one CPU epoch of ~100 steps the moving statistics are still
 # 37% ImageNet's, so validation runs with statistics the weights were not trained with.
@@ -62,7 +66,7 @@ def set_backbone_trainable(model, trainable: bool, freeze_batchnorm: bool = Fals
                 layer.momentum = FINE_TUNE_BN_MOMENTUM
 
 
-def build_lstm_model(seq_len: int, feature_dim: int, units: int = 128, dropout: float = 0.3):
+def build_lstm_model(seq_len: int, feature_dim: int, units: int = LSTM_UNITS, dropout: float = LSTM_DROPOUT):
     """(seq_len, D) -> Masking(0) -> BiLSTM(units) -> Dropout -> Dense(1, sigmoid)."""
     import keras
 

@@ -4,7 +4,9 @@ The reference recipe, on a bundle directory:
 
 * faces of the train-split videos train the model, faces of the val-split videos pick the
   best epoch (validation AUC); test videos are never read. Labels: 1 = fake, 0 = real; the
-  class imbalance (FF++ is 1 real : 4 fake) is evened out with per-sample class weights.
+  class imbalance (FF++ here is about 1 real : 3 fake) is evened out with per-sample class weights;
+* every training video must have been extracted (frames per video, sampling) and cropped
+  (size, alignment, margin, detector) alike: the bundle records those settings for serving.
 * an optional warm-up trains only the head with the backbone frozen, then every layer
   trains (transfer learning);
 * round 1 starts from the chosen weights; every further round restarts from the best
@@ -36,14 +38,14 @@ from deepfake_cli.errors import OptionsError
 from deepfake_cli.train.face_dataset import FaceDataset, index_faces
 from deepfake_cli.data.inputs import has_images
 from deepfake_cli.scoring.metrics import log_loss, safe_auc
-from deepfake_cli.nets.models import build_classifier, set_backbone_trainable
+from deepfake_cli.nets.models import LSTM_DROPOUT, LSTM_UNITS, build_classifier, set_backbone_trainable
 from deepfake_cli.train.runtime import accelerator_scope, seed_everything, use_mixed_precision
 from deepfake_cli.train.pseudo import (check_options, describe, expected_class_weights, make_pseudo_fakes,
                                  require_landmarks68)
 from deepfake_cli.data.splits import group_key, training_splits
 from deepfake_cli.data.store import Store
-from deepfake_cli.train.loop import (Checkpoints, Loop, Phase, cell_weights, class_weights, prepare_state,
-                                   record_command, run_phases, start_fresh)
+from deepfake_cli.train.loop import (Checkpoints, Loop, Phase, TrainingDataError, cell_weights, class_weights,
+                                   prepare_state, record_command, run_phases, start_fresh)
 
 ROUND_LR_FACTOR = 0.1  # round r trains with learning_rate * ROUND_LR_FACTOR ** (r - 1)
 
@@ -143,9 +145,9 @@ def check_splits(store: Store, splits: dict[str, list[str]]) -> None:
     for name in ("train", "val"):
         labels = {store.entry(v).label for v in splits[name]}
         if labels != {"real", "fake"}:
-            raise ValueError(f"the {name} split needs real and fake videos with faces; it has "
-                             f"{len(splits[name])} video(s) labelled {sorted(labels) or 'nothing'}. "
-                             "Label more videos, or set the splits when extracting")
+            raise TrainingDataError(f"the {name} split needs real and fake videos with faces; it has "
+                                    f"{len(splits[name])} video(s) labelled {sorted(labels) or 'nothing'}. "
+                                    "Label more videos, or set the splits when extracting")
 
 
 def usable_splits(store: Store, options: CNNTrainOptions) -> dict[str, list[str]]:
@@ -205,8 +207,8 @@ def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,
     train_items = index_faces(store, splits["train"], options.max_frames_per_video, options.input)
     val_items = index_faces(store, splits["val"], options.max_frames_per_video, options.input)
     if not train_items or not val_items:
-        raise ValueError("no faces to train on: run `dfd crop` first" if options.input == "face" else
-                         "no frames to train on: run `dfd extract` first")
+        raise TrainingDataError("no faces to train on: run `dfd crop` first" if options.input == "face" else
+                                "no frames to train on: run `dfd extract` first")
     pseudo = make_pseudo_fakes(options.pseudo_fakes, options.pseudo_ratio)
     if pseudo is not None:
         require_landmarks68(store, [v for v in splits["train"] if labels[v] == 0])
@@ -228,16 +230,56 @@ def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,
     return train, val, weights
 
 
-def initial_config(store: Store, bundle_dir: Path, options: CNNTrainOptions, input_size: int,
-                   feature_dim: int, splits: dict) -> BundleConfig:
-    """The bundle config before training: model, face and sampling settings, data used."""
-    first = store.entry(splits["train"][0])
-    face = store.faces_settings(first.video_id) if options.input == "face" else {}
+SAME_FACES = ("size", "align", "margin", "detector")  # what makes a crop; train-lstm compares the same
+
+
+def training_settings(store: Store, video_ids: list[str], input_kind: str) -> tuple[int, str, dict]:
+    """(frames per video, sampling, face settings) that every training video shares.
+
+    Images (one frame) have no sampling and are left out of that comparison; with no video of
+    several frames, the first video's values are taken. A mix is refused, naming two videos
+    that differ: the bundle records one of each for `predict` to sample and crop clips alike.
+    """
+    ids = list(dict.fromkeys(video_ids))
+    first = store.entry(ids[0])
+    sampled, cropped = None, None  # (entry, its settings) of the first video with each
+    for vid in ids:
+        entry = store.entry(vid)
+        if entry.frame_count > 1 and entry.fpv > 0 and entry.sampling:
+            sampling = {"fpv": int(entry.fpv), "sampling": entry.sampling}
+            sampled = sampled or (entry, sampling)
+            refuse_mix("extracted", sampled, (entry, sampling), "extract them again with one --fpv and --sampling")
+        if input_kind == "face":
+            settings = store.faces_settings(vid)
+            cropped = cropped or (entry, settings)
+            shared = [k for k in SAME_FACES if k in settings and k in cropped[1]]  # an older store may lack one
+            refuse_mix("cropped", (cropped[0], {k: cropped[1][k] for k in shared}),
+                       (entry, {k: settings[k] for k in shared}), "crop them again alike (`dfd crop --force`)")
+    fpv, sampling = (sampled[1]["fpv"], sampled[1]["sampling"]) if sampled else (int(first.fpv), first.sampling)
+    return fpv, sampling, (cropped[1] if cropped else {})
+
+
+def refuse_mix(made: str, seen: tuple, this: tuple, fix: str) -> None:
+    """A TrainingDataError naming both videos when their settings (entry, dict) differ."""
+    differing = [k for k in seen[1] if seen[1][k] != this[1].get(k)]
+    if differing:
+        def show(settings: dict) -> str:
+            return ", ".join(f"{k} {settings.get(k)}" for k in differing)
+
+        raise TrainingDataError(f"the training videos were not all {made} alike: {seen[0].path} has {show(seen[1])}, "
+                                f"{this[0].path} has {show(this[1])}; {fix}, or train on one kind")
+
+
+def initial_config(bundle_dir: Path, options: CNNTrainOptions, input_size: int, feature_dim: int, splits: dict,
+                   settings: tuple[int, str, dict]) -> BundleConfig:
+    """The bundle config before training: model, face and sampling settings (``settings``, from
+    :func:`training_settings`), data used."""
+    fpv, sampling, face = settings
     return BundleConfig(
         name=bundle_dir.name, backbone=options.backbone, input_size=input_size, feature_dim=feature_dim,
-        weights_origin=options.weights, input=options.input, face=face, fpv=int(first.fpv),
-        sampling=first.sampling, head_dropout=options.dropout, test_time_flip=bool(options.test_time_flip),
-        lstm={"units": 128, "dropout": 0.3, "seq_len": int(first.fpv), "feature_model": bundle_dir.name,
+        weights_origin=options.weights, input=options.input, face=face, fpv=fpv,
+        sampling=sampling, head_dropout=options.dropout, test_time_flip=bool(options.test_time_flip),
+        lstm={"units": LSTM_UNITS, "dropout": LSTM_DROPOUT, "seq_len": fpv, "feature_model": bundle_dir.name,
               "trained": False},
         split_ids={"train": list(dict.fromkeys(splits["train"])), "val": list(splits["val"])},
         dfd_version=dfd_version(), keras_backend=keras_backend())
@@ -295,12 +337,12 @@ def cnn_summary(bundle_dir: Path, state: dict, config: BundleConfig, resumed_at:
             "weights": str(bundle_dir / CNN_WEIGHTS), "history": state["history"]}
 
 
-def cnn_config(store: Store, bundle_dir: Path, options: CNNTrainOptions, resumed: bool, input_size: int,
-               feature_dim: int, splits: dict) -> BundleConfig:
+def cnn_config(bundle_dir: Path, options: CNNTrainOptions, resumed: bool, input_size: int, feature_dim: int,
+               splits: dict, settings: tuple[int, str, dict]) -> BundleConfig:
     """The bundle config at the start of a run: the existing one when resuming."""
     if resumed and (bundle_dir / CONFIG_FILE).is_file():
         return read_config(bundle_dir)
-    return initial_config(store, bundle_dir, options, input_size, feature_dim, splits)
+    return initial_config(bundle_dir, options, input_size, feature_dim, splits, settings)
 
 
 def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: bool = False,
@@ -312,6 +354,7 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
                                                lambda: usable_splits(store, options))
     splits = state["splits"]
     check_splits(store, splits)
+    settings = training_settings(store, splits["train"], options.input)  # a mix is refused here
     input_size = resolve_input_size(options)
     train, val, weights = make_datasets(store, splits, options, input_size)
     seed_everything(options.seed)
@@ -322,8 +365,8 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
                                "#20585); unset TF_CONFIG (several GPUs of one machine do work): see docs/distributed.md")
         classifier, feature_model = build_classifier(options.backbone, input_size, options.weights,
                                                      options.dropout)
-        config = cnn_config(store, bundle_dir, options, resumed_at is not None, input_size,
-                            int(feature_model.outputs[0].shape[-1]), splits)
+        config = cnn_config(bundle_dir, options, resumed_at is not None, input_size,
+                            int(feature_model.outputs[0].shape[-1]), splits, settings)
         config.training = training_description(store, splits, train, val, weights, options, device)
         record_command(config, "train-cnn" + (" --resume" if resumed_at is not None else ""), command)
         if resumed_at is None:

@@ -29,10 +29,15 @@ import numpy as np
 
 from deepfake_cli.nets.bundle import (BundleConfig, BundleError, load_optimizer_state, load_weights_checked, now_iso,
                                  save_optimizer_state, save_weights_atomic)
-from deepfake_cli.errors import OptionsError
+from deepfake_cli.errors import DfdError, OptionsError
 from deepfake_cli.files import atomic_write, atomic_write_text
 
 STATE_FILE = "state.json"
+
+
+class TrainingDataError(DfdError, ValueError):
+    """The store does not hold what a training run needs (both labels in train and val, faces or
+    features, videos sampled and cropped alike); the message says which command makes it."""
 
 
 # ---------------------------------------------------------------------- sample weights
@@ -46,8 +51,9 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 def cell_weights(cells: list[tuple[str, int]]) -> dict[tuple[str, int], float]:
     """Weights n / (k n_c) per (dataset, label) cell, so that each of the k cells weighs the same.
 
-    With FF++ (1 real : 3 fake) and DFDC (1 : 1) in one training set, balancing labels alone
-    would still let the model learn "looks like FF++, so fake"; balancing the cells does not.
+    With FF++ (about 1 real : 3 fake: ~30 real and ~100 fake videos in ../shared/data/ffpp) and
+    DFDC (1 : 1) in one training set, balancing labels alone would still let the model learn
+    "looks like FF++, so fake"; balancing the cells does not.
     """
     counts: dict[tuple[str, int], int] = {}
     for cell in cells:

@@ -2,24 +2,15 @@
 deepfake_cli.train.runtime picks, and save what happened.
 
     python -m tests.distribute_worker mirrored OUT_DIR   # one process, CPU split into 2 logical devices
-    python -m tests.distribute_worker cluster OUT_DIR    # one worker of the cluster that TF_CONFIG describes
 
-A fresh process each time: TensorFlow's device configuration (logical CPU devices, the
-collective ops of MultiWorkerMirroredStrategy) can only be set before TensorFlow initialises.
+A fresh process each time: TensorFlow's device configuration (logical CPU devices) can only be
+set before TensorFlow initialises.
 
 ``mirrored`` trains the way `dfd train-cnn` does: runtime.seed_everything, accelerator_scope,
-training.compile_model and training.run_phases (one Keras ``fit`` per epoch on a
+loop.compile_model and loop.run_phases (one Keras ``fit`` per epoch on a
 keras.utils.PyDataset of (x, y, sample_weight) batches, validation through ``model.predict``,
-checkpoints, a second round from the best weights).
-
-``cluster`` first trains a few steps with a plain tf.distribute step (``strategy.run``: forward
-pass, the compiled loss, ``optimizer.apply_gradients``, which all-reduces the gradients) on
-this worker's shard of the batches, then tries the ``mirrored`` loop (Keras ``fit``) under the
-same MultiWorkerMirroredStrategy and records whether it ran or how it failed.
-
-Every process seeds its data with SEED, so all of them read the same batches; a worker seeds
-its model with SEED + its task index, so only the strategy's broadcast makes the workers
-start from the same weights. OUT_DIR receives ``result.json`` and ``*.npz`` weight arrays.
+checkpoints, a second round from the best weights). The data are seeded with SEED, the model
+too. OUT_DIR receives ``result.json`` and ``loop.npz`` (weight arrays).
 """
 
 from __future__ import annotations
@@ -27,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +27,6 @@ SIZE = 8  # input images are SIZE x SIZE x 3
 BATCH = 8  # the batch the PyDataset yields: the global batch, split over the replicas of a step
 TRAIN_BATCHES = 4  # per epoch
 VAL_BATCHES = 2
-STEPS = 4  # optimizer steps of the cluster's tf.distribute part
 
 
 def split_cpu(devices: int = 2) -> None:
@@ -153,81 +142,18 @@ def run_loop(out: Path, seed: int) -> dict:
             "steps": steps, "epochs": len(state["history"]), "val_auc": [r["val_auc"] for r in state["history"]]}
 
 
-def run_steps(out: Path, seed: int, task: int, workers: int) -> dict:
-    """STEPS synchronous steps of a plain tf.distribute training step; this worker feeds
-    batches task, task + workers, ... of the same seeded PyDataset (its shard)."""
-    import tensorflow as tf
-
-    from deepfake_cli.train.runtime import accelerator_scope, seed_everything
-    from deepfake_cli.train.loop import compile_model
-
-    train = make_dataset(TRAIN_BATCHES, shuffle=True, seed=SEED)
-    seed_everything(seed)
-    with accelerator_scope("off") as device:
-        strategy = tf.distribute.get_strategy()
-        model = tiny_model()
-        compile_model(model, 1e-2)
-        model.optimizer.build(model.trainable_variables)
-        initial = [np.asarray(v) for v in model.trainable_variables]
-
-        @tf.function
-        def train_step(x, y, w):
-            def step(x, y, w):
-                with tf.GradientTape() as tape:
-                    y_pred = model(x, training=True)
-                    loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=w)  # / replicas, as fit
-                grads = tape.gradient(loss, model.trainable_variables)
-                model.optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduced
-                return loss
-
-            return strategy.reduce("SUM", strategy.run(step, args=(x, y, w)), axis=None)
-
-        losses, fed = [], []
-        for step in range(STEPS):
-            epoch, index = divmod(step * workers + task, TRAIN_BATCHES)
-            train.set_epoch((SEED, 0, epoch))
-            x, y, w = train[index]
-            losses.append(float(train_step(tf.constant(x), tf.constant(y), tf.constant(w))))
-            fed.append([epoch, index])
-        final = [np.asarray(v) for v in model.trainable_variables]
-        iterations = int(model.optimizer.iterations.numpy())
-        val = make_dataset(VAL_BATCHES, shuffle=False, seed=SEED + 1)
-        gathered = np.asarray(model.predict(val, verbose=0)).reshape(-1)  # what evaluate_faces does
-        local = np.concatenate([np.asarray(model(val[i][0], training=False)).reshape(-1) for i in range(len(val))])
-    save_weights(out / "steps.npz", initial=initial, final=final,
-                 final_nontrainable=[np.asarray(v) for v in model.non_trainable_variables])
-    return {"device": device, "losses": losses, "batches": fed, "iterations": iterations,
-            "predict": gathered.tolist(), "local_predict": local.tolist()}
-
-
 def main(argv: list[str]) -> int:
     mode, out = argv
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ["KERAS_BACKEND"] = "tensorflow"
-    if mode == "mirrored":
-        split_cpu(2)
-    elif mode != "cluster":
-        raise SystemExit(f"unknown mode {mode!r}: mirrored or cluster")
+    if mode != "mirrored":
+        raise SystemExit(f"unknown mode {mode!r}: mirrored")
+    split_cpu(2)
     import keras
 
     keras.config.disable_traceback_filtering()  # a failure in a child shows its whole stack
-    result = {"pid": os.getpid()}
-    if mode == "mirrored":
-        result["loop"] = run_loop(out, SEED)
-    else:
-        task = json.loads(os.environ["TF_CONFIG"])["task"]
-        workers = len(json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"])
-        result["task"] = int(task["index"])
-        result["steps"] = run_steps(out, SEED + result["task"], result["task"], workers)
-        (out / "result.json").write_text(json.dumps(result, indent=1))
-        try:
-            result["loop"] = run_loop(out, SEED + result["task"])
-        except Exception as exc:  # recorded for the test to judge; the steps above are what must work
-            frames = traceback.extract_tb(exc.__traceback__)
-            result["loop_error"] = {"type": type(exc).__name__, "message": str(exc)[:2000],
-                                    "functions": [f.name for f in frames],
-                                    "traceback": "".join(traceback.format_list(frames))[-6000:]}
+    result = {"pid": os.getpid(), "loop": run_loop(out, SEED)}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return 0
 

@@ -1,21 +1,18 @@
-"""Training on several devices and machines (deepfake_cli.train.runtime), tested on CPU only.
+"""Training on several devices of one machine (deepfake_cli.train.runtime), tested on CPU only.
 
 * one process whose CPU is split into two logical devices trains with train-cnn's loop
-  (training.run_phases: Keras fit on a PyDataset) under MirroredStrategy;
-* two local worker processes, a TF_CONFIG cluster on 127.0.0.1, train under
-  MultiWorkerMirroredStrategy on different shards of the same seeded data and must end with
-  the same weights.
+  (loop.run_phases: Keras fit on a PyDataset) under MirroredStrategy;
+* a TF_CONFIG cluster of several machines is refused (dfd trains on one machine).
 
-The children are tests/distribute_worker.py, each in a fresh process (TensorFlow's devices and
-collective ops are configured before it initialises), with a deadline: a hang fails the test.
-Real GPUs and a real network between machines are not tested here (docs/distributed.md).
+The child is tests/distribute_worker.py, in a fresh process (TensorFlow's devices are
+configured before it initialises), with a deadline: a hang fails the test. Real GPUs are not
+tested here (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,15 +28,12 @@ from tests import distribute_worker as worker
 
 REPO = Path(__file__).resolve().parents[1]
 MIRRORED_TIMEOUT_S = 150
-CLUSTER_TIMEOUT_S = 180
 
 
-def child_env(tf_config: dict | None = None) -> dict:
+def child_env() -> dict:
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
            "CUDA_VISIBLE_DEVICES": "-1"}  # CPU only, even on a machine with GPUs
     env.pop("TF_CONFIG", None)
-    if tf_config is not None:
-        env["TF_CONFIG"] = json.dumps(tf_config)
     return env
 
 
@@ -75,12 +69,6 @@ def run_children(jobs: list[tuple[str, Path, dict]], timeout: float) -> list[dic
     return [json.loads((out / "result.json").read_text()) for _, out, _ in jobs]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def load(path: Path, prefix: str) -> list[np.ndarray]:
     with np.load(path) as data:
         return [data[k] for k in sorted(data.files) if k.rsplit("_", 1)[0] == prefix]
@@ -91,20 +79,32 @@ def max_change(before: list[np.ndarray], after: list[np.ndarray]) -> float:
 
 
 # ---------------------------------------------------------------------- in this process
-def test_tf_config_cluster_size_and_chief():
-    two = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
-    assert runtime.cluster_workers("") == 0
-    assert runtime.cluster_workers(json.dumps(two)) == 2
-    assert runtime.cluster_workers(json.dumps({"cluster": {"chief": ["c:0"], "worker": ["a:1"]}})) == 2
-    assert not runtime.is_chief(json.dumps(two))
-    assert runtime.is_chief(json.dumps({**two, "task": {"type": "worker", "index": 0}}))
-    with_chief = {"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}
-    assert not runtime.is_chief(json.dumps(with_chief))
-    assert runtime.is_chief(json.dumps({**with_chief, "task": {"type": "chief", "index": 0}}))
-    assert runtime.is_chief("")
-    for bad in ("{not json", '{"task": {}}', json.dumps({"cluster": {"ps": ["p:1"], "worker": ["a:1", "b:2"]}})):
+def test_tf_config_cluster_size():
+    assert runtime.cluster_size("") == 0
+    assert runtime.cluster_size(json.dumps({"cluster": {"worker": ["a:1", "b:2"]}})) == 2
+    assert runtime.cluster_size(json.dumps({"cluster": {"chief": ["c:0"], "worker": ["a:1"], "ps": ["p:1"]}})) == 3
+    for bad in ("{not json", '{"task": {}}'):
         with pytest.raises(OptionsError):
-            runtime.cluster_workers(bad)
+            runtime.cluster_size(bad)
+
+
+def test_a_cluster_of_several_machines_is_refused(monkeypatch):
+    """dfd trains on one machine: a TF_CONFIG of several tasks stops the run before any strategy."""
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    monkeypatch.setattr(runtime, "local_devices", lambda: pytest.fail("looked for devices"))
+    for cluster in ({"worker": ["a:1", "b:2"]}, {"chief": ["c:0"], "ps": ["p:1"]}):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+        with pytest.raises(OptionsError, match="TF_CONFIG describes a cluster of 2 tasks.*one machine"):
+            runtime.distribution_strategy()
+        with pytest.raises(OptionsError):
+            with runtime.accelerator_scope("off"):
+                pass
+    assert not hasattr(runtime, "is_chief") and not hasattr(runtime, "cluster_strategy")
+
+
+def test_a_one_task_tf_config_trains_as_one_machine(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["c:0"]}, "task": {"type": "chief", "index": 0}}))
+    runtime.require_one_machine()  # no error: one machine
 
 
 def test_one_device_trains_without_a_strategy(monkeypatch):
@@ -115,7 +115,7 @@ def test_one_device_trains_without_a_strategy(monkeypatch):
     with runtime.accelerator_scope("off") as device:
         pass
     assert device == {"gpus": 0, "mixed_precision": False, "mirrored_strategy": False, "strategy": None,
-                      "replicas": 1, "workers": 1}
+                      "replicas": 1}
 
 
 def test_other_backends_get_no_strategy(monkeypatch):
@@ -141,73 +141,3 @@ def test_mirrored_strategy_on_two_logical_cpus_runs_the_train_cnn_loop(tmp_path)
     weights = tmp_path / "mirrored" / "loop.npz"
     assert max_change(load(weights, "initial_trainable"), load(weights, "final_trainable")) > 1e-3
     assert (tmp_path / "mirrored" / "best.weights.h5").is_file()
-
-
-# ---------------------------------------------------------------------- two local workers
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cluster")
-    spec = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-    jobs = [("cluster", root / f"worker{i}", child_env({"cluster": spec, "task": {"type": "worker", "index": i}}))
-            for i in range(2)]
-    return root, run_children(jobs, CLUSTER_TIMEOUT_S)
-
-
-def test_two_workers_train_in_sync_under_multi_worker_mirrored_strategy(cluster):
-    root, results = cluster
-    steps = [r["steps"] for r in results]
-    for s in steps:
-        assert s["device"]["strategy"] == "MultiWorkerMirroredStrategy"
-        assert s["device"]["replicas"] == 2 and s["device"]["workers"] == 2
-        assert s["iterations"] == worker.STEPS
-    assert steps[0]["batches"] != steps[1]["batches"]  # each worker fed its own shard
-    assert steps[0]["losses"] == steps[1]["losses"]  # the loss of each step is summed over the workers
-    initial = [load(root / f"worker{i}" / "steps.npz", "initial") for i in range(2)]
-    final = [load(root / f"worker{i}" / "steps.npz", "final") for i in range(2)]
-    # seeded differently, the workers start from worker 0's weights (the strategy broadcasts them) ...
-    for a, b in zip(*initial):
-        np.testing.assert_array_equal(a, b)
-    # ... and, trained on different batches, end with the same ones (the gradients are all-reduced)
-    for a, b in zip(*final):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
-    assert max_change(initial[0], final[0]) > 1e-3
-
-
-def test_two_workers_predict_the_whole_validation_set_in_order(cluster):
-    """evaluate_faces' model.predict under the cluster: both workers get every score, in order.
-
-    Each worker computes its shard with its own copy of the batch-norm moving statistics, which
-    Keras 3 does not synchronise across workers; so a worker's own rows match its local scores
-    exactly, the others' nearly."""
-    _, results = cluster
-    gathered = [np.array(r["steps"]["predict"]) for r in results]
-    local = [np.array(r["steps"]["local_predict"]) for r in results]
-    n = worker.VAL_BATCHES * worker.BATCH
-    assert gathered[0].shape == gathered[1].shape == (n,)
-    np.testing.assert_array_equal(gathered[0], gathered[1])
-    own = [np.isclose(g, loc, rtol=0, atol=1e-6) for g, loc in zip(gathered, local)]
-    assert own[0].sum() >= n // 2 and own[1].sum() >= n // 2 and np.all(own[0] | own[1])
-    for g, loc in zip(gathered, local):
-        np.testing.assert_allclose(g, loc, rtol=0, atol=0.05)
-
-
-def test_two_workers_run_the_train_cnn_loop(cluster):
-    """training.run_phases (Keras fit per epoch) under MultiWorkerMirroredStrategy.
-
-    Keras 3.15 cannot fit under a multi-worker strategy: TensorFlowTrainer._maybe_symbolic_build
-    hands the (x, y, sample_weight) batch to strategy.reduce, which CollectiveAllReduceStrategy
-    cannot reduce (keras-team/keras#20585, open). That failure is an expected failure; any other
-    one fails, and once Keras fits, the workers must agree."""
-    root, results = cluster
-    errors = [r.get("loop_error") for r in results]
-    if any(errors):
-        keras_bug = all(e and e["type"] == "ValueError" and "PerReplica" in e["message"]
-                        and "_maybe_symbolic_build" in e["functions"] for e in errors)
-        assert keras_bug, f"the loop failed otherwise: {[e and (e['traceback'], e['message'][:500]) for e in errors]}"
-        pytest.xfail("Keras 3 fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)")
-    for r in results:
-        assert r["loop"]["device"]["strategy"] == "MultiWorkerMirroredStrategy"
-    final = [load(root / f"worker{i}" / "loop.npz", "final_trainable") for i in range(2)]
-    for a, b in zip(*final):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-    assert max_change(load(root / "worker0" / "loop.npz", "initial_trainable"), final[0]) > 1e-3

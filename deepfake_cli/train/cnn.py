@@ -17,8 +17,9 @@ The reference recipe, on a bundle directory:
   ``resume=True`` continues a killed run from its last completed epoch.
 
 The epoch loop, checkpoints and resume are deepfake_cli.train.loop's (shared with the LSTM);
-seeds, devices and mixed precision are deepfake_cli.train.runtime's. Models use only the public
-Keras 3 API, so any Keras backend runs this module.
+seeds, devices (one machine, several of its GPUs together) and mixed precision are
+deepfake_cli.train.runtime's. Models use only the public Keras 3 API, so any Keras backend
+runs this module.
 """
 
 from __future__ import annotations
@@ -359,10 +360,6 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
     train, val, weights = make_datasets(store, splits, options, input_size)
     seed_everything(options.seed)
     with accelerator_scope(options.mixed_precision) as device:
-        if device["workers"] > 1:
-            raise OptionsError("TF_CONFIG describes a cluster of several machines, but `dfd train-cnn` trains with "
-                               "Keras fit, which cannot run under MultiWorkerMirroredStrategy yet (keras-team/keras"
-                               "#20585); unset TF_CONFIG (several GPUs of one machine do work): see docs/distributed.md")
         classifier, feature_model = build_classifier(options.backbone, input_size, options.weights,
                                                      options.dropout)
         config = cnn_config(bundle_dir, options, resumed_at is not None, input_size,

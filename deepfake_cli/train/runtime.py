@@ -1,18 +1,17 @@
-"""Where training runs: seeds, devices, mixed precision, several GPUs or machines.
+"""Where training runs: seeds, devices, mixed precision, several GPUs of one machine.
 
 Models use only the public Keras 3 API, so any Keras backend runs dfd; the backend-specific
 lines (seeding TensorFlow or PyTorch, counting GPUs, tf.distribute strategies) are all here.
 
 Under the TensorFlow backend, :func:`distribution_strategy` picks how training is spread:
-a ``TF_CONFIG`` cluster of several workers trains under MultiWorkerMirroredStrategy, several
-local devices (GPUs, or logical CPU devices a test configured) under MirroredStrategy, and
-one device under no strategy at all. docs/distributed.md says how to use it.
+several local devices (GPUs, or logical CPU devices a test configured) train under
+MirroredStrategy, one device under no strategy at all. Several machines are not supported: a
+``TF_CONFIG`` cluster is refused. docs/distributed.md says how to use it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import random
@@ -66,12 +65,11 @@ def use_mixed_precision(mode: str, gpus: int) -> bool:
     return mode == "on" or (mode == "auto" and gpus > 0)
 
 
-def cluster_workers(tf_config: str | None = None) -> int:
-    """Workers (a ``chief`` included) in the cluster that ``TF_CONFIG`` describes; 0 without one.
+def cluster_size(tf_config: str | None = None) -> int:
+    """Tasks (chief, workers, parameter servers) in the cluster that ``TF_CONFIG`` describes; 0 without one.
 
     ``tf_config`` defaults to the environment variable. A value that is not a JSON cluster
-    description, or one with parameter servers, is refused rather than silently ignored: a
-    machine that meant to join a cluster must not train alone.
+    description is refused rather than ignored.
     """
     raw = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
     if not raw.strip():
@@ -82,34 +80,25 @@ def cluster_workers(tf_config: str | None = None) -> int:
         raise OptionsError(f"TF_CONFIG is not valid JSON: {exc}") from None
     cluster = config.get("cluster") if isinstance(config, dict) else None
     if not isinstance(cluster, dict):
-        raise OptionsError('TF_CONFIG needs a "cluster" object, e.g. {"cluster": {"worker": ["host1:12345", '
-                           '"host2:12345"]}, "task": {"type": "worker", "index": 0}}')
-    if cluster.get("ps"):
-        raise OptionsError("TF_CONFIG describes parameter servers; dfd trains with MultiWorkerMirroredStrategy "
-                           "(chief and worker tasks only)")
-    return sum(len(cluster.get(kind) or []) for kind in ("chief", "worker"))
+        raise OptionsError('TF_CONFIG needs a "cluster" object, e.g. {"cluster": {"chief": ["host:12345"]}}; '
+                           "dfd trains on one machine: unset TF_CONFIG")
+    return sum(len(cluster.get(kind) or []) for kind in ("chief", "worker", "ps"))
 
 
-def is_chief(tf_config: str | None = None) -> bool:
-    """Whether this process is the cluster's chief (the ``chief`` task, else worker 0); True alone.
-
-    The chief is the worker that should write shared files; see docs/distributed.md.
-    """
-    raw = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
-    if cluster_workers(raw) <= 1:
-        return True
-    config = json.loads(raw)
-    task = config.get("task") or {}
-    if config["cluster"].get("chief"):
-        return task.get("type") == "chief"
-    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
+def require_one_machine() -> None:
+    """Refuse a ``TF_CONFIG`` cluster of several tasks: dfd trains on one machine (several of its
+    GPUs under MirroredStrategy), so a machine meant to join a cluster must not train alone."""
+    tasks = cluster_size()
+    if tasks > 1:
+        raise OptionsError(f"TF_CONFIG describes a cluster of {tasks} tasks, but dfd trains on one machine only "
+                           "(all of its GPUs together); unset TF_CONFIG: see docs/distributed.md")
 
 
 def local_devices() -> tuple[str, int]:
     """("GPU", n) when GPUs are visible, else ("CPU", logical CPU devices); TensorFlow only.
 
     Counts logical devices from their configuration, without initialising TensorFlow's runtime
-    (which would fix the device configuration and forbid a later MultiWorkerMirroredStrategy).
+    (which would fix the device configuration).
     """
     import tensorflow as tf
 
@@ -124,21 +113,16 @@ def local_devices() -> tuple[str, int]:
 def distribution_strategy():
     """The tf.distribute strategy to train under, or None (one device, or not TensorFlow).
 
-    * ``TF_CONFIG`` with more than one worker: MultiWorkerMirroredStrategy (each worker's
-      GPUs, or its CPU, hold a replica; gradients are all-reduced across machines);
-    * else more than one local GPU, or logical CPU device: MirroredStrategy over them;
+    * more than one local GPU, or logical CPU device: MirroredStrategy over them;
     * else None.
 
-    Call it before TensorFlow runs its first operation when a cluster is configured
-    (MultiWorkerMirroredStrategy must configure the runtime's collective ops). Every worker
-    must then run the same training steps in the same order.
+    A ``TF_CONFIG`` cluster of several tasks is refused (:func:`require_one_machine`).
     """
     if keras.backend.backend() != "tensorflow":
         return None
+    require_one_machine()
     import tensorflow as tf  # tf.distribute exists under the TensorFlow backend only
 
-    if cluster_workers() > 1:
-        return cluster_strategy(os.environ["TF_CONFIG"])
     kind, count = local_devices()
     if count <= 1:
         return None
@@ -147,42 +131,26 @@ def distribution_strategy():
     return tf.distribute.MirroredStrategy(devices=[d.name for d in tf.config.list_logical_devices("CPU")])
 
 
-@functools.lru_cache(maxsize=None)
-def cluster_strategy(tf_config: str):
-    """The process's MultiWorkerMirroredStrategy for this TF_CONFIG, created on first use.
-
-    TensorFlow configures a cluster's collective ops once per process; a second strategy for
-    the same cluster in one process breaks the collectives (heartbeat errors, aborted broadcasts).
-    """
-    import tensorflow as tf
-
-    return tf.distribute.MultiWorkerMirroredStrategy()
-
-
 def describe_strategy(strategy) -> dict:
     """What accelerator_scope reports about a strategy (None: one device): its public class
-    name, the replicas that train in sync (all workers together) and the workers."""
+    name and the replicas that train in sync."""
     if strategy is None:
-        return {"strategy": None, "replicas": 1, "workers": 1}
+        return {"strategy": None, "replicas": 1}
     import tensorflow as tf
 
-    replicas = int(strategy.num_replicas_in_sync)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):  # class CollectiveAllReduceStrategy
-        return {"strategy": "MultiWorkerMirroredStrategy", "replicas": replicas, "workers": max(cluster_workers(), 1)}
     name = "MirroredStrategy" if isinstance(strategy, tf.distribute.MirroredStrategy) else type(strategy).__name__
-    return {"strategy": name, "replicas": replicas, "workers": 1}
+    return {"strategy": name, "replicas": int(strategy.num_replicas_in_sync)}
 
 
 @contextlib.contextmanager
 def accelerator_scope(mixed_precision: str = "auto") -> Iterator[dict]:
     """Build and compile models inside this: mixed precision on GPU, a tf.distribute strategy
-    on several devices or workers (see :func:`distribution_strategy`).
+    on several local devices (see :func:`distribution_strategy`).
 
     Yields a description of what was used: ``gpus``, ``mixed_precision``, ``mirrored_strategy``
-    (a strategy is in use), ``strategy`` (its class name, or None), ``replicas`` (devices
-    that train in sync, all workers together) and ``workers``. On one CPU it changes nothing.
-    The batch size of the data fed to ``fit`` is the global batch: each step splits it over
-    the replicas (under MultiWorkerMirroredStrategy, over every worker's replicas).
+    (a strategy is in use), ``strategy`` (its class name, or None) and ``replicas`` (devices
+    that train in sync). On one CPU it changes nothing. The batch size of the data fed to
+    ``fit`` is the global batch: each step splits it over the replicas.
     """
     gpus = gpu_count()
     mixed = use_mixed_precision(mixed_precision, gpus)

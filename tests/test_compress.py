@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from deepfake_cli.cli.app import app
 from deepfake_cli.data.compress import output_path
+from tests.helpers import shared_data
 
 pytest.importorskip("imageio_ffmpeg")
 
@@ -77,11 +78,7 @@ def test_output_paths_and_bad_input(tmp_path):
 
 @pytest.mark.realdata
 def test_compress_a_real_ffpp_video_to_c23_and_c40(tmp_path):
-    from tests.test_video import DATA
-
-    videos = DATA / "ffpp" / "original_sequences" / "youtube" / "c23" / "videos"
-    if not videos.is_dir():
-        pytest.skip("shared data not present")
+    videos = shared_data("ffpp", "original_sequences", "youtube", "c23", "videos")
     smallest = min(videos.glob("*.mp4"), key=lambda p: p.stat().st_size)
     source = tmp_path / "ffpp" / "original_sequences" / "youtube" / "c23" / "videos" / smallest.name
     source.parent.mkdir(parents=True)

@@ -13,8 +13,7 @@ import pytest
 
 from deepfake_cli.data.datasets import DatasetError, VideoRecord, discover
 from deepfake_cli.data.splits import assign_splits
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.helpers import shared_data
 
 
 def _touch(root: Path, *relatives: str) -> None:
@@ -352,16 +351,9 @@ def test_bad_fractions():
 # ---------------------------------------------------------------- shared data
 
 
-def _shared(name: str) -> Path:
-    path = DATA / name
-    if not path.is_dir():
-        pytest.skip(f"shared data {path} not present")
-    return path
-
-
 @pytest.mark.realdata
 def test_real_ffpp():
-    root = _shared("ffpp")
+    root = shared_data("ffpp")
     records = discover([root])
     assert 120 <= len(records) <= 150
     for r in records:
@@ -382,7 +374,7 @@ def test_real_ffpp():
 
 @pytest.mark.realdata
 def test_real_dfdc_faces():
-    root = _shared("dfdc-faces")
+    root = shared_data("dfdc-faces")
     with (root / "metadata.csv").open(newline="") as f:
         rows = {row["file"]: row for row in csv.DictReader(f)}
     records = discover([root])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from skimage import data
 
 from deepfake_cli.faces.detectors import DlibDetector, check_detector, make_detector
 from deepfake_cli.faces.detectors import MTCNNDetector
@@ -21,13 +20,8 @@ def iou(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return data.astronaut()
-
-
-@pytest.fixture(scope="module")
-def mtcnn_points(astronaut) -> np.ndarray:
-    return MTCNNDetector(device="cpu").detect([astronaut])[0][0].landmarks
+def mtcnn_points(astronaut_detection) -> np.ndarray:  # astronaut, astronaut_detection: tests/conftest.py
+    return astronaut_detection.landmarks
 
 
 @pytest.mark.parametrize("max_side", [640, 256])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +21,7 @@ from deepfake_cli.scoring.ensemble import EnsembleError, combine, load_ensemble
 from deepfake_cli.train.ensemble_fit import blend_halves, fit_params
 from deepfake_cli.data.inputs import letterbox
 from deepfake_cli.data.store import Store
-from tests.test_cli import write_face_clip
-from tests.test_cnn import make_store
+from tests.helpers import synthetic_store, write_face_clip
 
 TINY = ["--backbone", "efficientnet-lite0", "--input-size", "32", "--epochs", "1", "--rounds", "1",
         "--batch-size", "8", "--quiet"]
@@ -60,7 +58,7 @@ def test_stack_learns_which_member_to_trust():
 
 
 def test_blend_halves_never_split_an_identity_and_hold_both_labels(tmp_path):
-    store_path = make_store(tmp_path / "s.h5", n_videos=24, n_val=0)  # groups of two videos: one real, one fake
+    store_path = synthetic_store(tmp_path / "s.h5", n_videos=24, n_val=0)  # groups of two videos: one real, one fake
     with Store.open(store_path) as store:
         ids = [e.video_id for e in store.entries()]
         first, second = blend_halves(store, ids, seed=0)
@@ -74,7 +72,7 @@ def test_blend_halves_never_split_an_identity_and_hold_both_labels(tmp_path):
 
 
 def test_bootstrap_resamples_whole_identity_groups(tmp_path):
-    store_path = make_store(tmp_path / "s.h5", n_videos=20, n_val=0)
+    store_path = synthetic_store(tmp_path / "s.h5", n_videos=20, n_val=0)
     with Store.open(store_path) as store:
         ids = [e.video_id for e in store.entries()]
         one = bootstrap_groups(store, ids, seed=0, member=1)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from deepfake_cli.cli.app import app
 from deepfake_cli.data.store import Store, VideoEntry
-from tests.test_store import _faces, _frames
+from tests.helpers import face_frames, shared_data, tiny_faces, tiny_frames, write_video
 
 
 def entry(vid, label, split, method="", identities="", **kw):
@@ -26,8 +26,8 @@ def make_store(path):
                   entry("f2", "fake", "val", "Deepfakes", "ffpp:002"),  # val: fakes only; 002 in two splits
                   entry("f3", "fake", "val", "Face2Face", "ffpp:003")]
         for v in videos:
-            store.write_frames(v, _frames(n=4, h=48, w=64))
-            store.write_faces(v.video_id, _faces(n=1 if v.video_id == "f3" else 4, size=32))  # f3: 1 of 4 frames
+            store.write_frames(v, tiny_frames(n=4, h=48, w=64))
+            store.write_faces(v.video_id, tiny_faces(n=1 if v.video_id == "f3" else 4, size=32))  # f3: 1 of 4 frames
     return path
 
 
@@ -54,8 +54,6 @@ def test_explore_a_store(tmp_path):
 
 
 def test_explore_files_before_extract(tmp_path):
-    from tests.test_hostile_inputs import face_frames, write_video
-
     for label, n in (("real", 2), ("fake", 1)):
         (tmp_path / "data" / label).mkdir(parents=True)
         for i in range(n):
@@ -69,12 +67,9 @@ def test_explore_files_before_extract(tmp_path):
 
 @pytest.mark.realdata
 def test_explore_the_real_ffpp_layout(tmp_path):
-    from tests.test_video import DATA
-
-    if not (DATA / "ffpp").is_dir():
-        pytest.skip("shared data not present")
+    ffpp = shared_data("ffpp")
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["explore", str(DATA / "ffpp"), "--out", str(out), "--json"])
+    result = CliRunner().invoke(app, ["explore", str(ffpp), "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     balance = report["balance"]

@@ -5,24 +5,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from skimage import data
 
 from deepfake_cli.faces.alignment import similarity_matrix
-from deepfake_cli.faces.detectors import MTCNNDetector
 from deepfake_cli.faces.face_crops import align_face, crop_face, crop_matrix
 from deepfake_cli.faces.landmarks import Landmarker, five_points, predictor_box
 
 
 @pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return data.astronaut()
-
-
-@pytest.fixture(scope="module")
-def detection(astronaut):
-    dets = MTCNNDetector(device="cpu").detect([astronaut])[0]
-    assert len(dets) == 1
-    return dets[0]
+def detection(astronaut_detection):  # astronaut, astronaut_detection: tests/conftest.py
+    return astronaut_detection
 
 
 @pytest.fixture(scope="module")

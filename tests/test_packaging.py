@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_architecture import ASTRONAUT_PROBABILITY
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, ROOT
 
 
 @pytest.mark.slow
@@ -41,7 +39,7 @@ def test_the_wheel_installs_and_predicts_from_another_directory(tmp_path):
     assert install.returncode == 0, install.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    clip = shutil.copy(ROOT / "examples" / "astronaut.mp4", elsewhere / "clip.mp4")
+    clip = shutil.copy(ASTRONAUT, elsewhere / "clip.mp4")
     where = subprocess.run([str(python), "-c", "import deepfake_cli, pathlib; print(pathlib.Path(deepfake_cli.__file__).parent)"],
                            cwd=elsewhere, capture_output=True, text=True, timeout=120)
     package = Path(where.stdout.strip())
@@ -53,7 +51,7 @@ def test_the_wheel_installs_and_predicts_from_another_directory(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout)
-    # the same verdict as from the source tree (tests/test_architecture.py), to 1e-6
+    # the same verdict as from the source tree (tests/helpers.py, tests/test_architecture.py), to 1e-6
     assert (result["verdict"], result["faces"]) == ("real", 25)
     assert result["probability"] == pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6)
     assert not list(package.rglob("*mtcnn_export*")) and not list(package.rglob("export_mtcnn*"))  # maintainers' tool

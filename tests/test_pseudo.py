@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -13,39 +11,11 @@ from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
 from deepfake_cli.train.face_dataset import FaceDataset, index_faces
 from deepfake_cli.train.pseudo import PseudoFakes, expected_class_weights, mix_shares
 from deepfake_cli.train.sbi import mask_reach
-from deepfake_cli.data.store import Faces, Frames, Store, StoreError, VideoEntry
+from deepfake_cli.data.store import Store, StoreError
+from tests.helpers import face_points, synthetic_store
 
 SIZE = 32
-
-
-def face_points(size: int) -> np.ndarray:
-    """68 points on and inside an ellipse in the middle of a crop: a stand-in face."""
-    t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-    radius = np.where(np.arange(68) < 27, 1.0, 0.5)[:, None]  # jaw and brows outside, the rest inside
-    unit = np.stack([0.3 * np.cos(t), 0.36 * np.sin(t)], axis=1) * radius
-    return ((unit + 0.5) * size).astype(np.float32)
-
-
-def make_store(path: Path, n_videos: int = 12, n_val: int = 4, frames: int = 6, landmarks68: bool = True) -> Path:
-    """Videos alternating real/fake; fakes carry a bright square; the last ``n_val`` are val."""
-    rng = np.random.default_rng(0)
-    with Store.open(path, write=True) as store:
-        for i in range(n_videos):
-            vid, label = f"v{i:03d}", ("fake" if i % 2 else "real")
-            entry = VideoEntry(video_id=vid, path=f"{vid}.mp4", label=label, group=f"g{i // 2}",
-                               split="val" if i >= n_videos - n_val else "train", fpv=frames,
-                               sampling="uniform", dataset="synthetic")
-            store.write_frames(entry, Frames(np.arange(frames, dtype=np.int64), np.zeros((frames, 2, 2, 3), np.uint8)))
-            crops = rng.integers(40, 120, size=(frames, SIZE, SIZE, 3)).astype(np.int32)
-            if label == "fake":
-                crops[:, SIZE // 4:3 * SIZE // 4, SIZE // 4:3 * SIZE // 4] += 110
-            store.write_faces(vid, Faces(
-                crops=np.clip(crops, 0, 255).astype(np.uint8), frame_indices=np.arange(frames, dtype=np.int64),
-                boxes=np.zeros((frames, 4)), landmarks=np.zeros((frames, 5, 2)), scores=np.ones(frames),
-                track_ids=np.zeros(frames), missing_frames=np.zeros(0),
-                settings={"size": SIZE, "align": True, "margin": 0.2, "detector": "mtcnn", "detect_max_side": 640},
-                landmarks68=np.repeat(face_points(SIZE)[None], frames, 0) if landmarks68 else None))
-    return path
+CLIPS = {"n_videos": 12, "n_val": 4, "size": SIZE}  # 8 train and 4 val videos of 6 faces
 
 
 def reach_region(points: np.ndarray, size: int) -> np.ndarray:
@@ -56,7 +26,7 @@ def reach_region(points: np.ndarray, size: int) -> np.ndarray:
 
 
 def test_dataset_feeds_pseudo_fakes_that_differ_only_inside_the_mask(tmp_path):
-    store = Store.open(make_store(tmp_path / "dfd.h5"), write=False)
+    store = Store.open(synthetic_store(tmp_path / "dfd.h5", **CLIPS), write=False)
     vids = [f"v{i:03d}" for i in range(8)]
     labels = {v: i % 2 for i, v in enumerate(vids)}
     items = index_faces(store, vids)
@@ -85,7 +55,7 @@ def test_dataset_feeds_pseudo_fakes_that_differ_only_inside_the_mask(tmp_path):
 
 def test_plain_runs_feed_the_stored_crops_and_report_the_mix(tmp_path):
     """With --pseudo-fakes none, batches are what they were before pseudo-fakes existed."""
-    store = Store.open(make_store(tmp_path / "dfd.h5"), write=False)
+    store = Store.open(synthetic_store(tmp_path / "dfd.h5", **CLIPS), write=False)
     items = index_faces(store, ["v000", "v001"])
     labels = {"v000": 0, "v001": 1}
     plain = FaceDataset(store, items, labels, batch_size=12, input_size=SIZE, augment=False)
@@ -111,7 +81,7 @@ def test_bad_pseudo_options_are_refused():
 
 
 def test_store_without_landmarks68_says_to_crop_again(tmp_path):
-    store = Store.open(make_store(tmp_path / "dfd.h5", landmarks68=False), write=False)
+    store = Store.open(synthetic_store(tmp_path / "dfd.h5", **CLIPS, landmarks68=False), write=False)
     with pytest.raises(StoreError, match=r"no 68-point landmarks.*re-run `dfd crop --force`"):
         train_cnn(store, tmp_path / "models" / "m", CNNTrainOptions(backbone="efficientnet-lite0", input_size=SIZE,
                                                                     pseudo_fakes="sbi"))
@@ -119,7 +89,7 @@ def test_store_without_landmarks68_says_to_crop_again(tmp_path):
 
 
 def test_train_cnn_with_sbi_pseudo_fakes_records_the_mix(tmp_path):
-    store = Store.open(make_store(tmp_path / "dfd.h5"), write=False)
+    store = Store.open(synthetic_store(tmp_path / "dfd.h5", **CLIPS), write=False)
     reports: list[dict] = []
     options = CNNTrainOptions(backbone="efficientnet-lite0", weights="imagenet", input_size=SIZE, epochs=2, rounds=1,
                               batch_size=8, learning_rate=1e-3, seed=0, pseudo_fakes="sbi", pseudo_ratio=0.5)

@@ -16,9 +16,11 @@ from deepfake_cli.train.sbi import self_blend
 from deepfake_cli.scoring.scorer import Scorer
 from deepfake_cli.data.store import Store, StoreError
 from deepfake_cli.train.temporal import LSTMTrainOptions, export_features, train_lstm
-from tests.test_pseudo import SIZE, face_points, make_store
+from tests.helpers import face_points, synthetic_store
 
 BACKBONE = "efficientnet-lite0"
+SIZE = 32
+CLIPS = {"n_videos": 12, "n_val": 4, "size": SIZE}  # 8 train and 4 val videos of 6 faces
 
 
 def test_a_blend_draws_the_same_parameters_whatever_the_face_size():
@@ -77,7 +79,7 @@ def face_bundle(tmp_path_factory):
     """A store of 12 six-face clips with landmarks (8 train, 4 val) and a Lite0 bundle with
     its features exported."""
     tmp_path = tmp_path_factory.mktemp("clips")
-    store_path = make_store(tmp_path / "dfd.h5")
+    store_path = synthetic_store(tmp_path / "dfd.h5", **CLIPS)
     ids = [f"v{i:03d}" for i in range(12)]
     bundle_dir = tmp_path / "models" / "lite"
     config = BundleConfig(name="lite", backbone=BACKBONE, input_size=SIZE, feature_dim=1280, fpv=6,
@@ -125,7 +127,7 @@ def test_train_lstm_with_pseudo_fake_clips_records_the_mix(face_bundle):
 
 
 def test_pseudo_fake_clips_need_landmarks_and_good_options(tmp_path):
-    store = Store.open(make_store(tmp_path / "dfd.h5", landmarks68=False), write=False)
+    store = Store.open(synthetic_store(tmp_path / "dfd.h5", **CLIPS, landmarks68=False), write=False)
     labels = {v: int(store.entry(v).label == "fake") for v in ("v000", "v001")}
     with pytest.raises(StoreError, match=r"no 68-point landmarks.*re-run `dfd crop --force`"):
         pseudo_fake_clips(store, None, ["v000", "v001"], labels, 0.99, seed=0)  # before any CNN work

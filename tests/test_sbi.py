@@ -5,9 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from skimage import data
 
-from deepfake_cli.faces.detectors import MTCNNDetector
 from deepfake_cli.faces.face_crops import align_face
 from deepfake_cli.faces.landmarks import Landmarker
 from deepfake_cli.train.sbi import BLEND_RATIOS, mask_reach, self_blend
@@ -16,11 +14,9 @@ SIZE, MARGIN = 160, 0.2
 
 
 @pytest.fixture(scope="module")
-def face() -> tuple[np.ndarray, np.ndarray]:
+def face(astronaut, astronaut_detection) -> tuple[np.ndarray, np.ndarray]:
     """An aligned 160 px crop of the astronaut and its 68 landmarks."""
-    image = data.astronaut()
-    (det,) = MTCNNDetector(device="cpu").detect([image])[0]
-    crop = align_face(image, det.landmarks, SIZE, MARGIN)
+    crop = align_face(astronaut, astronaut_detection.landmarks, SIZE, MARGIN)
     return crop, Landmarker().for_aligned_crop(crop, MARGIN)
 
 

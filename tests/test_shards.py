@@ -14,7 +14,7 @@ from deepfake_cli.cli.app import app
 from deepfake_cli.errors import OptionsError
 from deepfake_cli.data.shards import Shard, parse_shard
 from deepfake_cli.data.store import Store
-from tests.test_hostile_inputs import face_frames, write_video
+from tests.helpers import face_frames, tiny_frames, video_entry, write_video
 
 DFD = [sys.executable, "-m", "deepfake_cli"]
 
@@ -79,11 +79,9 @@ def test_two_shards_in_parallel_merge_into_the_unsharded_store(tmp_path):
 
 
 def test_merge_refuses_two_versions_of_one_segment(tmp_path):
-    from tests.test_store import _entry, _frames
-
     for name, n in (("a", 3), ("b", 4)):
         with Store.open(tmp_path / f"{name}.h5", write=True) as store:
-            store.write_frames(_entry("v1"), _frames(n=n))
+            store.write_frames(video_entry("v1"), tiny_frames(n=n))
     result = CliRunner().invoke(app, ["merge", str(tmp_path / "out.h5"), str(tmp_path / "a.h5"), str(tmp_path / "b.h5")])
     assert result.exit_code == 1 and "two different versions of one segment" in result.output
     assert not (tmp_path / "out.h5").exists() and not (tmp_path / "out.h5.d").exists()  # nothing made

@@ -21,9 +21,7 @@ from deepfake_cli.train.pseudo_clips import PREFIX, pseudo_fake_clips
 from deepfake_cli.scoring.scorer import model_input
 from deepfake_cli.data.store import ROLE_SEQUENCE, ROLE_SPREAD, DamagedSegmentError, Faces, Store, VideoEntry, Frames
 from deepfake_cli.train.temporal import export_features
-from tests.test_cli import write_face_clip
-from tests.test_store_damage import damage_array
-from tests.test_temporal import cnn_bundle  # noqa: F401  (a pytest fixture)
+from tests.helpers import damage_array, write_face_clip
 
 FRAMES = 15
 SEQUENCE = [5, 6, 7, 8, 9]  # --fpv 5 --sampling consecutive: the middle five of 15
@@ -148,7 +146,7 @@ def test_train_cnn_batches_are_read_without_the_sequence_only_rows(tmp_path):
             store.read_faces("c")
 
 
-def test_export_features_scores_only_the_sequence(tmp_path, cnn_bundle):  # noqa: F811
+def test_export_features_scores_only_the_sequence(tmp_path, cnn_bundle):
     bundle_dir, _ = cnn_bundle
     store = Store.open(tmp_path / "dfd.h5", write=True)
     write_two_role_video(store)

@@ -6,37 +6,16 @@ import h5py
 import numpy as np
 import pytest
 
-from deepfake_cli.data.store import SCHEMA_VERSION, Faces, Features, Frames, Store, StoreError, StoreLockedError, VideoEntry
-
-
-def _entry(vid="v1", **kw):
-    return VideoEntry(video_id=vid, path=f"/videos/{vid}.mp4", label="fake", split="train", **kw)
-
-
-def _frames(n=3, h=8, w=10):
-    rng = np.random.default_rng(0)
-    return Frames(np.arange(n, dtype=np.int64) * 2, rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8))
-
-
-def _faces(n=3, size=16):
-    return Faces(
-        crops=np.full((n, size, size, 3), 7, np.uint8),
-        frame_indices=np.arange(n),
-        boxes=np.zeros((n, 4)),
-        landmarks=np.zeros((n, 5, 2)),
-        scores=np.ones(n),
-        track_ids=np.zeros(n),
-        missing_frames=np.array([9]),
-        settings={"size": size, "align": True},
-    )
+from deepfake_cli.data.store import SCHEMA_VERSION, Features, Store, StoreError, StoreLockedError
+from tests.helpers import tiny_faces, tiny_frames, video_entry
 
 
 def test_roundtrip_frames_faces_features(tmp_path):
     path = tmp_path / "s.h5"
-    frames = _frames()
+    frames = tiny_frames()
     with Store.open(path, write=True) as store:
-        store.write_frames(_entry(), frames)
-        store.write_faces("v1", _faces())
+        store.write_frames(video_entry(), frames)
+        store.write_faces("v1", tiny_faces())
         store.write_features("v1", "m1", Features(np.arange(3), np.ones((3, 4)), np.full(3, 0.7)))
     with Store.open(path) as store:
         (entry,) = store.entries()
@@ -62,7 +41,7 @@ def test_roundtrip_frames_faces_features(tmp_path):
 def test_segments_without_index_are_recovered(tmp_path):
     path = tmp_path / "s.h5"
     store = Store.open(path, write=True)
-    store.write_frames(_entry(), _frames())
+    store.write_frames(video_entry(), tiny_frames())
     # simulate a kill before the index was committed: no close()
     store._release_lock()
     with h5py.File(path) as f:
@@ -76,7 +55,7 @@ def test_segments_without_index_are_recovered(tmp_path):
 def test_half_written_segment_is_ignored_and_removed(tmp_path):
     path = tmp_path / "s.h5"
     with Store.open(path, write=True) as store:
-        store.write_frames(_entry(), _frames())
+        store.write_frames(video_entry(), tiny_frames())
     tmp = path.with_name("s.h5.d") / "v2.frames.h5.tmp123"
     tmp.write_bytes(b"\x89HDF half")
     with Store.open(path, write=True) as store:
@@ -122,7 +101,7 @@ def test_bad_stores_get_clear_errors(tmp_path):
         Store.open(tmp_path / "missing.h5")
     good = tmp_path / "good.h5"
     with Store.open(good, write=True) as store:
-        store.write_frames(_entry(), _frames())
+        store.write_frames(video_entry(), tiny_frames())
     truncated = tmp_path / "trunc.h5"
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(StoreError):
@@ -132,7 +111,7 @@ def test_bad_stores_get_clear_errors(tmp_path):
 def test_failed_video_is_recorded(tmp_path):
     path = tmp_path / "s.h5"
     with Store.open(path, write=True) as store:
-        store.write_frames(_entry("bad", status="failed", error="zero-byte file"), None)
+        store.write_frames(video_entry("bad", status="failed", error="zero-byte file"), None)
     with Store.open(path) as store:
         (entry,) = store.entries()
         assert not entry.ok and entry.error == "zero-byte file" and entry.stored_frames == 0
@@ -141,7 +120,7 @@ def test_failed_video_is_recorded(tmp_path):
 def test_disk_full_leaves_store_intact(tmp_path, monkeypatch):
     path = tmp_path / "s.h5"
     with Store.open(path, write=True) as store:
-        store.write_frames(_entry("v1"), _frames())
+        store.write_frames(video_entry("v1"), tiny_frames())
         real_create = h5py.File.create_dataset if hasattr(h5py.File, "create_dataset") else None
 
         def full(*args, **kwargs):
@@ -149,7 +128,7 @@ def test_disk_full_leaves_store_intact(tmp_path, monkeypatch):
 
         monkeypatch.setattr(h5py.Group, "create_dataset", full)
         with pytest.raises(StoreError, match="disk full"):
-            store.write_frames(_entry("v2"), _frames())
+            store.write_frames(video_entry("v2"), tiny_frames())
         monkeypatch.undo()
     assert not list(path.with_name("s.h5.d").glob("*.tmp*"))
     with Store.open(path) as store:
@@ -160,8 +139,8 @@ def test_landmarks68_roundtrip(tmp_path):
     path = tmp_path / "s.h5"
     points = np.random.default_rng(0).uniform(0, 16, (3, 68, 2)).astype(np.float32)
     with Store.open(path, write=True) as store:
-        store.write_frames(_entry(), _frames())
-        faces = _faces()
+        store.write_frames(video_entry(), tiny_frames())
+        faces = tiny_faces()
         faces.landmarks68 = points
         store.write_faces("v1", faces)
     with Store.open(path) as store:
@@ -176,8 +155,8 @@ def test_schema_1_store_reads_but_has_no_landmarks68(tmp_path):
     points says in one line to crop again."""
     path = tmp_path / "s.h5"
     with Store.open(path, write=True) as store:
-        store.write_frames(_entry(), _frames())
-        store.write_faces("v1", _faces())  # no landmarks68, as schema 1 wrote them
+        store.write_frames(video_entry(), tiny_frames())
+        store.write_faces("v1", tiny_faces())  # no landmarks68, as schema 1 wrote them
     for file in [path, *path.with_name("s.h5.d").glob("*.h5")]:
         with h5py.File(file, "r+") as f:
             f.attrs["schema_version"] = 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -19,7 +18,7 @@ from deepfake_cli.data.check import check_store
 from deepfake_cli.cli.app import app
 from deepfake_cli.faces.crop import CropOptions, crop
 from deepfake_cli.data.store import DamagedIndexError, DamagedSegmentError, Features, Store
-from tests.test_store import _entry, _faces, _frames
+from tests.helpers import damage_array, tiny_faces, tiny_frames, video_entry
 
 READERS = {"frames": lambda s, v: s.read_frames(v), "faces": lambda s, v: s.read_faces(v),
            "features.m1": lambda s, v: s.read_features(v, "m1")}
@@ -28,24 +27,10 @@ READERS = {"frames": lambda s, v: s.read_frames(v), "faces": lambda s, v: s.read
 def make_store(path, videos=("v1", "v2")):
     with Store.open(path, write=True) as store:
         for vid in videos:
-            store.write_frames(_entry(vid), _frames(n=4, h=48, w=64))
-            store.write_faces(vid, _faces(n=4, size=32))
+            store.write_frames(video_entry(vid), tiny_frames(n=4, h=48, w=64))
+            store.write_faces(vid, tiny_faces(n=4, size=32))
             store.write_features(vid, "m1", Features(np.arange(4), np.ones((4, 8)), np.full(4, 0.7)))
     return path
-
-
-def damage_array(store_path, video_id: str, stage: str, array: str) -> None:
-    """Random bytes over the stored data of one array (its first chunk), the file's length unchanged."""
-    segment = store_path.with_name(store_path.name + ".d") / f"{video_id}.{stage}.h5"
-    with h5py.File(segment, "r") as f:
-        dataset = f[array]
-        assert dataset.fletcher32, f"{array} has no checksum"
-        info = dataset.id.get_chunk_info(0)
-        offset, size = info.byte_offset, info.size
-    data = bytearray(segment.read_bytes())
-    noise = np.random.default_rng(3).integers(0, 256, min(size, 64), dtype=np.uint8).tobytes()
-    data[offset:offset + len(noise)] = noise
-    segment.write_bytes(bytes(data))
 
 
 CASES = [("frames", "pixels"), ("frames", "indices"), ("faces", "crops"), ("faces", "frame_indices"),
@@ -75,7 +60,7 @@ def test_crop_drops_damaged_frames_and_carries_on(tmp_path):
     path = tmp_path / "s.h5"
     with Store.open(path, write=True) as store:
         for vid in ("v1", "v2"):
-            store.write_frames(_entry(vid), _frames(n=3, h=48, w=64))
+            store.write_frames(video_entry(vid), tiny_frames(n=3, h=48, w=64))
     damage_array(path, "v1", "frames", "pixels")
     with Store.open(path, write=True) as store:
         summary = crop(store, CropOptions(size=32, device="cpu"))

@@ -11,10 +11,10 @@ import pytest
 
 from deepfake_cli.data import video
 from deepfake_cli.data.video import VideoError, VideoInfo, choose_indices, is_image, probe, read_frames
+from tests.helpers import DATA, shared_data  # noqa: F401  (DATA: tests/test_predict.py imports it from here)
 
 N_FRAMES = 40
 WIDTH, HEIGHT = 64, 48
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _frame(i: int) -> np.ndarray:
@@ -240,9 +240,7 @@ def test_truncated_video_gives_fewer_frames_or_video_error(tmp_path, fourcc, suf
 
 @pytest.mark.realdata
 def test_real_ffpp_video():
-    videos = DATA / "ffpp" / "original_sequences" / "youtube" / "c23" / "videos"
-    if not videos.is_dir():
-        pytest.skip("shared data not present")
+    videos = shared_data("ffpp", "original_sequences", "youtube", "c23", "videos")
     path = min(videos.glob("*.mp4"))
     info = probe(path)
     assert info.frame_count > 100 and info.fps > 0 and info.rotation == 0

@@ -17,10 +17,14 @@ from typer.testing import CliRunner
 
 from deepfake_cli.cli.app import app
 from deepfake_cli.data.store import Faces, Frames, Store, VideoEntry
-from deepfake_cli.errors import EXIT_USAGE, OptionsError
+from deepfake_cli.errors import EXIT_USAGE, DfdError, OptionsError
+from deepfake_cli.nets.backbones import build_feature_extractor, get_backbone
 from deepfake_cli.nets.bundle import BundleConfig, save_config
-from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn, training_settings
-from deepfake_cli.train.loop import Checkpoints, TrainingDataError, new_state, prepare_state
+from deepfake_cli.train.calibrate import calibrate_bundle
+from deepfake_cli.train.cnn import CNNTrainOptions, check_splits, train_cnn, training_settings
+from deepfake_cli.train.ensemble_fit import _both_labels
+from deepfake_cli.train import TrainingDataError
+from deepfake_cli.train.loop import Checkpoints, new_state, prepare_state
 from deepfake_cli.train.temporal import LSTMTrainOptions, train_lstm
 
 STARTED = CNNTrainOptions(backbone="efficientnet-lite0", input_size=32, epochs=3, batch_size=8, learning_rate=1e-3)
@@ -147,3 +151,24 @@ def test_train_cnn_refuses_training_videos_sampled_or_cropped_otherwise(tmp_path
 def test_frame_models_do_not_compare_face_settings(tmp_path):
     store = settings_store(tmp_path / "dfd.h5", None, {"size": 48})
     assert training_settings(store, TRAIN, "frame") == (6, "uniform", {})
+
+
+# ---------------------------------------------------------------------- errors the user is meant to read
+def test_training_data_errors_are_dfd_errors(tmp_path):
+    store = settings_store(tmp_path / "dfd.h5")
+    with pytest.raises(TrainingDataError, match="the val split needs real and fake"):
+        check_splits(store, {"train": TRAIN, "val": ["v006"]})
+    with pytest.raises(TrainingDataError, match="needs real and fake videos that every member can score"):
+        _both_labels(np.array([1, 1]), "an ensemble")
+    save_config(tmp_path / "m", BundleConfig(name="m", backbone="efficientnet-lite0", input_size=32, feature_dim=8,
+                                             fpv=6, split_ids={"train": TRAIN, "val": []}, face={"size": 32}))
+    with pytest.raises(TrainingDataError, match="run `dfd export-features` first"):
+        calibrate_bundle(store, tmp_path / "m")
+    assert issubclass(TrainingDataError, DfdError) and issubclass(TrainingDataError, ValueError)
+
+
+def test_a_bad_backbone_or_input_size_is_an_options_error():
+    with pytest.raises(OptionsError, match="unknown backbone 'nope'"):
+        get_backbone("nope")
+    with pytest.raises(OptionsError, match="needs input_size >= "):
+        build_feature_extractor("efficientnet-lite0", input_size=8)

@@ -30,7 +30,7 @@ import numpy as np
 from keras import layers
 
 from deepfake_cli.nets import efficientnet_lite
-from deepfake_cli.errors import DfdError
+from deepfake_cli.errors import DfdError, OptionsError
 
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # of RGB in [0, 1]
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
@@ -222,7 +222,7 @@ def get_backbone(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}") from None
+        raise OptionsError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}") from None
 
 
 def preprocessing_note(name: str) -> str:
@@ -306,7 +306,7 @@ def build_feature_extractor(name: str, weights: str | os.PathLike | None = "none
     spec = get_backbone(name)
     size = int(input_size or spec.input_size)
     if size < spec.min_input_size:
-        raise ValueError(f"{spec.name} needs input_size >= {spec.min_input_size}, got {size}")
+        raise OptionsError(f"{spec.name} needs input_size >= {spec.min_input_size}, got {size}")
     key = "none" if weights is None else str(weights).strip()
     if key.lower() == "imagenet":
         try:

@@ -16,6 +16,7 @@ from deepfake_cli.scoring.metrics import (apply_temperature, best_threshold, bin
                                   threshold_for_max_fpr)
 from deepfake_cli.scoring.stored_scores import StoredScores
 from deepfake_cli.data.store import Store
+from deepfake_cli.train import TrainingDataError
 
 MAX_FPRS = (0.001, 0.01, 0.05, 0.1)
 
@@ -52,8 +53,8 @@ def calibrate_bundle(store: Store, bundle_dir: Path) -> dict:
     bundle = load_bundle(bundle_dir)
     labels, raw = validation_scores(store, bundle)
     if len(set(labels.tolist())) < 2:
-        raise ValueError("calibration needs real and fake validation videos with exported features "
-                         f"(found {len(labels)} video(s)); run `dfd export-features` first")
+        raise TrainingDataError("calibration needs real and fake validation videos with exported features "
+                                f"(found {len(labels)} video(s)); run `dfd export-features` first")
     fitted = fit_calibration(labels, raw)
     config = bundle.config
     config.temperature = fitted["temperature"]

@@ -45,8 +45,9 @@ from deepfake_cli.train.pseudo import (check_options, describe, expected_class_w
                                  require_landmarks68)
 from deepfake_cli.data.splits import group_key, training_splits
 from deepfake_cli.data.store import Store
-from deepfake_cli.train.loop import (Checkpoints, Loop, Phase, TrainingDataError, cell_weights, class_weights,
-                                   prepare_state, record_command, run_phases, start_fresh)
+from deepfake_cli.train import TrainingDataError
+from deepfake_cli.train.loop import (Checkpoints, Loop, Phase, cell_weights, class_weights, prepare_state,
+                                   record_command, run_phases, start_fresh)
 
 ROUND_LR_FACTOR = 0.1  # round r trains with learning_rate * ROUND_LR_FACTOR ** (r - 1)
 

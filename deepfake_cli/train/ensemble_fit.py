@@ -18,6 +18,7 @@ from deepfake_cli.nets.bundle import CONFIG_FILE, ENSEMBLE_FILE, Bundle, dfd_ver
 from deepfake_cli.scoring.ensemble import (METHODS, Ensemble, EnsembleConfig, is_ensemble, member_hashes,
                                            member_probabilities)
 from deepfake_cli.scoring.metrics import binary_metrics, logit, safe_auc
+from deepfake_cli.train import TrainingDataError
 from deepfake_cli.train.calibrate import fit_calibration
 
 STACK_C = 1.0  # inverse L2 strength of the stacking / blending logistic regression
@@ -70,8 +71,8 @@ def blend_halves(store: Store, video_ids: list[str], seed: int) -> tuple[list[st
 
 def _both_labels(labels: np.ndarray, what: str) -> None:
     if len(set(labels.tolist())) < 2:
-        raise ValueError(f"{what} needs real and fake videos that every member can score; it has "
-                         f"{len(labels)} video(s), labelled {sorted({'fake' if v else 'real' for v in labels})}")
+        raise TrainingDataError(f"{what} needs real and fake videos that every member can score; it has "
+                                f"{len(labels)} video(s), labelled {sorted({'fake' if v else 'real' for v in labels})}")
 
 
 def relative_member_path(ensemble_dir: Path, member_dir: Path) -> str:

@@ -16,6 +16,7 @@ from collections import OrderedDict
 import keras
 import numpy as np
 
+from deepfake_cli.train import TrainingDataError
 from deepfake_cli.train.augment import augment_face
 from deepfake_cli.data.inputs import has_images, stored_images, training_rows
 from deepfake_cli.train.pseudo import KINDS, PseudoFakes, mix_shares
@@ -142,7 +143,7 @@ class FaceDataset(keras.utils.PyDataset):
         kind = "fake" if label else "real"
         if self.pseudo is not None and rng is not None and label == 0:
             if points is None:
-                raise ValueError(f"video {video_id} has no 68-point landmarks: re-run `dfd crop --force`")
+                raise TrainingDataError(f"video {video_id} has no 68-point landmarks: re-run `dfd crop --force`")
             fake = self.pseudo(crop, points[at], rng)
             if fake is not None:
                 crop, label, kind = fake, 1, "pseudo_fake"

@@ -29,15 +29,10 @@ import numpy as np
 
 from deepfake_cli.nets.bundle import (BundleConfig, BundleError, load_optimizer_state, load_weights_checked, now_iso,
                                  save_optimizer_state, save_weights_atomic)
-from deepfake_cli.errors import DfdError, OptionsError
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.files import atomic_write, atomic_write_text
 
 STATE_FILE = "state.json"
-
-
-class TrainingDataError(DfdError, ValueError):
-    """The store does not hold what a training run needs (both labels in train and val, faces or
-    features, videos sampled and cropped alike); the message says which command makes it."""
 
 
 # ---------------------------------------------------------------------- sample weights

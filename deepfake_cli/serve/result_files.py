@@ -24,7 +24,14 @@ CSV_COLUMNS = ["path", "verdict", "probability", "threshold", "cnn_probability",
 
 
 class ResultFileError(DfdError):
-    """A --skip-done file cannot be read."""
+    """A --skip-done file cannot be read, or a --csv/--jsonl file cannot be written."""
+
+
+def _open(path: Path, mode: str, **kwargs) -> IO:
+    try:
+        return open(path, mode, **kwargs)
+    except OSError as exc:
+        raise ResultFileError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 class ResultWriter:
@@ -36,13 +43,17 @@ class ResultWriter:
         self._rows = None
         if csv_path is not None:
             keep = append and csv_path.is_file() and csv_path.stat().st_size > 0
-            self._csv = open(csv_path, "a" if keep else "w", newline="")
+            self._csv = _open(csv_path, "a" if keep else "w", newline="")
             self._rows = csv.DictWriter(self._csv, fieldnames=CSV_COLUMNS, extrasaction="ignore")
             if not keep:
                 self._rows.writeheader()
                 self._flush(self._csv)
         if jsonl_path is not None:
-            self._jsonl = open(jsonl_path, "a" if append else "w")
+            try:
+                self._jsonl = _open(jsonl_path, "a" if append else "w")
+            except ResultFileError:
+                self.close()
+                raise
 
     def write(self, row: dict) -> None:
         """Write one result and flush it to disk before returning."""

@@ -1,0 +1,163 @@
+"""Batch prediction as a library: what `dfd predict` does, without the terminal.
+
+:class:`BatchPrediction` owns every rule of a batch: which model (deepfake_cli.serve.model_choice)
+and runtime, the inputs (folders expanded, those a ``skip_done`` file has a verdict for left out),
+where each input's evidence goes, the result files (each verdict written and flushed as soon as
+it is known, appended to when resuming), Ctrl-C and SIGTERM (stop after the verdict being
+written, keep every verdict reached), per-input errors (any exception in one input is that
+input's error; the batch goes on) and the exit code. The command line only parses options,
+calls it and renders what it returns::
+
+    from deepfake_cli import BatchPrediction
+
+    batch = BatchPrediction([Path("clips/")], csv_path=Path("out.csv"))
+    outcome = batch.run(on_result=lambda r: print(r.path, r.verdict or r.error))
+    outcome.exit_code  # the README's exit codes: the worst of the batch, 130 when interrupted
+
+:func:`predict_batch` is the same in one call.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from deepfake_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_WEAK_EVIDENCE
+from deepfake_cli.serve.model_choice import locate_model, model_runtime, stale_onnx_note
+from deepfake_cli.serve.pipeline import predict_many
+from deepfake_cli.serve.predict import EnsemblePredictor, PredictError, PredictResult, expand_inputs, open_predictor
+from deepfake_cli.serve.result_files import ResultWriter, done_paths, interrupt_on_sigterm
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a batch writes besides the verdicts (`predict`'s --annotate, --annotate-heatmap,
+    --heatmap and --report). They show one model's evidence: an ensemble refuses them."""
+
+    annotate: Path | None = None  # the first input as a video with face boxes and scores drawn
+    annotate_heatmap: bool = False  # with annotate: each face's class activation map drawn onto it
+    heatmap: Path | None = None  # a folder: the reported track's crops beside their activation maps
+    report: Path | None = None  # an HTML page for one input; for several, a folder of one page each
+
+    @property
+    def wanted(self) -> bool:
+        return self.annotate is not None or self.heatmap is not None or self.report is not None
+
+    @property
+    def needs_gradients(self) -> bool:
+        """Whether the Keras model is needed whatever serves the scores (activation maps)."""
+        return self.heatmap is not None or self.report is not None or self.annotate_heatmap
+
+    def for_input(self, i: int, path: Path, several: bool) -> dict:
+        """Keyword arguments of Predictor.finish for the ``i``-th input (its report page's folder made)."""
+        page = None if self.report is None else (self.report / f"{path.stem}.html" if several else self.report)
+        if page is not None:
+            page.parent.mkdir(parents=True, exist_ok=True)
+        return {"annotate": self.annotate if i == 0 else None, "heatmap": self.heatmap, "report": page,
+                "annotate_heatmap": self.annotate_heatmap}
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch did: its results in input order (only those reached when interrupted)."""
+
+    results: list[PredictResult]
+    total: int  # inputs to score (after skip_done)
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM
+    strict: bool = False  # a verdict with a warning counts as weak evidence (exit 6)
+    bugs: dict[str, str] = field(default_factory=dict)  # input -> traceback of an exception that is not a DfdError
+
+    @property
+    def exit_code(self) -> int:
+        """The README's exit code of the batch: 130 when interrupted, else the worst input's code
+        (with ``strict``, 6 when every input got a verdict and one carries a warning), else 0."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        codes = [r.exit_code for r in self.results if r.exit_code]
+        if self.strict and not codes and any(r.warnings for r in self.results):
+            return EXIT_WEAK_EVIDENCE
+        return max(codes) if codes else EXIT_OK
+
+
+class BatchPrediction:
+    """One batch of `dfd predict`: built from the options, then :meth:`run`.
+
+    Building it resolves the model (None: the default model) and its runtime (``auto``: ONNX
+    when the model has current ONNX files), expands folders and reads ``skip_done``; it loads
+    no model, so a caller can report what it found first (:attr:`note`, :attr:`done`,
+    :attr:`needs_keras`). :meth:`load` opens the predictor (threshold options checked there);
+    :meth:`run` loads it if needed and scores every input. Errors that stop the whole batch
+    (no such model, a bad option, an unreadable ``skip_done`` file) are DfdErrors.
+    """
+
+    def __init__(self, inputs: list[Path], model: str | Path | None = None, *, models_dir: Path = Path("models"),
+                 runtime: str = "auto", device: str = "auto", threshold: float | None = None,
+                 max_fpr: float | None = None, detect_every: int = 4, evidence: Evidence = Evidence(),
+                 csv_path: Path | None = None, jsonl_path: Path | None = None, skip_done: Path | None = None,
+                 strict: bool = False):
+        self.model_dir = locate_model(None if model is None else str(model), models_dir)
+        self.runtime = model_runtime(self.model_dir, runtime, device)
+        # why a model exported to ONNX is served by Keras after all ('' when it is not, or not asked)
+        self.note = stale_onnx_note(self.model_dir) if runtime == "auto" and self.runtime == "keras" else ""
+        self.evidence = evidence
+        self.csv_path, self.jsonl_path, self.skip_done, self.strict = csv_path, jsonl_path, skip_done, strict
+        self.files = expand_inputs(list(inputs))
+        self.done: set[str] = set()  # inputs the skip_done file has a verdict for
+        if skip_done is not None:
+            self.done = done_paths(skip_done)
+            self.files = [f for f in self.files if str(f) not in self.done]
+        self._predictor_options = {"device": device, "threshold": threshold, "max_fpr": max_fpr,
+                                   "detect_every": detect_every}
+        self.predictor = None
+
+    @property
+    def needs_keras(self) -> bool:
+        """Whether running the batch imports Keras (a Keras runtime, or activation maps)."""
+        return self.runtime == "keras" or self.evidence.needs_gradients
+
+    def load(self):
+        """Open the model's predictor (once); a PredictError for options it cannot serve."""
+        if self.predictor is None:
+            predictor = open_predictor(self.model_dir, self.runtime, **self._predictor_options)
+            if isinstance(predictor, EnsemblePredictor) and self.evidence.wanted:
+                names = ", ".join(b.path.name for b in predictor.ensemble.members)
+                raise PredictError("--annotate, --heatmap and --report show one model's evidence: pass one "
+                                   f"member of the ensemble ({names}) as --model")
+            self.predictor = predictor
+        return self.predictor
+
+    def run(self, on_result: Callable[[PredictResult], None] | None = None) -> BatchOutcome:
+        """Score every input, in order. Each result is written to the result files, then given to
+        ``on_result``, as one step that Ctrl-C or SIGTERM does not cut (a verdict written is a
+        verdict reported); the signal then stops the batch and the outcome says ``interrupted``.
+        An exception in one input is that input's error (traceback of a bug in ``bugs``)."""
+        predictor = self.load()
+        outcome = BatchOutcome(results=[], total=len(self.files), strict=self.strict)
+        several = len(self.files) > 1
+
+        def bug(path: Path, exc: Exception) -> None:
+            outcome.bugs[str(path)] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+        with ResultWriter(self.csv_path, self.jsonl_path, append=self.skip_done is not None) as writer, \
+                interrupt_on_sigterm() as signals:
+            try:
+                for result in predict_many(predictor, self.files,
+                                           lambda i, path: self.evidence.for_input(i, path, several),
+                                           on_exception=bug):
+                    with signals.held():
+                        outcome.results.append(result)
+                        writer.write(result.as_dict())
+                        if on_result is not None:
+                            on_result(result)
+            except KeyboardInterrupt:
+                outcome.interrupted = True
+        return outcome
+
+
+def predict_batch(inputs: list[Path], model: str | Path | None = None, *,
+                  on_result: Callable[[PredictResult], None] | None = None, **options) -> BatchOutcome:
+    """Score ``inputs`` (files or folders) with ``model`` (None: the default model): a
+    :class:`BatchPrediction` built with ``options`` (its keyword arguments) and run."""
+    return BatchPrediction(inputs, model, **options).run(on_result)

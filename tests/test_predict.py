@@ -14,9 +14,10 @@ from deepfake_cli.cli.app import app
 from deepfake_cli.faces.detectors import Detection
 from deepfake_cli.nets.models import build_classifier
 from deepfake_cli.report.annotate import write_annotated
-from deepfake_cli.serve.evidence import tracks_to_score
-from deepfake_cli.serve.predict import PredictResult, write_csv
-from tests.test_cli import write_face_clip
+from deepfake_cli.serve.evidence import judge_tracks
+from deepfake_cli.serve.predict import PredictResult
+from deepfake_cli.serve.result_files import ResultWriter
+from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, shared_data, write_face_clip
 
 
 def face(x: float, side: float) -> Detection:
@@ -26,6 +27,11 @@ def face(x: float, side: float) -> Detection:
 
 def track(side: float, x: float, seen: int, n: int = 8) -> list:
     return [face(x, side) if t < seen else None for t in range(n)]
+
+
+def tracks_to_score(tracks: list, n_frames: int) -> list:
+    """The tracks judge_tracks scores, in their order."""
+    return [tracks[r.track] for r in judge_tracks(tracks, n_frames) if r.scored]
 
 
 def test_bystanders_posters_and_passers_by_are_not_scored():
@@ -86,11 +92,13 @@ def test_max_fpr_takes_the_bundles_threshold_for_that_rate(served):
     assert "not both" in both
 
 
-def test_write_csv_has_one_row_per_input_errors_included(tmp_path):
+def test_the_result_csv_has_one_row_per_input_errors_included(tmp_path):
     ok = PredictResult(path="a.mp4", verdict="fake", probability=0.8, threshold=0.5, cnn_probability=0.7,
                        frames=4, faces=4, tracks=1)
     bad = PredictResult(path="b.mp4", threshold=0.5, error="b.mp4: no such file", exit_code=3)
-    write_csv(tmp_path / "out.csv", [ok, bad])
+    with ResultWriter(csv_path=tmp_path / "out.csv") as writer:
+        for result in (ok, bad):
+            writer.write(result.as_dict())
     with open(tmp_path / "out.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["path", "verdict", "probability", "threshold", "cnn_probability", "frames", "faces", "tracks",
@@ -192,14 +200,12 @@ def test_face_descriptors_tell_people_apart():
 
 @pytest.mark.realdata
 def test_a_hard_cut_between_two_ffpp_people_splits_the_track():
-    from tests.test_video import DATA
-
     from deepfake_cli.faces.detectors import make_detector
     from deepfake_cli.faces.identity import FaceDescriber, IdentityCheck
     from deepfake_cli.faces.tracking import detect_sparse
     from deepfake_cli.data.video import sample_frames
 
-    videos = sorted((DATA / "ffpp" / "original_sequences" / "youtube" / "c23" / "videos").glob("*.mp4"))
+    videos = sorted(shared_data("ffpp", "original_sequences", "youtube", "c23", "videos").glob("*.mp4"))
     if len(videos) < 2:
         pytest.skip("shared data not present")
     first, second = (list(sample_frames(v, 8, "consecutive")[2]) for v in videos[:2])
@@ -244,3 +250,160 @@ def test_annotate_heatmap_warps_the_map_back_onto_the_face(tmp_path):
     inside, outside = (slice(34, 40), slice(14, 38)), (slice(50, 60), slice(60, 90))  # under the label
     assert first["hot"][inside][..., 0].mean() < first["plain"][inside][..., 0].mean() - 30  # warm colours: no blue
     assert abs(first["hot"][outside].mean() - first["plain"][outside].mean()) < 3  # the rest untouched
+
+
+# ---------------------------------------------------------------------- the batch library (serve.batch)
+def two_clips(tmp_path: Path) -> list[Path]:
+    import shutil
+
+    clips = [tmp_path / "bad.mp4", tmp_path / "good.mp4"]
+    for clip in clips:
+        shutil.copy(ASTRONAUT, clip)
+    return clips
+
+
+def prepare_failing_on(name: str, error: Exception, monkeypatch) -> None:
+    """Predictor.prepare raises ``error`` for the input called ``name`` (as OpenCV or dlib might)."""
+    from deepfake_cli.serve.predict import Predictor
+
+    prepare = Predictor.prepare
+
+    def failing(self, path, cache=None):
+        if Path(path).name == name:
+            raise error
+        return prepare(self, path, cache)
+
+    monkeypatch.setattr(Predictor, "prepare", failing)
+
+
+def test_an_unexpected_exception_in_one_input_fails_it_alone(tmp_path, monkeypatch):
+    """A bug while preparing one input (here a RuntimeError) is that input's error, with its
+    traceback kept; the next input is still scored, with the verdict it gets alone."""
+    from deepfake_cli.serve.batch import BatchPrediction
+
+    bad, good = two_clips(tmp_path)
+    prepare_failing_on("bad.mp4", RuntimeError("decoder exploded"), monkeypatch)
+    seen = []
+    outcome = BatchPrediction([bad, good], csv_path=tmp_path / "out.csv").run(on_result=seen.append)
+    failed, scored = outcome.results
+    assert seen == outcome.results and outcome.total == 2 and not outcome.interrupted
+    assert failed.exit_code == 1 and failed.verdict == ""
+    assert failed.error == f"{bad}: unexpected RuntimeError (a bug in dfd): decoder exploded"
+    assert "Traceback" in outcome.bugs[str(bad)] and "decoder exploded" in outcome.bugs[str(bad)]
+    assert (scored.verdict, scored.exit_code) == ("real", 0)
+    assert scored.probability == pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6)
+    assert outcome.exit_code == 1  # the worst of the batch
+    rows = list(csv.DictReader((tmp_path / "out.csv").read_text().splitlines()))
+    assert [(r["path"], r["verdict"], r["exit_code"]) for r in rows] == [(str(bad), "", "1"), (str(good), "real", "0")]
+
+
+def test_the_cli_shows_a_bug_in_one_input_with_its_traceback_and_scores_the_rest(tmp_path, monkeypatch):
+    bad, good = two_clips(tmp_path)
+    prepare_failing_on("bad.mp4", KeyError("landmark"), monkeypatch)
+    result = CliRunner().invoke(app, ["predict", str(bad), str(good)])
+    assert result.exit_code == 1, result.output
+    assert f"{good}: real (P(fake) = 0.372" in result.stdout
+    assert f"error: {bad}: unexpected KeyError (a bug in dfd): 'landmark'" in result.stderr
+    assert "Traceback (most recent call last)" in result.stderr and "this is a bug in dfd" in result.stderr
+
+
+def test_a_dfd_error_in_one_input_is_its_error_with_its_exit_code(tmp_path, monkeypatch):
+    from deepfake_cli.data.video import VideoError
+    from deepfake_cli.serve.batch import predict_batch
+
+    bad, good = two_clips(tmp_path)
+    prepare_failing_on("bad.mp4", VideoError(bad, "moov atom not found"), monkeypatch)
+    outcome = predict_batch([bad, good])
+    assert [(r.exit_code, r.error) for r in outcome.results] == [(3, f"{bad}: moov atom not found"), (0, "")]
+    assert outcome.bugs == {} and outcome.exit_code == 3
+
+
+def test_an_exception_while_scoring_or_writing_evidence_fails_that_input_alone(tmp_path, monkeypatch):
+    from deepfake_cli.serve.batch import predict_batch
+    from deepfake_cli.serve.predict import Predictor
+
+    bad, good = two_clips(tmp_path)
+    finish = Predictor.finish
+
+    def failing(self, prepared, outputs=None, **evidence):
+        if prepared.result.path == str(bad):
+            raise OSError(28, "No space left on device")
+        return finish(self, prepared, outputs, **evidence)
+
+    monkeypatch.setattr(Predictor, "finish", failing)
+    outcome = predict_batch([bad, good])
+    assert outcome.results[0].exit_code == 1 and "No space left on device" in outcome.results[0].error
+    assert outcome.results[1].verdict == "real" and outcome.exit_code == 1
+
+
+def test_the_batch_exit_code_policy():
+    from deepfake_cli.serve.batch import BatchOutcome
+
+    ok = PredictResult(path="a.mp4", verdict="real", probability=0.2, threshold=0.5)
+    warned = PredictResult(path="b.png", verdict="real", probability=0.2, threshold=0.5, warnings=["a single image"])
+    unreadable = PredictResult(path="c.mp4", error="c.mp4: empty file", exit_code=3)
+    noface = PredictResult(path="d.mp4", error="d.mp4: no face found", exit_code=4)
+    assert BatchOutcome([ok, warned], total=2).exit_code == 0
+    assert BatchOutcome([ok, warned], total=2, strict=True).exit_code == 6
+    assert BatchOutcome([warned, unreadable, noface], total=3, strict=True).exit_code == 4  # the worst
+    assert BatchOutcome([ok], total=3, interrupted=True).exit_code == 130
+    assert BatchOutcome([], total=0).exit_code == 0
+
+
+def test_skip_done_leaves_out_the_inputs_with_a_verdict_and_appends(tmp_path):
+    from deepfake_cli.serve.batch import BatchPrediction
+
+    bad, good = two_clips(tmp_path)
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"path": str(good), "verdict": "real"}) + "\n"
+                   + json.dumps({"path": str(bad), "verdict": "", "error": "x"}) + "\n")
+    batch = BatchPrediction([tmp_path], jsonl_path=out, skip_done=out)
+    assert batch.done == {str(good)} and batch.files == [bad]  # a failed input is tried again
+    outcome = batch.run()
+    assert [r.path for r in outcome.results] == [str(bad)]
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [str(good), str(bad), str(bad)]
+
+
+def test_the_package_exports_the_batch_api_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, deepfake_cli; heavy = [m for m in ('numpy', 'cv2', 'typer', 'deepfake_cli.serve') "
+            "if m in sys.modules]; from deepfake_cli import BatchPrediction, predict_batch, DfdError; "
+            "from deepfake_cli.serve.batch import BatchPrediction as B; "
+            "print(heavy, BatchPrediction is B, DfdError.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.split() == ["[]", "True", "deepfake_cli.errors"]
+
+
+# ---------------------------------------------------------------------- one resolver of model names
+def test_one_resolver_finds_the_default_model_by_name_for_every_command(tmp_path):
+    from deepfake_cli.nets.bundle import BundleError
+    from deepfake_cli.serve.model_choice import PACKAGED_MODEL, locate_model, model_dir_to_write
+
+    models = tmp_path / "models"
+    assert locate_model(None, models) == locate_model("default", models) == PACKAGED_MODEL
+    with pytest.raises(BundleError, match="not written to"):  # train-lstm, export-onnx write into the bundle
+        locate_model("default", models, packaged=False)
+    assert locate_model(str(PACKAGED_MODEL), models, packaged=False) == PACKAGED_MODEL
+    mine = models / "default"
+    mine.mkdir(parents=True)
+    (mine / "config.json").write_text((PACKAGED_MODEL / "config.json").read_text())
+    assert locate_model("default", models) == locate_model(None, models) == mine  # yours first
+    assert locate_model("default", models, packaged=False) == mine
+    with pytest.raises(BundleError, match="no model bundle 'nope'"):
+        locate_model("nope", models)
+    assert model_dir_to_write("new", models) == models / "new"  # train-cnn and ensemble create it
+    assert model_dir_to_write(str(tmp_path / "elsewhere"), models) == tmp_path / "elsewhere"
+
+
+def test_export_features_finds_the_bundled_default_model(tmp_path):
+    """`dfd export-features --model default` reads the model `predict` serves (an empty store: nothing to do)."""
+    from deepfake_cli.data.store import Store
+
+    store = tmp_path / "s.h5"
+    Store.open(store, write=True).close()
+    result = CliRunner().invoke(app, ["export-features", "--model", "default", "--models-dir", str(tmp_path / "m"),
+                                      "--store", str(store), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["exported"] == 0

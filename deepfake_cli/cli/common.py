@@ -1,0 +1,195 @@
+"""What every `dfd` command shares: the options declared once, the one mapping of errors to exit
+codes (:func:`handled`), progress bars, and the helpers that render summaries.
+
+Errors: a DfdError is the user's to read: one line, ``error: <message>``, and its exit code
+(deepfake_cli.errors). Anything else is a bug in dfd: its traceback is kept and a line saying so
+(errors.BUG_NOTE) follows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from deepfake_cli.errors import BUG_NOTE, EXIT_ERROR, DfdError
+from deepfake_cli.progress import Reporter
+
+StoreOption = typer.Option(None, "--store", envvar="DFD_STORE", help="HDF5 store [default: dfd.h5]")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
+JsonOption = typer.Option(False, "--json", help="Print the summary as JSON on stdout.")
+ModelsDirOption = typer.Option(Path("models"), "--models-dir", help="Where bundles are saved.")
+ShardOption = typer.Option(None, "--shard", help="K/N: only this 1/N of the videos (by content hash), e.g. one "
+                           "task of a Slurm array; join the stores with `dfd merge`.")
+WAIT_HELP = "Wait for another writer to finish instead of exiting."
+
+
+def wait_option(help: str = WAIT_HELP):
+    """`--wait`: wait for the store's writer lock instead of exiting (``help`` says whose)."""
+    return typer.Option(False, "--wait", help=help)
+
+
+WaitOption = wait_option()
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
+    # escape: file names are not markup ("clip [abc].mp4"); soft_wrap: one line, whatever the width
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def report_bug(exc: BaseException) -> None:
+    """Add errors.BUG_NOTE to an unexpected exception, shown after its traceback (on Python
+    3.10, which has no exception notes, it is printed before)."""
+    note = f"dfd: {BUG_NOTE}"
+    if hasattr(exc, "add_note"):
+        if note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
+    else:
+        print(note, file=sys.stderr)
+
+
+def handled(function):
+    """A command with the one mapping of errors to exit codes (the README's table): a DfdError is
+    one line and its exit code; Typer's own exits pass; anything else keeps its traceback, with a
+    line saying it is a bug."""
+
+    @wraps(function)  # Typer reads the options from the wrapped signature
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+            raise
+        except DfdError as exc:
+            fail(str(exc), exc.exit_code)
+        except Exception as exc:
+            report_bug(exc)
+            raise
+
+    return run
+
+
+class RichReporter(Reporter):
+    """Progress bars on stderr; warnings printed above them."""
+
+    def __init__(self, console: Console, quiet: bool):
+        self.console = console
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task = None
+
+    def start(self, total: int, description: str) -> None:
+        self.finish()
+        if self.quiet:
+            return
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[item]}"),
+                                 console=self.console, transient=False)
+        self.progress.start()
+        self.task = self.progress.add_task(description, total=total, item="")
+
+    def advance(self, item: str = "") -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, item=item[-40:])
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def consoles(quiet: bool) -> tuple[Console, Console]:
+    """(stdout, stderr) consoles; ``quiet`` silences stderr's."""
+    return Console(), Console(stderr=True, quiet=quiet)
+
+
+def summary_table(title: str, rows: dict) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in rows.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        table.add_row(key, str(value))
+    return table
+
+
+def print_json(data) -> None:
+    from deepfake_cli.files import to_jsonable  # NaN is not JSON: null instead
+
+    sys.stdout.write(json.dumps(to_jsonable(data), indent=2, default=str) + "\n")
+
+
+def render_summary(out: Console, title: str, summary: dict, quiet: bool, as_json: bool) -> None:
+    """A command's summary as JSON, or its flat entries as a table (nothing with --quiet)."""
+    if as_json:
+        print_json(summary)
+    elif not quiet:
+        flat = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
+        out.print(summary_table(title, flat))
+
+
+def command_line() -> str:
+    """This run's command line as the bundle records it.
+
+    The program's name, not its install path, so the record reads the same on every machine
+    (also when run as `python -m deepfake_cli`).
+    """
+    return shlex.join(["dfd", *sys.argv[1:]])
+
+
+def import_keras_quietly() -> None:
+    """Import Keras (and its backend) for a model command without the backend's native chatter."""
+    with native_chatter_hidden():
+        import keras  # noqa: F401
+
+
+@contextmanager
+def native_chatter_hidden():
+    """Hide what native code writes straight to file descriptor 2 inside the block.
+
+    TensorFlow's CUDA plugins write "Unable to register cuDNN factory" and the like while they
+    load, and its graph optimiser "Starting new session" while tf2onnx exports, whatever
+    TF_CPP_MIN_LOG_LEVEL says. They are hidden unless TF_CPP_MIN_LOG_LEVEL is set below 3
+    (`dfd --verbose`); Python errors raised in the block still show, after it.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@contextmanager
+def open_store(store: Optional[Path], write: bool, wait: bool = False):
+    from deepfake_cli.data.store import Store
+
+    opened = Store.open(store, write=write, wait=wait)
+    try:
+        yield opened
+    finally:
+        opened.close()  # a writer commits the index here, which can fail (disk full): a StoreError

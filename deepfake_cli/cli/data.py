@@ -1,0 +1,224 @@
+"""`dfd` commands that build and look after a store: extract, crop, merge, explore, compress, check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from deepfake_cli.cli.common import (JsonOption, QuietOption, RichReporter, ShardOption, StoreOption, WaitOption, consoles,
+                                     fail, handled, open_store, print_json, summary_table, wait_option)
+from deepfake_cli.data.shards import parse_shard
+from deepfake_cli.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+
+
+@handled
+def extract(
+    paths: Optional[list[Path]] = typer.Argument(None, help="Video/image files or folders (dataset layouts are recognised)."),
+    fpv: int = typer.Option(25, "--fpv", help="Frames sampled per video."),
+    sampling: str = typer.Option("consecutive", "--sampling", help="consecutive | uniform | random"),
+    spread: int = typer.Option(0, "--spread", help="Also store this many frames spread uniformly over each video, "
+                               "decoded and cropped in the same pass: train-cnn trains on those, export-features "
+                               "and the LSTM read the --fpv ones (0: none; train-cnn then uses the --fpv frames)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with path,label[,split,method,compression,group,dataset]."),
+    seed: int = typer.Option(0, "--seed", help="Seed for random sampling and identity-group splits."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again videos that failed before."),
+    wait: bool = WaitOption,
+    shard: Optional[str] = ShardOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Read videos, sample frames and record label, split, method, compression and identity group."""
+    from deepfake_cli.data.extract import ExtractOptions, extract as run_extract
+
+    out, err = consoles(quiet)
+    if not paths and labels is None:
+        fail("give video files or folders, or --labels file.csv", EXIT_USAGE)
+    options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, spread=spread, labels_csv=labels,
+                             retry_failed=retry_failed, shard=parse_shard(shard))
+    options.check()  # before the store is opened: a bad option creates no store
+    with open_store(store, write=True, wait=wait) as opened:
+        summary = run_extract(opened, paths or [], options, RichReporter(err, quiet))
+        store_path = opened.path
+    if as_json:
+        print_json(summary.as_dict() | {"store": str(store_path)})
+    elif not quiet:
+        rows = {"store": store_path, "videos found": summary.found, "added": summary.added,
+                "already in store": summary.already_done, "duplicates": summary.duplicates,
+                "failed": summary.failed, f"shorter than {fpv} frames": summary.short, "frames stored": summary.frames}
+        if shard:
+            rows[f"left to other shards ({shard} is this one)"] = summary.other_shards
+        rows |= {f"label {k}": v for k, v in sorted(summary.by_label.items())}
+        out.print(summary_table("extract", rows))
+        for path, error in summary.failures:
+            out.print(f"[red]failed[/] {escape(error)}", highlight=False, soft_wrap=True)
+        if summary.found and not summary.added and not summary.failed and not summary.other_shards:
+            out.print("Nothing to do: every video is already in the store.")
+    if summary.failed and not summary.added and not summary.already_done:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@handled
+def crop(
+    size: int = typer.Option(160, "--size", help="Output face size in pixels (299 for Xception, 380/600 for EfficientNet-B4/B7)."),
+    align: bool = typer.Option(True, "--align/--no-align", help="Align by the 5 landmarks (similarity transform) or crop the box."),
+    margin: float = typer.Option(0.2, "--margin", help="Context around the face, as a fraction of its size on each side."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    detect_max_side: int = typer.Option(640, "--detect-size", help="Detect on frames downscaled to this longest side."),
+    detector: str = typer.Option("mtcnn", "--detector", help="mtcnn | dlib (HOG frontal faces; its 5 alignment "
+                                 "points come from the 68 landmarks)."),
+    detect_every: int = typer.Option(1, "--detect-every", help="Run the face detector on every Nth frame (and "
+                                     "the last) and interpolate the track between, as predict does: videos "
+                                     "extracted with --sampling consecutive (and no --spread) only, others are "
+                                     "detected on every frame; 1 = every frame."),
+    force: bool = typer.Option(False, "--force", help="Crop again videos that already have faces."),
+    wait: bool = WaitOption,
+    shard: Optional[str] = ShardOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Find, track, align and crop the main face of every stored video (MTCNN, or dlib)."""
+    from deepfake_cli.faces.crop import CropOptions, crop as run_crop
+
+    out, err = consoles(quiet)
+    options = CropOptions(size=size, align=align, margin=margin, device=device, shard=parse_shard(shard),
+                          detect_max_side=detect_max_side, force=force, detector=detector, detect_every=detect_every)
+    options.check()  # before opening the store, which a writer would create
+    with open_store(store, write=True, wait=wait) as opened:
+        summary = run_crop(opened, options, RichReporter(err, quiet))
+    if as_json:
+        print_json(summary.as_dict())
+    elif not quiet:
+        out.print(summary_table("crop", {
+            "videos with frames": summary.videos, "cropped now": summary.cropped,
+            "already cropped": summary.already_done, "frames searched": summary.frames,
+            "frames the detector ran on": summary.detected_frames,
+            "frames with the main face": summary.faces,
+            "face rate": f"{summary.face_rate:.1%}" if summary.frames else "-",
+            "videos without any face": len(summary.no_face_videos),
+            "damaged frames (dropped: run extract)": len(summary.damaged), "device": summary.device}))
+        if not summary.cropped:
+            out.print("Nothing to do: every video already has faces.")
+
+
+@handled
+def merge(
+    out: Path = typer.Argument(..., help="The store to merge into (created when missing)."),
+    stores: list[Path] = typer.Argument(..., help="Stores to merge, e.g. the shards of a --shard K/N run."),
+    wait: bool = wait_option("Wait for another writer of OUT to finish instead of exiting."),
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Join stores into one: their segments are copied (hard-linked) into OUT, conflicts refused."""
+    from deepfake_cli.data.merge import merge as run_merge
+
+    out_console, _ = consoles(quiet)
+    summary = run_merge(out, stores, wait=wait)
+    if as_json:
+        print_json(summary.as_dict())
+    elif not quiet:
+        out_console.print(summary_table("merge", {"into": summary.out, "stores merged": summary.stores,
+                                                   "segments copied": summary.copied,
+                                                   "already there": summary.already_there,
+                                                   "videos in the store": summary.videos}))
+
+
+@handled
+def explore(
+    paths: Optional[list[Path]] = typer.Argument(None, help="Dataset files or folders (before extract); without "
+                                                 "them, the store is explored."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with path,label[,...] (as for extract)."),
+    out: Path = typer.Option(..., "--out", help="Folder for summary.json, histograms.png and the contact sheets."),
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Label balance, distributions, contact sheets of frames and faces, and what would mislead training."""
+    from deepfake_cli.data.explore import explore as run_explore
+
+    out_console, err = consoles(quiet)
+    if paths or labels:
+        result = run_explore(out, paths=list(paths or []), labels_csv=labels)
+    else:
+        with open_store(store, write=False) as opened:
+            result = run_explore(out, store=opened)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    if not quiet:
+        table = Table(title=f"{result.videos} videos by dataset")
+        labels_seen = sorted({label for counts in result.balance["dataset"].values() for label in counts})
+        table.add_column("dataset")
+        for label in labels_seen:
+            table.add_column(label, justify="right")
+        for name, counts in result.balance["dataset"].items():
+            table.add_row(name, *(str(counts.get(label, 0)) for label in labels_seen))
+        out_console.print(table)
+        for path in result.files:
+            out_console.print(f"wrote {escape(path)}", highlight=False)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+@handled
+def compress(
+    paths: list[Path] = typer.Argument(..., help="Video files or folders (an FF++ tree keeps its layout)."),
+    crf: int = typer.Option(..., "--crf", help="libx264 constant rate factor: 23 or 40 for FaceForensics++'s "
+                            "c23 and c40."),
+    out: Path = typer.Option(..., "--out", help="Folder for the re-encoded videos (the input layout is kept)."),
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-encode videos with H.264 at a FaceForensics++ compression level (resumable)."""
+    from deepfake_cli.data.compress import compress as run_compress
+
+    out_console, err = consoles(quiet)
+    summary = run_compress(paths, crf, out, RichReporter(err, quiet))
+    if as_json:
+        print_json(summary.as_dict())
+    elif not quiet:
+        out_console.print(summary_table(f"compress c{crf}", {
+            "written": len(summary.written), "already there": summary.already_done,
+            "failed": len(summary.failed), "into": str(out)}))
+    if summary.failed:
+        raise typer.Exit(EXIT_ERROR if not summary.written and not summary.already_done else EXIT_OK)
+
+
+@handled
+def check(
+    repair: bool = typer.Option(False, "--repair", help="Drop the damaged segments (the stage that wrote each "
+                                "redoes that video on its next run) and rebuild a damaged index."),
+    wait: bool = wait_option("With --repair: wait for another writer to finish."),
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Read every segment of the store, verifying its checksums; list (or with --repair, drop) the damaged."""
+    from deepfake_cli.data.check import check_store
+    from deepfake_cli.data.store import default_store_path
+
+    out, err = consoles(quiet)
+    path = store or default_store_path()
+    if not path.exists() and not Path(str(path) + ".d").is_dir():
+        fail(f"no store at {path}")
+    summary = check_store(path, repair=repair, wait=wait, reporter=RichReporter(err, quiet))
+    if as_json:
+        print_json(summary.as_dict())
+    else:
+        for damage in summary.damaged:
+            action = f"dropped: run `{damage['redo']}` to redo it" if summary.repaired else f"redo: {damage['redo']}"
+            err.print(f"[bold red]damaged:[/] {escape(damage['segment'])} ({damage['stage']} of "
+                      f"{escape(damage['path'] or damage['video_id'])}): {escape(damage['reason'])}; {action}",
+                      highlight=False, soft_wrap=True)
+        if summary.index_rebuilt:
+            out.print(f"the index {escape(str(path))} was damaged: rebuilt from its segments (the old one is "
+                      f"{escape(str(path))}.damaged)", highlight=False, soft_wrap=True)
+        out.print(f"{summary.segments} segments read, {len(summary.damaged)} damaged"
+                  + (", dropped" if summary.repaired and summary.damaged else ""), highlight=False)
+    if summary.damaged and not summary.repaired:
+        raise typer.Exit(EXIT_ERROR)

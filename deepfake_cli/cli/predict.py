@@ -1,0 +1,111 @@
+"""`dfd predict`: parse the options, run a BatchPrediction (deepfake_cli.serve.batch, which owns
+every rule of a batch), and render each result as it comes: a verdict line on stdout, an error or
+note on stderr, or the results as JSON (an object for one input, a list for several)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, RichReporter, consoles, handled,
+                                     import_keras_quietly, print_json)
+from deepfake_cli.errors import BUG_NOTE
+
+
+def _print_result(r, out: Console, err: Console) -> None:
+    """One line per input: its verdict on stdout, or its error on stderr."""
+    if r.error:
+        message = r.error if r.error.startswith(r.path) else f"{r.path}: {r.error}"  # errors name their file
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    else:
+        colour = "red" if r.verdict == "fake" else "green"
+        seen = f"{r.faces} faces in {r.frames} frames" if r.faces else f"{r.frames} whole frames"
+        members = "; " + ", ".join(f"{m['model']} {m['probability']:.3f}" for m in r.members) if r.members else ""
+        out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
+                  f"threshold {r.threshold:.3f}, {seen}{escape(members)})", highlight=False,
+                  soft_wrap=True)  # one line per clip, whatever the terminal width
+    for note in ([r.tracks_summary()] if r.tracks_summary() else []) + r.warnings:
+        err.print(f"[yellow]note:[/] {escape(r.path)}: {escape(note)}", highlight=False, soft_wrap=True)
+
+
+@handled
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="Video or image files, or folders of them."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or directory [default: the bundled model]."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the bundle's decision threshold."),
+    max_fpr: Optional[float] = typer.Option(None, "--max-fpr", help="Use the bundle's threshold for this false-positive rate (e.g. 0.01)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (face detection)."),
+    detect_every: int = typer.Option(4, "--detect-every", help="Run the face detector on every Nth sampled frame "
+                                     "and interpolate between (consecutive sampling only); 1 = every frame."),
+    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the (first) video with face boxes and scores drawn."),
+    annotate_heatmap: bool = typer.Option(False, "--annotate-heatmap", help="With --annotate: draw each face's "
+                                          "class activation map onto it too."),
+    heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="Write the reported face track's crops with "
+                                           "class activation maps of the fake score (red: towards fake) into "
+                                           "this folder."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML page of evidence "
+                                          "(verdict, score curve, faces with heatmaps, tracks, clip metadata): "
+                                          "this file for one input, or this folder (one page per input) for several."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per input here, "
+                                            "each as soon as it is known."),
+    jsonl_path: Optional[Path] = typer.Option(None, "--jsonl", help="Also write one JSON line per input here, "
+                                              "each as soon as it is known."),
+    skip_done: Optional[Path] = typer.Option(None, "--skip-done", help="Skip the inputs this earlier --csv or "
+                                             "--jsonl file has a verdict for, and append to --csv/--jsonl "
+                                             "(resume an interrupted batch)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 6 when a verdict carries a warning (a small or "
+                                "rarely seen face, a single image, too few frames, a wrong frame count)."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto | onnx | keras: what runs the models. auto: "
+                                "onnxruntime on the CPU when the model has current ONNX files (dfd export-onnx), "
+                                "else Keras (and for --device cuda)."),
+    models_dir: Path = ModelsDirOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Print whether each clip is real or fake, with the probability that it is fake."""
+    from deepfake_cli.serve.batch import BatchPrediction, Evidence
+
+    out, err = consoles(quiet)
+    batch = BatchPrediction(inputs, model, models_dir=models_dir, runtime=runtime, device=device, threshold=threshold,
+                            max_fpr=max_fpr, detect_every=detect_every, csv_path=csv_path, jsonl_path=jsonl_path,
+                            skip_done=skip_done, strict=strict,
+                            evidence=Evidence(annotate=annotate, annotate_heatmap=annotate_heatmap, heatmap=heatmap,
+                                              report=report))
+    if batch.note:
+        err.print(f"[yellow]note:[/] {escape(batch.note)}", highlight=False, soft_wrap=True)
+    if batch.needs_keras:
+        import_keras_quietly()  # heatmaps take the Keras model's gradients, whatever serves the scores
+    if skip_done is not None:
+        err.print(f"skipping {len(batch.done)} input(s) {escape(str(skip_done))} has a verdict for; "
+                  f"{len(batch.files)} to go", highlight=False, soft_wrap=True)
+    batch.load()
+    reporter = RichReporter(err, quiet or len(batch.files) <= 1)
+    reporter.start(len(batch.files), "predict")
+
+    def on_result(result) -> None:
+        if not as_json:
+            _print_result(result, out, err)
+        reporter.advance(Path(result.path).name)
+
+    try:
+        outcome = batch.run(on_result)
+    finally:
+        reporter.finish()
+    if as_json and outcome.results:
+        print_json([r.as_dict() for r in outcome.results] if outcome.total > 1 else outcome.results[0].as_dict())
+    for path, trace in outcome.bugs.items():  # an input that failed on a bug in dfd: its traceback
+        sys.stderr.write(f"{path}:\n{trace}")
+    if outcome.bugs:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(BUG_NOTE)}", highlight=False, soft_wrap=True)
+    if outcome.interrupted:
+        files = [p for p in (csv_path, jsonl_path) if p]
+        Console(stderr=True).print(f"[bold red]interrupted[/] after {len(outcome.results)} of {outcome.total} input(s)"
+                                   + ("; every verdict reached is in " + ", ".join(escape(str(p)) for p in files)
+                                      + ": rerun with --skip-done to go on" if files else ""),
+                                   highlight=False, soft_wrap=True)
+    raise typer.Exit(outcome.exit_code)

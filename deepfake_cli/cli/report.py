@@ -1,0 +1,43 @@
+"""`dfd evaluate`: the measured figures of a model on a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, StoreOption, consoles, handled,
+                                     import_keras_quietly, open_store, print_json)
+
+
+@handled
+def evaluate(
+    model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write metrics.json, scores.csv and plots here."),
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """ACC, AUC, EER, AP and log-loss at frame and video level, per split, dataset, method and compression."""
+    import_keras_quietly()
+    from deepfake_cli.report.evaluate import evaluate as run_evaluate
+    from deepfake_cli.report.tables import metrics_table, write_report
+    from deepfake_cli.serve.model_choice import locate_model
+
+    out, _ = consoles(quiet)
+    with open_store(store, write=False) as opened:
+        evaluation = run_evaluate(opened, locate_model(model, models_dir))
+    written = write_report(out_dir, evaluation.results, evaluation.rows) if out_dir else []
+    if as_json:
+        print_json({"results": evaluation.results, "files": [str(p) for p in written]})
+        return
+    if not quiet:
+        out.print(metrics_table("overall (by split / level / model)", evaluation.results["overall"]))
+        for by in ("dataset", "method", "compression"):
+            if evaluation.results.get(by):
+                out.print(metrics_table(f"by {by} ({evaluation.results['breakdown_rows']})",
+                                        evaluation.results[by]))
+        for path in written:
+            out.print(f"wrote {path}")

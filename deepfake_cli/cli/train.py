@@ -1,0 +1,245 @@
+"""`dfd` commands that make models: train-cnn, ensemble, export-features, train-lstm, export-onnx.
+
+Every model they read is found by serve.model_choice.locate_model (the one resolver, which
+`predict` and `evaluate` use too); those that write a new bundle put it where
+model_dir_to_write says (--models-dir/NAME).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, RichReporter, ShardOption, StoreOption,
+                                     WaitOption, command_line, consoles, handled, import_keras_quietly,
+                                     native_chatter_hidden, open_store, print_json, render_summary)
+from deepfake_cli.data.shards import parse_shard
+
+
+@handled
+def train_cnn(
+    model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name (under --models-dir) or directory."),
+    backbone: str = typer.Option("efficientnet-b0", "--backbone", help="See `dfd train-cnn --list-backbones`."),
+    weights: str = typer.Option("none", "--weights", help="imagenet | none | PATH to a weights file."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size [default: the backbone's native size]."),
+    epochs: int = typer.Option(20, "--epochs"),
+    patience: int = typer.Option(5, "--patience", help="Early-stopping patience on validation AUC."),
+    rounds: int = typer.Option(2, "--rounds", help="Round 2+ restarts from the previous round's best weights."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    learning_rate: float = typer.Option(1e-4, "--lr"),
+    warmup_epochs: int = typer.Option(0, "--warmup-epochs", help="Epochs with a frozen backbone first."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames-per-video", help="Use at most this many faces per video."),
+    augment: bool = typer.Option(True, "--augment/--no-augment"),
+    batchnorm: str = typer.Option("auto", "--batchnorm", help="frozen | train | auto (frozen when fine-tuning "
+                                  "pretrained weights: small batches would spoil their statistics)."),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on with a GPU) | on | off"),
+    balance: str = typer.Option("label", "--balance", help="label: real and fake weigh the same | dataset: "
+                                "every (dataset, label) pair weighs the same, so no dataset's mix is learnt."),
+    pseudo_fakes: str = typer.Option("none", "--pseudo-fakes", help="none | sbi: turn real training faces into "
+                                     "self-blended fakes (needs the 68 landmarks `dfd crop` stores)."),
+    pseudo_ratio: float = typer.Option(0.5, "--pseudo-ratio", help="Probability that a real training face "
+                                       "becomes a pseudo-fake, in [0, 1)."),
+    test_time_flip: bool = typer.Option(False, "--test-time-flip", help="Serve the bundle scoring each face and "
+                                        "its mirror image (features and scores averaged): export-features, "
+                                        "evaluate and predict all do."),
+    input_kind: str = typer.Option("face", "--input", help="face: the stored face crops | frame: the whole "
+                                   "stored frames, letterboxed to a square (no face detector needed)."),
+    bagging: int = typer.Option(0, "--bagging", help="Train N members on bootstrap resamples of the train "
+                                "identity groups (MODEL-bag1 ...) and write the ensemble MODEL averaging them."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
+    list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Transfer-learn a Keras CNN on the stored faces (train split; validated on val)."""
+    import_keras_quietly()
+    from deepfake_cli.nets.backbones import BACKBONES
+
+    out, err = consoles(quiet)
+    if list_backbones:
+        table = Table("backbone", "input size", "features")
+        for name, spec in BACKBONES.items():
+            table.add_row(name, str(spec.input_size), str(spec.feature_dim))
+        out.print(table)
+        return
+    from deepfake_cli.serve.model_choice import model_dir_to_write
+    from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn as run_train
+
+    # bad --batchnorm/--mixed-precision/--balance/--pseudo-*: an OptionsError, exit 2
+    options = CNNTrainOptions(backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
+                              patience=patience, rounds=rounds, batch_size=batch_size,
+                              learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
+                              augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
+                              mixed_precision=mixed_precision, balance=balance, pseudo_fakes=pseudo_fakes,
+                              pseudo_ratio=pseudo_ratio, test_time_flip=test_time_flip, input=input_kind)
+
+    def on_epoch(info: dict) -> None:
+        if not quiet:
+            mix = info.get("train_mix", {})
+            pseudo = f"  pseudo-fakes {mix['pseudo_fake']:.0%}" if mix.get("pseudo_fake") else ""
+            member = f"member {info['member']} " if "member" in info else ""
+            err.print(member + "round {round} epoch {epoch}: loss {loss:.4f}  val AUC {val_auc:.4f}  "
+                      "val loss {val_loss:.4f}  best {best_val_auc:.4f}  ({seconds:.0f}s)".format(**info) + pseudo,
+                      highlight=False)
+
+    with open_store(store, write=False) as opened:
+        if bagging:
+            from deepfake_cli.train.bagging import train_bagging
+
+            summary = train_bagging(opened, model_dir_to_write(model, models_dir), options, bagging, resume=resume,
+                                    on_epoch=on_epoch, command=command_line())
+            if not as_json and not quiet:
+                _print_ensemble_table(out, summary)
+                return
+        else:
+            summary = run_train(opened, model_dir_to_write(model, models_dir), options, resume=resume,
+                                on_epoch=on_epoch, command=command_line())
+    render_summary(out, "train-cnn", summary, quiet, as_json)
+
+
+def _print_ensemble_table(out: Console, summary: dict) -> None:
+    from deepfake_cli.report.tables import metrics_table
+
+    columns = ("n", "auc", "acc", "logloss", "threshold")  # all of them: --json
+    rows = {name: {c: m[c] for c in columns} for name, m in summary["val"].items()}
+    out.print(metrics_table(f"validation ({summary['val_videos']} videos): members and ensemble", rows))
+    out.print(f"wrote {escape(summary['ensemble'])} ({summary['method']}; threshold {summary['threshold']:.3f}, "
+              f"temperature {summary['temperature']:.3f})", highlight=False, soft_wrap=True)
+
+
+@handled
+def ensemble(
+    name: str = typer.Argument(..., help="Name (under --models-dir) or directory of the ensemble to write."),
+    members: str = typer.Option(..., "--members", help="Comma-separated bundles (names or directories)."),
+    method: str = typer.Option("weighted", "--method", help="vote | weighted | stack | blend | average "
+                               "(see `dfd ensemble --help` and the README)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the blend's split of validation identities."),
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Combine bundles into one model, fitted and calibrated on their common validation videos.
+
+    vote: majority of the members' verdicts; weighted: their probabilities averaged with weights
+    from validation AUC; stack: a logistic regression on them; blend: the same, fitted on half
+    the validation identities and calibrated on the other half; average: the plain mean.
+    """
+    import_keras_quietly()
+    from deepfake_cli.serve.model_choice import locate_model, model_dir_to_write
+    from deepfake_cli.train.ensemble_fit import build_ensemble
+
+    out, _ = consoles(quiet)
+    names = [m.strip() for m in members.split(",") if m.strip()]
+    member_dirs = [locate_model(m, models_dir) for m in names]
+    with open_store(store, write=False) as opened:
+        summary = build_ensemble(opened, model_dir_to_write(name, models_dir), member_dirs, method, seed=seed,
+                                 command=command_line())
+    if as_json:
+        print_json(summary)
+    elif not quiet:
+        _print_ensemble_table(out, summary)
+
+
+@handled
+def export_features(
+    model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    force: bool = typer.Option(False, "--force", help="Recompute features that exist already."),
+    wait: bool = WaitOption,
+    shard: Optional[str] = ShardOption,
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Store per-frame CNN features and scores of every face sequence under the model's name."""
+    import_keras_quietly()
+    from deepfake_cli.serve.model_choice import locate_model
+    from deepfake_cli.train.temporal import export_features as run_export
+
+    out, err = consoles(quiet)
+    reporter = RichReporter(err, quiet)
+    with open_store(store, write=True, wait=wait) as opened:
+        try:
+            summary = run_export(opened, locate_model(model, models_dir), batch_size=batch_size, force=force,
+                                 reporter=reporter, shard=parse_shard(shard))
+        finally:
+            reporter.finish()
+    render_summary(out, "export-features", summary, quiet, as_json)
+
+
+@handled
+def train_lstm(
+    model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory (features exported)."),
+    units: int = typer.Option(128, "--units"),
+    epochs: int = typer.Option(30, "--epochs"),
+    patience: int = typer.Option(5, "--patience"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    learning_rate: float = typer.Option(1e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    pseudo_fakes: str = typer.Option("none", "--pseudo-fakes", help="none | sbi: turn real training clips into "
+                                     "self-blended fake clips (one blend across a clip's faces; needs 68-point "
+                                     "landmarks in the store)."),
+    pseudo_ratio: float = typer.Option(0.5, "--pseudo-ratio", help="Probability that a real training clip "
+                                       "becomes a pseudo-fake, in [0, 1)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Train the bidirectional LSTM over each video's CNN features, then calibrate it on val."""
+    import_keras_quietly()
+    from deepfake_cli.serve.model_choice import locate_model
+    from deepfake_cli.train.temporal import LSTMTrainOptions, train_lstm as run_train
+
+    out, err = consoles(quiet)
+    options = LSTMTrainOptions(units=units, epochs=epochs, patience=patience, batch_size=batch_size,
+                               learning_rate=learning_rate, seed=seed, pseudo_fakes=pseudo_fakes,
+                               pseudo_ratio=pseudo_ratio)  # bad --pseudo-*: an OptionsError, exit 2
+
+    def on_epoch(info: dict) -> None:
+        if not quiet:
+            err.print("epoch {epoch}: loss {loss:.4f}  val AUC {val_auc:.4f}  best {best_val_auc:.4f}".format(**info),
+                      highlight=False)
+
+    with open_store(store, write=False) as opened:
+        summary = run_train(opened, locate_model(model, models_dir, packaged=False), options, resume=resume,
+                            on_epoch=on_epoch, command=command_line(), reporter=RichReporter(err, quiet))
+    render_summary(out, "train-lstm", summary | summary["calibration"], quiet, as_json)
+
+
+@handled
+def export_onnx(
+    model: str = typer.Argument(..., help="Bundle name or directory (an ensemble: each of its members)."),
+    models_dir: Path = ModelsDirOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Write the model's CNN and LSTM as ONNX files, checked against Keras, for a fast `dfd predict`."""
+    import_keras_quietly()
+    from deepfake_cli.scoring.ensemble import is_ensemble, load_ensemble
+    from deepfake_cli.serve.model_choice import locate_model
+    from deepfake_cli.train.onnx_export import export_onnx as run_export
+
+    out, _ = consoles(quiet)
+    path = locate_model(model, models_dir, packaged=False)  # its ONNX files are written beside it
+    bundles = [b.path for b in load_ensemble(path).members] if is_ensemble(path) else [path]
+    with native_chatter_hidden():
+        records = {str(b): run_export(b) for b in bundles}
+    if as_json:
+        print_json(records)
+        return
+    for bundle_dir, record in records.items():
+        parts = ", ".join(f"{name} (largest difference from Keras {entry['max_abs_diff']:.1e})"
+                          for name, entry in record.items() if isinstance(entry, dict))
+        out.print(f"{escape(bundle_dir)}: wrote {parts}", highlight=False, soft_wrap=True)

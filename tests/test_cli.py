@@ -60,8 +60,19 @@ def run(*args, expect: int = 0):
 def test_version_and_help():
     assert "dfd 0.1.0" in run("--version").output
     out = run("--help").output
-    for command in ("extract", "crop", "train-cnn", "export-features", "train-lstm", "evaluate", "predict"):
-        assert command in out
+    order = ["extract", "crop", "merge", "explore", "compress", "check", "train-cnn", "ensemble", "export-features",
+             "train-lstm", "evaluate", "export-onnx", "predict"]
+    listed = [line.split()[1] for line in out.splitlines() if line.startswith("│ ") and line.split()[1] in order]
+    assert listed == order  # the README's order, whichever module of deepfake_cli.cli declares each
+
+
+def test_shared_options_read_the_same_in_every_command():
+    import typer
+
+    commands = typer.main.get_command(app).commands
+    helps = {name: {p.name: p.help for p in commands[name].params} for name in ("extract", "crop", "export-features")}
+    assert len({h["shard"] for h in helps.values()}) == len({h["wait"] for h in helps.values()}) == 1
+    assert helps["crop"]["wait"] == "Wait for another writer to finish instead of exiting."
 
 
 def test_whole_chain(dataset, tmp_path):

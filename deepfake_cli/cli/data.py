@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from deepfake_cli.cli.common import (JsonOption, QuietOption, RichReporter, ShardOption, StoreOption, WaitOption, consoles,
-                                     fail, handled, open_store, print_json, summary_table, wait_option)
+                                     handled, open_store, print_json, summary_table, wait_option)
 from deepfake_cli.data.shards import parse_shard
-from deepfake_cli.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from deepfake_cli.errors import EXIT_ERROR, EXIT_OK, OptionsError
 
 
 @handled
@@ -37,7 +37,7 @@ def extract(
 
     out, err = consoles(quiet)
     if not paths and labels is None:
-        fail("give video files or folders, or --labels file.csv", EXIT_USAGE)
+        raise OptionsError("give video files or folders, or --labels file.csv")
     options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, spread=spread, labels_csv=labels,
                              retry_failed=retry_failed, shard=parse_shard(shard))
     options.check()  # before the store is opened: a bad option creates no store
@@ -200,12 +200,12 @@ def check(
 ) -> None:
     """Read every segment of the store, verifying its checksums; list (or with --repair, drop) the damaged."""
     from deepfake_cli.data.check import check_store
-    from deepfake_cli.data.store import default_store_path
+    from deepfake_cli.data.store import StoreError, default_store_path
 
     out, err = consoles(quiet)
     path = store or default_store_path()
     if not path.exists() and not Path(str(path) + ".d").is_dir():
-        fail(f"no store at {path}")
+        raise StoreError(f"no store at {path}")
     summary = check_store(path, repair=repair, wait=wait, reporter=RichReporter(err, quiet))
     if as_json:
         print_json(summary.as_dict())

@@ -9,7 +9,7 @@ import pytest
 
 from deepfake_cli.nets.bundle import BundleConfig, load_bundle, save_config, save_weights_atomic, weights_tag
 from deepfake_cli.nets.models import build_classifier, pad_sequence
-from deepfake_cli.scoring.scorer import score_sequence
+from deepfake_cli.scoring.scorer import Scorer
 from deepfake_cli.data.store import Faces, Features, Frames, Store, VideoEntry
 from deepfake_cli.train.calibrate import calibrate_bundle
 from deepfake_cli.train.temporal import LSTMTrainOptions, export_features, train_lstm
@@ -148,17 +148,16 @@ def test_train_lstm_learns_temporal_flicker(sequence_bundle):
     assert bundle.config.commands[-1]["command"] == "dfd train-lstm"
 
 
-def test_score_sequence_ranks_val_videos(sequence_bundle):
+def test_lstm_score_ranks_val_videos(sequence_bundle):
     root, store, _, _ = sequence_bundle
-    bundle = load_bundle(root / "seq")
-    lstm = bundle.build_lstm()
-    val = bundle.config.split_ids["val"]
-    scores = [score_sequence(bundle, store.read_features(v, "seq").features, lstm) for v in val]
+    scorer = Scorer(load_bundle(root / "seq"), cnn=False)
+    val = scorer.config.split_ids["val"]
+    scores = [scorer.lstm_score(store.read_features(v, "seq").features) for v in val]
     labels = [store.entry(v).label == "fake" for v in val]
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert np.mean([s for s, f in zip(scores, labels) if f]) > np.mean([s for s, f in zip(scores, labels) if not f])
     long = np.concatenate([store.read_features(val[0], "seq").features] * 3)
-    assert score_sequence(bundle, long, lstm) == pytest.approx(score_sequence(bundle, long[:12], lstm), abs=1e-6)
+    assert scorer.lstm_score(long) == pytest.approx(scorer.lstm_score(long[:12]), abs=1e-6)
 
 
 def test_train_lstm_resume_of_finished_run_is_a_no_op(sequence_bundle):
@@ -171,7 +170,7 @@ def test_train_lstm_resume_of_finished_run_is_a_no_op(sequence_bundle):
 
 def test_lstm_sampling_comes_from_the_store_it_learns_from(tmp_path):
     """A CNN trained on uniformly spread faces, its LSTM on consecutive frames: serve consecutive."""
-    from deepfake_cli.train.temporal import sequence_sampling
+    from deepfake_cli.train.temporal import SequenceDataError, sequence_sampling
 
     store = Store.open(tmp_path / "dfd.h5", write=True)
     for vid, fpv, sampling, count in (("a", 25, "consecutive", 300), ("b", 25, "consecutive", 400),
@@ -183,9 +182,9 @@ def test_lstm_sampling_comes_from_the_store_it_learns_from(tmp_path):
     assert sequence_sampling(store, ["a", "b", "c", "img"], {"size": SIZE}) == (25, "consecutive")
     assert sequence_sampling(store, ["c", "img"], {"size": SIZE}) == (40, "uniform")
     assert sequence_sampling(store, ["img"], {"size": SIZE}) is None  # single images say nothing
-    with pytest.raises(ValueError, match=r"a\.mp4.*size=64"):
+    with pytest.raises(SequenceDataError, match=r"a\.mp4.*size=64"):
         sequence_sampling(store, ["a"], {"size": 64})
-    with pytest.raises(ValueError, match=r"detector=dlib"):  # serving would detect and align otherwise
+    with pytest.raises(SequenceDataError, match=r"detector=dlib"):  # serving would detect and align otherwise
         sequence_sampling(store, ["a"], {"size": SIZE, "detector": "dlib"})
 
 

@@ -3,13 +3,15 @@
 Read from the features `export-features` stored when they are current (the same CNN weights,
 the same test-time flip), else computed now from the stored faces (or, for a frame model,
 frames) through the same :class:`~deepfake_cli.scoring.scorer.Scorer`. Calibration, ensemble fitting
-and ensemble evaluation take their scores from here.
+and ensemble evaluation take their scores from here; `evaluate` and `train-lstm`, which read the
+stored features themselves, refuse stale ones (:func:`check_features_current`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from deepfake_cli.errors import DfdError
 from deepfake_cli.nets.bundle import Bundle
 from deepfake_cli.files import file_sha256
 from deepfake_cli.data.inputs import has_images, stored_images
@@ -30,6 +32,37 @@ def same_features(stored: dict, wanted: dict) -> bool:
     """Whether stored features were computed by the same CNN weights, scored the same way."""
     return (stored.get("cnn_sha256") == wanted["cnn_sha256"]
             and bool(stored.get("test_time_flip", False)) == wanted["test_time_flip"])
+
+
+class StaleFeaturesError(DfdError):
+    """Stored features were made by another CNN than the bundle's current one."""
+
+
+def features_current(bundle: Bundle, stored: dict, wanted: dict | None = None) -> bool:
+    """Whether stored features (their ``stored`` settings) are this bundle's: its current CNN
+    weights, its test-time flip. A bundle without a CNN file (one trained on features made
+    elsewhere) can only use them as they are. ``wanted``: export_settings(bundle), if known."""
+    if not bundle.cnn_weights.is_file():
+        return True
+    return same_features(stored, wanted or export_settings(bundle))
+
+
+def check_features_current(store: Store, bundle: Bundle, video_ids: list[str], model_name: str) -> None:
+    """Raise StaleFeaturesError, in one line naming `dfd export-features`, when any of
+    ``video_ids``' stored features of ``model_name`` were made by another CNN than the bundle's
+    (retrained since): figures from them would be the old model's. Features stored under
+    another name than the bundle's own are features made elsewhere on purpose: not checked."""
+    if model_name != bundle.feature_model_name or not bundle.cnn_weights.is_file():
+        return
+    wanted = export_settings(bundle)
+    stage = f"features.{model_name}"
+    stale = [v for v in video_ids if store.has(v, stage)
+             and not features_current(bundle, store.features_settings(v, model_name), wanted)]
+    if stale:
+        raise StaleFeaturesError(
+            f"{len(stale)} of {len(video_ids)} videos' features of {model_name!r} in {store.path} were made by "
+            f"another CNN than the current {bundle.cnn_weights} (or with another test-time flip): run "
+            f"`dfd export-features --model {bundle.path.name}` first")
 
 
 class StoredScores:
@@ -59,13 +92,10 @@ class StoredScores:
         return self._frames.frames(images)
 
     def _current(self, stored: dict) -> bool:
-        """Whether stored features are this bundle's (a bundle without a CNN file, one trained on
-        features made elsewhere, can only use them as they are)."""
-        if not self.bundle.cnn_weights.is_file():
-            return True
-        if self._settings is None:
+        """Whether stored features are this bundle's (see :func:`features_current`)."""
+        if self._settings is None and self.bundle.cnn_weights.is_file():
             self._settings = export_settings(self.bundle)
-        return same_features(stored, self._settings)
+        return features_current(self.bundle, stored, self._settings)
 
     def _scorer(self) -> Scorer:
         if self._sequence is None:

@@ -22,7 +22,7 @@ import numpy as np
 from deepfake_cli.nets.bundle import (CHECKPOINT_DIR, LSTM_CHECKPOINTS, LSTM_WEIGHTS, Bundle, load_bundle,
                                  record_weights_hashes, save_config, weights_tag)
 from deepfake_cli.train.calibrate import calibrate_bundle
-from deepfake_cli.errors import OptionsError
+from deepfake_cli.errors import DfdError, OptionsError
 from deepfake_cli.data.inputs import STAGE, has_images, stored_images
 from deepfake_cli.scoring.metrics import log_loss, safe_auc
 from deepfake_cli.nets.models import build_lstm_model, pad_sequence
@@ -31,11 +31,15 @@ from deepfake_cli.train.pseudo import check_options, mix_shares
 from deepfake_cli.train.pseudo_clips import pseudo_fake_clips
 from deepfake_cli.train.runtime import seed_everything
 from deepfake_cli.scoring.scorer import Scorer
-from deepfake_cli.scoring.stored_scores import export_settings, same_features
+from deepfake_cli.scoring.stored_scores import check_features_current, export_settings, same_features
 from deepfake_cli.data.shards import Shard
 from deepfake_cli.data.store import DamagedSegmentError, Features, Store
 from deepfake_cli.train.loop import (Checkpoints, Loop, Phase, class_weights, prepare_state, record_command, run_phases,
                                    start_fresh)
+
+
+class SequenceDataError(DfdError):
+    """The store holds no sequences the LSTM can learn from as the bundle would serve them."""
 
 
 @dataclass
@@ -171,17 +175,19 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
 
 # ---------------------------------------------------------------------- train_lstm
 def lstm_splits(store: Store, bundle: Bundle, model_name: str) -> dict[str, list[str]]:
-    """The CNN's train / val videos that have stored features of ``model_name``."""
+    """The CNN's train / val videos that have stored features of ``model_name``; features of an
+    older CNN than the bundle's are refused (stored_scores.check_features_current)."""
     recorded = bundle.config.split_ids
     if not recorded.get("train") or not recorded.get("val"):
-        raise ValueError(f"bundle {bundle.path} records no train/val videos: train its CNN first")
+        raise SequenceDataError(f"bundle {bundle.path} records no train/val videos: train its CNN first")
     stage = f"features.{model_name}"
     splits = {s: [v for v in recorded[s] if store.has(v, stage)] for s in ("train", "val")}
     for s in ("train", "val"):
         labels = {store.entry(v).label for v in splits[s]}
         if labels != {"real", "fake"}:
-            raise ValueError(f"the {s} videos with features of {model_name!r} are labelled "
-                             f"{sorted(labels) or 'nothing'}; run `dfd export-features` first")
+            raise SequenceDataError(f"the {s} videos with features of {model_name!r} are labelled "
+                                    f"{sorted(labels) or 'nothing'}; run `dfd export-features` first")
+    check_features_current(store, bundle, splits["train"] + splits["val"], model_name)
     return splits
 
 
@@ -243,7 +249,8 @@ def resolve_seq_len(options: LSTMTrainOptions, bundle: Bundle, sampling: tuple[i
     fpv = sampling[0] if sampling else 0
     seq_len = int(options.seq_len or fpv or bundle.config.fpv or bundle.config.lstm.get("seq_len") or 0)
     if seq_len <= 0:
-        raise ValueError("the bundle records no frames per video; pass seq_len")
+        raise SequenceDataError("the bundle records no frames per video: train its CNN on a store made by "
+                                "`dfd extract --fpv N`")
     return seq_len
 
 
@@ -266,9 +273,9 @@ def sequence_sampling(store: Store, video_ids: list[str], face: dict) -> tuple[i
             differing = sorted(k for k in ("size", "align", "margin", "detector")
                                if k in face and settings.get(k) != face[k])
             if differing:
-                raise ValueError(f"the faces of {entry.path} in {store.path} were cropped with other settings "
-                                 f"than the bundle's CNN ({', '.join(differing)}): run `dfd crop --force` with "
-                                 f"{', '.join(f'{k}={face[k]}' for k in differing)}")
+                raise SequenceDataError(f"the faces of {entry.path} in {store.path} were cropped with other "
+                                        f"settings than the bundle's CNN ({', '.join(differing)}): run `dfd crop "
+                                        f"--force` with {', '.join(f'{k}={face[k]}' for k in differing)}")
     return max(counts, key=counts.get) if counts else None
 
 

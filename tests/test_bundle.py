@@ -12,7 +12,7 @@ import pytest
 from deepfake_cli.nets.bundle import (FORMAT_VERSION, BundleConfig, BundleError, load_bundle, load_optimizer_state,
                                  read_config, resolve_bundle, save_config, save_optimizer_state, save_weights_atomic, weights_tag)
 from deepfake_cli.nets.models import build_classifier, build_lstm_model
-from deepfake_cli.scoring.scorer import score_sequence
+from deepfake_cli.scoring.scorer import lstm_probability
 
 BACKBONE = "efficientnet-lite0"
 SIZE = 32
@@ -38,7 +38,7 @@ def test_config_round_trip(tmp_path):
     assert loaded == config
     assert loaded.format_version == FORMAT_VERSION
     assert loaded.classes == ["real", "fake"] and loaded.threshold == 0.5 and loaded.temperature == 1.0
-    assert loaded.aggregation == "mean" and loaded.created and loaded.updated
+    assert loaded.video_aggregation == "mean" and loaded.created and loaded.updated
     assert BundleConfig.from_json(config.to_json()) == config
 
 
@@ -70,7 +70,7 @@ def test_missing_and_broken_files(tmp_path):
         load_bundle(write_raw(tmp_path / "list", "[1, 2]"))
     save_config(tmp_path / "noweights", make_config())
     with pytest.raises(BundleError, match="missing weights file"):
-        load_bundle(tmp_path / "noweights").build_cnn()
+        load_bundle(tmp_path / "noweights").build_feature_model()
 
 
 def test_resolve_bundle(tmp_path):
@@ -101,7 +101,6 @@ def test_feature_model_is_one_pass_with_loaded_weights(saved_classifier):
     features, scores = model.predict_on_batch(x)
     assert np.asarray(features).shape == (3, 1280)
     np.testing.assert_allclose(np.asarray(scores), np.asarray(classifier.predict_on_batch(x)), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(bundle.build_cnn().predict_on_batch(x)), np.asarray(scores), atol=1e-5)
 
 
 def test_weights_of_another_backbone_are_refused(saved_classifier, tmp_path):
@@ -110,11 +109,11 @@ def test_weights_of_another_backbone_are_refused(saved_classifier, tmp_path):
     save_config(other, make_config("other", backbone="efficientnet-b0"))
     (other / "cnn.weights.h5").write_bytes((bundle_dir / "cnn.weights.h5").read_bytes())
     with pytest.raises(BundleError, match=r"cnn\.weights\.h5.*efficientnet-b0"):
-        load_bundle(other).build_cnn()
+        load_bundle(other).build_feature_model()
     # Without dfd's tag, Keras itself finds the mismatch.
     save_weights_atomic(classifier, other / "cnn.weights.h5", tag=None)
     with pytest.raises(BundleError, match=r"cnn\.weights\.h5.*efficientnet-b0"):
-        load_bundle(other).build_cnn()
+        load_bundle(other).build_feature_model()
 
 
 def test_lstm_weights_round_trip(tmp_path):
@@ -128,7 +127,7 @@ def test_lstm_weights_round_trip(tmp_path):
     assert bundle.has_lstm
     x = np.random.default_rng(1).normal(size=(7, 6)).astype(np.float32)
     direct = float(np.asarray(model.predict_on_batch(np.concatenate([x[:5]])[None])).reshape(-1)[0])
-    assert score_sequence(bundle, x, bundle.build_lstm()) == pytest.approx(direct, abs=1e-5)
+    assert lstm_probability(bundle.build_lstm(), x, bundle.seq_len) == pytest.approx(direct, abs=1e-5)
 
 
 def test_optimizer_state_round_trip(tmp_path):

@@ -144,8 +144,8 @@ def test_train_cnn_writes_a_bundle(trained):
         assert record["images_per_second"] >= summary["train_faces"] / record["seconds"]  # train time <= epoch time
     overall = summary["images_per_second_overall"]
     assert summary["train_faces"] * len(history) / overall <= sum(r["seconds"] for r in history)
-    model = bundle.build_cnn()
-    assert model.output.shape[-1] == 1
+    model = bundle.build_feature_model()  # image -> [features, P(fake)]
+    assert model.outputs[1].shape[-1] == 1
 
 
 def test_train_cnn_runs_both_rounds_and_learns(trained):

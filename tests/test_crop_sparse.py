@@ -23,6 +23,7 @@ from deepfake_cli.data.extract import ExtractOptions, extract
 from deepfake_cli.faces.face_crops import faces_from_track
 from deepfake_cli.faces.landmarks import Landmarker
 from deepfake_cli.data.store import Store
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.faces.tracking import build_tracks
 from tests.test_cli import write_face_clip
 
@@ -79,7 +80,8 @@ def test_detect_every_1_writes_the_faces_crop_always_wrote(stores):
         for entry in store.entries():
             frames = store.read_frames(entry.video_id)
             pixels = list(frames.pixels)
-            # the code path of `crop` before --detect-every: every frame detected, then tracked
+            # the code path of `crop` before --detect-every: every frame detected, then tracked (no hard
+            # cut in these clips: the identity check of the face rule links nothing otherwise)
             tracks = build_tracks(detector.detect(pixels), frame_shapes=[f.shape[:2] for f in pixels])
             want = faces_from_track(pixels, tracks[0], track_id=0, n_tracks=len(tracks), size=SIZE)
             got = store.read_faces(entry.video_id)
@@ -92,9 +94,10 @@ def test_detect_every_1_writes_the_faces_crop_always_wrote(stores):
             np.testing.assert_array_equal(got.track_ids, want.track_ids)
             np.testing.assert_array_equal(got.landmarks68, crop_landmarks68(landmarker, want))
             assert got.missing_frames.size == 0
-            # the settings as they always were: no detect_every key
+            # the settings as they always were, and the face rule (track_rule.py) they were found by
             assert got.settings == {"size": SIZE, "align": True, "margin": 0.2, "detector": "mtcnn",
-                                    "detect_max_side": 640, "landmarks68": "dlib", "tracks": len(tracks)}
+                                    "detect_max_side": 640, "landmarks68": "dlib", "tracks": len(tracks),
+                                    "detect_every": 1, "track_rule": {"identity": True, "choose": "main"}}
     assert stores["every_calls"] == [FRAMES, FRAMES]  # one batched call per video, on every frame
     assert stores["every_summary"].detected_frames == 2 * FRAMES
 
@@ -109,7 +112,9 @@ def test_detect_every_4_detects_on_key_frames_and_interpolates_between(stores):
 
     steady, reference = sparse["consecutive"], full["consecutive"]
     assert steady.settings["detect_every"] == 4
-    assert {k: v for k, v in steady.settings.items() if k != "detect_every"} == reference.settings
+    without_stride = lambda settings: {k: v for k, v in settings.items() if k != "detect_every"}  # noqa: E731
+    assert reference.settings["detect_every"] == 1 and without_stride(steady.settings) == without_stride(
+        reference.settings)
     np.testing.assert_array_equal(steady.frame_indices, reference.frame_indices)  # a face on every frame
     assert steady.crops.shape == (FRAMES, SIZE, SIZE, 3) and steady.landmarks68.shape == (FRAMES, 68, 2)
     keys = [0, 4, 8]
@@ -128,7 +133,7 @@ def test_detect_every_4_detects_on_key_frames_and_interpolates_between(stores):
 
     # not sampled consecutively: detected on every frame, exactly as without --detect-every
     spread = sparse["uniform"]
-    assert spread.settings == full["uniform"].settings and "detect_every" not in spread.settings
+    assert spread.settings == full["uniform"].settings and spread.settings["detect_every"] == 1
     for name in ARRAYS:
         np.testing.assert_array_equal(getattr(spread, name), getattr(full["uniform"], name))
 
@@ -138,6 +143,11 @@ def test_settings_conflicts_count_detect_every(stores):
     # conflict with detect_every 1; detect_every 4 is, for the consecutive clip only
     assert not settings_differ({**CropOptions().settings(), "tracks": 1}, CropOptions().settings())
     assert settings_differ(CropOptions().settings(), CropOptions(detect_every=2).settings())
+    # faces of a dfd that recorded no face rule were linked without the identity check: other settings
+    before_rule = {k: v for k, v in CropOptions().settings().items() if k not in ("detect_every", "track_rule")}
+    assert settings_differ(before_rule, CropOptions().settings())
+    assert not settings_differ({**before_rule, "track_rule": CropOptions().settings()["track_rule"]},
+                               CropOptions().settings())  # a missing detect_every is 1
     cases = [("every", 1, 0), ("every", 4, 1), ("sparse", 4, 0), ("sparse", 1, 1), ("sparse", 2, 1)]
     for name, every, conflicts in cases:
         with Store.open(stores[name], write=True) as store:
@@ -160,5 +170,5 @@ def test_detect_every_below_1_is_refused_in_one_line(tmp_path, every):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "--detect-every" in lines[0] and "at least 1" in lines[0], result.output
     assert not store.exists()  # refused before the store was opened (a writer would create it)
-    with pytest.raises(ValueError, match="--detect-every"):
+    with pytest.raises(OptionsError, match="--detect-every"):
         CropOptions(detect_every=0).check()

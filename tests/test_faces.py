@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from skimage import data
 
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.faces import face_crops as faces
 from deepfake_cli.faces.detectors import Detection, FaceDetector, MTCNNDetector, resolve_device
 from deepfake_cli.faces.alignment import ARCFACE_5PTS, similarity_matrix, template_points
 from deepfake_cli.faces.face_crops import align_face, crop_face, extract_faces
-from deepfake_cli.faces.tracking import build_tracks, track_main_face
+from deepfake_cli.faces.tracking import build_tracks
 
 # Eileen Collins' face in skimage's astronaut, checked by eye on a rendered PNG:
 # hairline/brows to chin, ear to ear.
@@ -72,9 +73,9 @@ def test_resolve_device(monkeypatch):
     assert resolve_device("auto") in ("cpu", "cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu"
-    with pytest.raises(ValueError, match="CUDA is not available"):
+    with pytest.raises(OptionsError, match="CUDA is not available"):
         resolve_device("cuda")
-    with pytest.raises(ValueError, match="unknown device"):
+    with pytest.raises(OptionsError, match="unknown device"):
         resolve_device("tpu")
 
 
@@ -257,6 +258,14 @@ def det(cx: float, cy: float, side: float, score: float = 0.99) -> Detection:
     return Detection(box=box, landmarks=lms, score=score)
 
 
+def main_track(detections, **kwargs) -> tuple[list, list[int]]:
+    """The main identity (build_tracks' first), per frame its Detection or None, and per frame 0
+    where it was found, else -1."""
+    tracks = build_tracks(detections, **kwargs)
+    main = tracks[0] if tracks else [None] * len(detections)
+    return main, [-1 if d is None else 0 for d in main]
+
+
 def test_detection_compares_by_identity():
     a = det(10, 10, 5)
     assert a == a and a != det(10, 10, 5)
@@ -267,7 +276,7 @@ def test_main_track_is_big_face_not_high_score():
     big = [det(200 + 3 * t, 200, 150, score=0.9) for t in range(8)]
     small = [det(600 - 2 * t, 150, 50, score=0.999) for t in range(8)]
     frames = [[s, b] if t % 2 else [b, s] for t, (b, s) in enumerate(zip(big, small))]
-    main, ids = track_main_face(frames)
+    main, ids = main_track(frames)
     assert all(m is b for m, b in zip(main, big))
     assert ids == [0] * 8
     tracks = build_tracks(frames)
@@ -278,7 +287,7 @@ def test_main_track_is_big_face_not_high_score():
 def test_missing_frames_give_none():
     big = [det(200 + 5 * t, 200, 150) for t in range(8)]
     frames = [[] if t in (3, 4) else [big[t], det(600, 150, 40)] for t in range(8)]
-    main, ids = track_main_face(frames)
+    main, ids = main_track(frames)
     assert main[3] is None and main[4] is None
     assert ids == [0, 0, 0, -1, -1, 0, 0, 0]
     assert [m is b for m, b in zip(main, big) if m is not None] == [True] * 6
@@ -306,7 +315,7 @@ def test_crossing_people_are_not_spliced(merged):
     for track in tracks:
         members = {id(d) for d in track if d is not None}
         assert members <= a_ids or members <= b_ids
-    main, _ = track_main_face(frames)
+    main, _ = main_track(frames)
     assert all(m is x for m, x in zip(main, a))
 
 
@@ -327,7 +336,7 @@ def test_newcomer_where_main_face_left_is_not_spliced():
     a = [det(200, 200, 120) for _ in range(5)]
     b = [det(600, 220, 120, score=0.999) for _ in range(5)]
     frames = [[x] for x in a] + [[x] for x in b]
-    main, ids = track_main_face(frames)
+    main, ids = main_track(frames)
     members = [m for m in main if m is not None]
     assert all(m in a for m in members) or all(m in b for m in members)
     assert ids.count(0) == 5
@@ -335,14 +344,14 @@ def test_newcomer_where_main_face_left_is_not_spliced():
 
 def test_tracking_empty_inputs():
     assert build_tracks([]) == []
-    assert track_main_face([]) == ([], [])
-    main, ids = track_main_face([[], [], []])
+    assert main_track([]) == ([], [])
+    main, ids = main_track([[], [], []])
     assert main == [None, None, None] and ids == [-1, -1, -1]
 
 
 def test_frame_shapes_must_match():
     with pytest.raises(ValueError, match="frame shapes"):
-        track_main_face([[det(10, 10, 5)]], frame_shapes=[(10, 10), (10, 10)])
+        main_track([[det(10, 10, 5)]], frame_shapes=[(10, 10), (10, 10)])
 
 
 # ---------------------------------------------------------------------------- extraction
@@ -421,3 +430,45 @@ def test_detect_sparse_interpolates_between_key_frames():
     assert detector.calls == 3  # frames 0, 4, 8
     assert [round(float(d.box[0])) for d in track] == [10 * t for t in range(9)]
     assert track[2].landmarks[0, 0] == pytest.approx(20.0)
+
+
+# ---------------------------------------------------------------------------- the face rule
+def test_the_face_rule_is_read_from_the_faces_settings_or_is_the_legacy_one():
+    from deepfake_cli.faces.track_rule import (LEGACY_RULE, TrackRule, TrackRuleError, recorded_rule,
+                                               rule_difference, served_rule)
+
+    recorded = {"size": 160, "detect_every": 2, "track_rule": {"identity": True, "choose": "main"}}
+    assert recorded_rule(recorded) == served_rule(recorded) == TrackRule(2, True, "main")
+    assert TrackRule(2).settings() == {k: recorded[k] for k in ("detect_every", "track_rule")}
+    assert served_rule(recorded, detect_every=5) == TrackRule(5, True, "main")  # predict --detect-every
+    # a bundle made before the rule was recorded (the shipped default): predict as it always served it
+    assert recorded_rule({"size": 160}) is None and served_rule({"size": 160}) == LEGACY_RULE == TrackRule(4, True, "max")
+    assert served_rule({"size": 160, "detect_every": 3}) == TrackRule(3, True, "max")  # its recorded stride
+    assert TrackRule(3).stride(consecutive=True) == 3 and TrackRule(3).stride(consecutive=False) == 1
+    # faces against a bundle's rule
+    assert rule_difference(recorded, recorded, consecutive=True) == ""
+    assert rule_difference(recorded, {**recorded, "detect_every": 1}, consecutive=False) == ""  # spread frames
+    assert "detect_every 1, the bundle's rule gives 2" in rule_difference(recorded, {**recorded, "detect_every": 1},
+                                                                           consecutive=True)
+    assert rule_difference(recorded, {"size": 160}, True) == "cropped before the face rule was recorded"
+    assert rule_difference({"size": 160}, {"size": 160, "detect_every": 9}, True) == ""  # no rule: not compared
+    for bad in ({"identity": True}, {"identity": "yes", "choose": "main"}, [1]):
+        with pytest.raises(TrackRuleError, match="track_rule must be"):
+            recorded_rule({"track_rule": bad})
+    with pytest.raises(TrackRuleError, match="detect_every must be a whole number of at least 1, not 0"):
+        recorded_rule({**recorded, "detect_every": 0})
+
+
+def test_extract_faces_links_across_a_hard_cut_only_the_same_person():
+    """crop's tracks follow the face rule's identity check, as predict's do."""
+    frames = [np.full((60, 80, 3), (20, 40, 200) if t < 4 else (200, 40, 20), np.uint8) for t in range(8)]
+    detections = [[det(30, 30, 40)] for _ in range(8)]
+
+    class Describer:  # two people: A before the cut (frame 4), B after it, in the same place
+        def __call__(self, frame, detection):
+            return np.full(128, 0.0 if frame[0, 0, 0] == 20 else 0.1, np.float32)
+
+    linked = extract_faces(frames, ScriptedDetector(detections), size=32)
+    assert linked.n_tracks == 1 and linked.frame_positions.tolist() == list(range(8))  # by position alone
+    split = extract_faces(frames, ScriptedDetector(detections), size=32, identity=True, describer=Describer())
+    assert split.n_tracks == 2 and split.frame_positions.tolist() == [0, 1, 2, 3]

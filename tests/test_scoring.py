@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +91,7 @@ def served_and_measured(store_path: Path, bundle_dir: Path, model: str) -> list[
         rows = evaluate(store, bundle_dir).rows
         stored_scores = {e.path: store.read_features(e.video_id, "tiny").scores for e in store.entries()}
     measured = {r["path"]: r["score"] for r in rows if r["level"] == "video" and r["model"] == model}
-    predictor = Predictor(load_bundle(bundle_dir), device="cpu", detect_every=1)  # crop detects on every frame
+    predictor = Predictor(load_bundle(bundle_dir), device="cpu")  # by the face rule its faces were cropped by
     pairs = []
     for path in sorted(measured):
         result = predictor.predict(Path(path))
@@ -118,6 +118,140 @@ def test_without_an_lstm_both_use_the_configured_aggregation(stored):
     for served, measured, _, stored_frames in pairs:
         assert measured == pytest.approx(float(np.mean(stored_frames)), abs=1e-6)
         assert served == pytest.approx(measured, abs=1e-5)
+
+
+# ---------------------------------------------------------------------- one face rule for crop and predict
+def write_two_face_clip(path: Path, frames: int = 8) -> Path:
+    """Two people side by side (the astronaut's face, and its mirror image smaller), the pair
+    drifting one pixel a frame."""
+    import cv2
+    from skimage.data import astronaut
+
+    image = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (400, 200))
+    for t in range(frames):
+        frame = np.full((200, 400, 3), 90, np.uint8)
+        face = image[30:230, 120 + t:320 + t]
+        frame[:, :200] = face
+        frame[25:175, 230:380] = cv2.resize(face[:, ::-1], (150, 150), interpolation=cv2.INTER_AREA)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["every-frame", "detect-every-2"])
+def ruled(request, stored, tmp_path_factory):
+    """A store of a two-person clip and a one-person clip, cropped with ``crop --detect-every N``,
+    and a bundle (the tiny one's weights) trained, as train-cnn records it, on those faces."""
+    every = request.param
+    _, tiny_dir, _ = stored
+    root = tmp_path_factory.mktemp(f"rule{every}")
+    (root / "clips" / "fake").mkdir(parents=True)
+    (root / "clips" / "real").mkdir(parents=True)
+    write_two_face_clip(root / "clips" / "fake" / "two.mp4", frames=8)
+    write_face_clip(root / "clips" / "real" / "one.mp4", shift=3, fake=False, frames=8)
+    store_path = root / "dfd.h5"
+    with Store.open(store_path, write=True) as store:
+        assert extract(store, [root / "clips"], ExtractOptions(fpv=FPV)).added == 2
+        assert crop(store, CropOptions(size=FACE_SIZE, device="cpu", detect_every=every)).cropped == 2
+        face = store.faces_settings(store.entries()[0].video_id)  # train-cnn: the settings of the faces
+    bundle_dir = root / "models" / "ruled"
+    config = load_bundle(tiny_dir).config
+    config.name, config.face = "ruled", face
+    config.lstm = {**config.lstm, "feature_model": "ruled"}
+    save_config(bundle_dir, config)
+    for name in ("cnn.weights.h5", "lstm.weights.h5"):
+        shutil.copy(tiny_dir / name, bundle_dir / name)
+    with Store.open(store_path, write=True) as store:
+        assert export_features(store, bundle_dir)["exported"] == 2
+    return every, store_path, bundle_dir
+
+
+def test_predict_serves_what_evaluate_measures_for_two_people_and_sparse_detection(ruled):
+    """The bundle records the face rule its faces were cropped by (detection stride, identity
+    linking, the track whose probability is the clip's); predict follows it, with no option
+    given, so the probability it serves is the one evaluate computes from the store."""
+    every, store_path, bundle_dir = ruled
+    bundle = load_bundle(bundle_dir)
+    assert bundle.config.face["detect_every"] == every
+    with Store.open(store_path) as store:
+        measured = {r["path"]: r["score"] for r in evaluate(store, bundle_dir).rows
+                    if r["level"] == "video" and r["model"] == "cnn+lstm"}
+        stored_scores = {e.path: store.read_features(e.video_id, "ruled").scores for e in store.entries()}
+    assert len(measured) == 2
+    predictor = Predictor(bundle, device="cpu")
+    for path, score in measured.items():
+        result = predictor.predict(Path(path))
+        assert result.exit_code == 0, result.error
+        two = Path(path).name == "two.mp4"
+        assert [r["scored"] for r in result.track_reports] == ([True, True] if two else [True])
+        assert result.faces == len(stored_scores[path]) == FPV
+        np.testing.assert_allclose(result.frame_scores, stored_scores[path], atol=1e-5)
+        assert result.probability == pytest.approx(score, abs=1e-5)
+        if two:  # the other person was scored too, and is reported beside the verdict
+            main, other = result.track_probabilities
+            assert main == pytest.approx(result.probability, abs=1e-6) and abs(other - main) > 1e-4
+
+
+def test_evaluate_refuses_faces_found_by_another_rule_than_the_bundles(ruled, tmp_path):
+    from deepfake_cli.report.evaluate import EvaluateError
+
+    every, store_path, bundle_dir = ruled
+    face = load_bundle(bundle_dir).config.face
+    other = bundle_copy(bundle_dir, tmp_path / "other" / "ruled", retrain=False, face={**face, "detect_every": 3})
+    legacy = bundle_copy(bundle_dir, tmp_path / "legacy" / "ruled", retrain=False,
+                         face={k: v for k, v in face.items() if k not in ("detect_every", "track_rule")})
+    with Store.open(store_path) as store:
+        with pytest.raises(EvaluateError, match=rf"2 of 2 videos' faces .* detect_every {every}, the bundle's rule "
+                                                r"gives 3\).*`dfd crop --force --detect-every 3`") as caught:
+            evaluate(store, other)
+        assert "\n" not in str(caught.value)
+        # a bundle that records no rule (made before it was recorded) is measured as before
+        assert len(evaluate(store, legacy).rows) == len(evaluate(store, bundle_dir).rows) == 2 * FPV + 4
+
+
+def test_a_bundle_with_a_face_rule_dfd_cannot_follow_is_refused(tmp_path):
+    from deepfake_cli.nets.bundle import BundleError, read_config
+
+    config = BundleConfig(name="odd", backbone=BACKBONE, input_size=32, feature_dim=8,
+                          face={"size": 64, "detect_every": 2, "track_rule": {"identity": True, "choose": "mean"}})
+    save_config(tmp_path, config)
+    with pytest.raises(BundleError, match="face: track_rule choose must be one of main, max, not 'mean'"):
+        read_config(tmp_path)
+
+
+def bundle_copy(bundle_dir: Path, dest: Path, retrain: bool, **changes) -> Path:
+    """A copy of a bundle (same feature model name), its config changed by ``changes``; with
+    ``retrain``, its CNN weights replaced by new ones (re-initialised), as train-cnn would."""
+    from deepfake_cli.nets.bundle import read_config
+
+    shutil.copytree(bundle_dir, dest)
+    config = read_config(dest)
+    for key, value in changes.items():
+        setattr(config, key, value)
+    save_config(dest, config)
+    if retrain:
+        classifier, _ = build_classifier(BACKBONE, INPUT_SIZE)
+        save_weights_atomic(classifier, dest / "cnn.weights.h5", weights_tag("cnn", config))
+    return dest
+
+
+def test_evaluate_and_train_lstm_refuse_features_of_an_older_cnn(stored, tmp_path):
+    from deepfake_cli.errors import DfdError
+    from deepfake_cli.train.temporal import lstm_splits
+
+    store_path, bundle_dir, _ = stored
+    with Store.open(store_path) as store:
+        ids = [e.video_id for e in store.entries()]
+        splits = {"train": ids, "val": ids}
+        same = bundle_copy(bundle_dir, tmp_path / "same" / "tiny", retrain=False, split_ids=splits)
+        assert lstm_splits(store, load_bundle(same), "tiny") == splits  # the CNN that exported them
+        assert len(evaluate(store, same).rows) == 2 * FPV + 4
+        retrained = bundle_copy(bundle_dir, tmp_path / "new" / "tiny", retrain=True, split_ids=splits)
+        for run in (lambda: evaluate(store, retrained), lambda: lstm_splits(store, load_bundle(retrained), "tiny")):
+            with pytest.raises(DfdError, match=r"another CNN.*`dfd export-features --model tiny`") as caught:
+                run()
+            assert "\n" not in str(caught.value)
 
 
 TRAINING_MODULES = ("deepfake_cli.train.cnn", "deepfake_cli.train.temporal", "deepfake_cli.train.loop", "deepfake_cli.train.runtime")
@@ -225,7 +359,8 @@ def nan_bundle(bundle_dir: Path, dest: Path) -> Path:
     """A bundle whose CNN head holds NaN weights (as a diverged run leaves it), hashes recorded."""
     copy_bundle(bundle_dir, dest, hashes=False)
     bundle = load_bundle(dest)
-    classifier = bundle.build_cnn()
+    classifier, _ = build_classifier(BACKBONE, INPUT_SIZE)
+    classifier.load_weights(dest / "cnn.weights.h5")
     kernel, bias = classifier.get_layer("score").get_weights()
     classifier.get_layer("score").set_weights([np.full_like(kernel, np.nan), bias])
     save_weights_atomic(classifier, dest / "cnn.weights.h5", weights_tag("cnn", bundle.config))
@@ -280,7 +415,7 @@ def test_predict_on_onnx_serves_the_probability_evaluate_measures(stored, onnx_b
     with Store.open(store_path) as store:
         measured = {r["path"]: r["score"] for r in evaluate(store, bundle_dir).rows
                     if r["level"] == "video" and r["model"] == "cnn+lstm"}
-    onnx = Predictor(load_bundle(bundle_dir), device="cpu", detect_every=1, runtime="onnx")
+    onnx = Predictor(load_bundle(bundle_dir), device="cpu", runtime="onnx")
     assert onnx.detector._mtcnn.__class__.__name__ == "OnnxMTCNN"
     for path, score in measured.items():
         result = onnx.predict(Path(path))
@@ -384,14 +519,24 @@ def test_many_inputs_share_cnn_batches_and_keep_their_order(stored, onnx_bundle,
     inputs = [clips[0], tmp_path / "missing.mp4", *images, clips[1]]
     predictor = Predictor(load_bundle(onnx_dir), device="cpu", runtime="onnx")
     alone = [predictor.predict(p) for p in inputs]
-    calls = []
-    frames = predictor.scorer.frames
+    calls, prepared, all_prepared = [], [], threading.Event()
+    frames, prepare = predictor.scorer.frames, predictor.prepare
+
+    def counted_prepare(path, cache=None):
+        try:
+            return prepare(path, cache)
+        finally:
+            prepared.append(path)
+            if len(prepared) == len(inputs):
+                all_prepared.set()
 
     def slow_first_call(crops):  # a slow CNN: the next inputs are prepared meanwhile, and then share a call
         calls.append(len(crops))
-        time.sleep(2.0 if len(calls) == 1 else 0.0)
+        if len(calls) == 1:
+            assert all_prepared.wait(timeout=300), "the other inputs were not prepared while the CNN ran"
         return frames(crops)
 
+    monkeypatch.setattr(predictor, "prepare", counted_prepare)
     monkeypatch.setattr(predictor.scorer, "frames", slow_first_call)
     together = list(predict_many(predictor, inputs, lookahead=len(inputs)))
     assert [r.path for r in together] == [str(p) for p in inputs]

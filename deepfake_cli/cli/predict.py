@@ -40,8 +40,10 @@ def predict(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the bundle's decision threshold."),
     max_fpr: Optional[float] = typer.Option(None, "--max-fpr", help="Use the bundle's threshold for this false-positive rate (e.g. 0.01)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (face detection)."),
-    detect_every: int = typer.Option(4, "--detect-every", help="Run the face detector on every Nth sampled frame "
-                                     "and interpolate between (consecutive sampling only); 1 = every frame."),
+    detect_every: Optional[int] = typer.Option(None, "--detect-every", help="Run the face detector on every Nth "
+                                               "sampled frame and interpolate between (consecutive sampling only); "
+                                               "1 = every frame [default: the stride the model's faces were "
+                                               "cropped with, or 4 for a model that records none]."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the (first) video with face boxes and scores drawn."),
     annotate_heatmap: bool = typer.Option(False, "--annotate-heatmap", help="With --annotate: draw each face's "
                                           "class activation map onto it too."),

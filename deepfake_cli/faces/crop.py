@@ -1,10 +1,13 @@
 """`dfd crop`: detect, track, align and crop the main face of every stored video.
 
-The detector runs on every frame, or with ``detect_every`` N > 1 on every N-th frame of a
-consecutively sampled video (and its last), the tracks interpolated between, as `predict`
-does (tracking.detect_sparse); videos sampled otherwise, or holding spread frames beside their
-consecutive ones (extract --spread), are detected on every frame. Each face keeps the roles of
-its frame (store.ROLE_*).
+Faces are found by the face rule `predict` follows (deepfake_cli.faces.track_rule): the
+detector runs on every frame, or with ``detect_every`` N > 1 on every N-th frame of a
+consecutively sampled video (and its last), the tracks interpolated between; videos sampled
+otherwise, or holding spread frames beside their consecutive ones (extract --spread), are
+detected on every frame. Tracks are linked with the identity check, and the main one is stored.
+The faces' settings record the rule (``detect_every`` and ``track_rule``); `train-cnn` copies
+them into the bundle, so `predict` serves its clips by the rule its faces were made by. Each
+face keeps the roles of its frame (store.ROLE_*).
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import cv2
 import numpy as np
 
 from deepfake_cli.faces.detectors import Detection, FaceDetector, check_detector, make_detector, resolve_device
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.faces.face_crops import FaceTrackResult, extract_faces
+from deepfake_cli.faces.identity import FaceDescriber
 from deepfake_cli.faces.landmarks import Landmarker
+from deepfake_cli.faces.track_rule import TrackRule
 from deepfake_cli.progress import Reporter
 from deepfake_cli.data.shards import Shard
 from deepfake_cli.data.store import DamagedSegmentError, Faces, Store, VideoEntry
@@ -37,37 +43,43 @@ class CropOptions:
     detect_every: int = 1  # detect on every N-th frame of consecutive clips, interpolate between
 
     def check(self) -> None:
-        """ValueError naming the option that is out of range."""
+        """OptionsError naming the option that is out of range."""
         if self.size < 16:
-            raise ValueError("--size must be at least 16 pixels")
+            raise OptionsError("--size must be at least 16 pixels")
         if not 0 <= self.margin <= 1:
-            raise ValueError("--margin must be between 0 and 1")
-        if not isinstance(self.detect_every, (int, np.integer)) or self.detect_every < 1:
-            raise ValueError(f"--detect-every must be a whole number of at least 1 (1: detect on every frame), "
-                             f"not {self.detect_every!r}")
+            raise OptionsError("--margin must be between 0 and 1")
+        if (isinstance(self.detect_every, bool) or not isinstance(self.detect_every, (int, np.integer))
+                or self.detect_every < 1):
+            raise OptionsError(f"--detect-every must be a whole number of at least 1 (1: detect on every frame), "
+                               f"not {self.detect_every!r}")
         check_detector(self.detector)
+
+    @property
+    def rule(self) -> TrackRule:
+        """The face rule these faces are made by (and `predict` serves them by)."""
+        return TrackRule(detect_every=int(self.detect_every))
 
     def every_for(self, entry: VideoEntry) -> int:
         """The detection stride for this video: ``detect_every`` when its frames were sampled
         consecutively (neighbouring frames, so a face moves little between them), else 1."""
-        return self.detect_every if entry.sampling == "consecutive" and not entry.spread else 1
+        return self.rule.stride(entry.sampling == "consecutive" and not entry.spread)
 
     def settings(self, every: int | None = None) -> dict:
-        """How the faces were made (the shard is not one of these). ``every``: the stride
-        detection ran at (default ``detect_every``); recorded only when it is not 1, so faces
-        detected on every frame carry the settings they always had."""
-        every = self.detect_every if every is None else every
+        """How the faces were made (the shard is not one of these), the face rule included.
+        ``every``: the stride detection ran at (default ``detect_every``)."""
         settings = {"size": self.size, "align": self.align, "margin": self.margin, "detector": self.detector,
                     "detect_max_side": self.detect_max_side, "landmarks68": "dlib"}
-        return settings | ({"detect_every": int(every)} if every != 1 else {})
+        return settings | self.rule.settings(every)
 
 
 def settings_differ(stored: dict, wanted: dict) -> bool:
     """Whether faces stored with ``stored`` settings were made otherwise than ``wanted``
-    (CropOptions.settings) asks. Keys ``wanted`` lacks are not compared ("tracks"), except
-    detect_every, which is 1 where it is missing."""
+    (CropOptions.settings) asks. Keys ``wanted`` lacks are not compared ("tracks");
+    detect_every is 1 where it is missing (faces of a dfd that recorded it only when not 1),
+    and faces with no track_rule were linked by another rule (no identity check)."""
     every = lambda s: s.get("detect_every", 1)  # noqa: E731
-    return every(stored) != every(wanted) or any(stored.get(k) != v for k, v in wanted.items())
+    return every(stored) != every(wanted) or any(stored.get(k) != v for k, v in wanted.items()
+                                                 if k != "detect_every")
 
 
 @dataclass
@@ -134,6 +146,7 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
                       "videos extracted with --spread hold frames far apart)")
     with clock("setup"):
         landmarker = Landmarker()
+        describer = FaceDescriber()  # who a face is, across a hard cut (loaded on first need)
         detector = _TimedDetector(make_detector(options.detector, device=device,
                                                 detect_max_side=options.detect_max_side, landmarker=landmarker),
                                   clock)
@@ -152,7 +165,8 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
         every = options.every_for(entry)
         with clock("track_crop"):  # less the detector's time, which _TimedDetector books as "detect"
             result = extract_faces(list(frames.pixels), detector, size=options.size, align=options.align,
-                                   margin=options.margin, every=every)
+                                   margin=options.margin, every=every, identity=options.rule.identity,
+                                   describer=describer)
         with clock("landmarks68"):
             landmarks68 = crop_landmarks68(landmarker, result)
         positions = np.asarray(result.frame_positions, dtype=np.int64)

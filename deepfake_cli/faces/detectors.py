@@ -64,12 +64,12 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise OptionsError(
                 f"device {device!r} was asked for but CUDA is not available "
                 "(no GPU, or torch was built without CUDA); use --device cpu or auto"
             )
         return name
-    raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
+    raise OptionsError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
 
 
 def _gpu_device_nodes() -> bool:
@@ -91,7 +91,7 @@ def default_engine(device: str) -> str:
 
 
 class FaceDetector(abc.ABC):
-    """Finds faces in RGB frames; subclasses wrap one detector (MTCNN, later dlib, Haar)."""
+    """Finds faces in RGB frames; subclasses wrap one detector (MTCNN, or dlib's HOG detector)."""
 
     name: str = "base"
 
@@ -125,7 +125,7 @@ class MTCNNDetector(FaceDetector):
         engine: str | None = None,
     ):
         if detect_max_side < 32:
-            raise ValueError(f"detect_max_side must be >= 32, got {detect_max_side}")
+            raise OptionsError(f"--detect-size must be at least 32 pixels, got {detect_max_side}")
         if not 0.0 <= min_face_frac < 1.0:
             raise ValueError(f"min_face_frac must be in [0, 1), got {min_face_frac}")
         self.device = "cpu" if engine == "onnx" else resolve_device(device)
@@ -239,7 +239,7 @@ class DlibDetector(FaceDetector):
         import dlib
 
         if detect_max_side < 32:
-            raise ValueError(f"detect_max_side must be >= 32, got {detect_max_side}")
+            raise OptionsError(f"--detect-size must be at least 32 pixels, got {detect_max_side}")
         self.detect_max_side = int(detect_max_side)
         self.upsample = int(upsample)
         self.landmarker = landmarker or Landmarker()

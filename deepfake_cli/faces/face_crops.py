@@ -1,13 +1,13 @@
 """Face crops (aligned or plain) of the identity tracks of sampled frames.
 
-Pipeline: a detector (deepfake_cli.faces.detectors) finds the faces of the frames (every frame, or
-every n-th with deepfake_cli.faces.tracking.detect_sparse interpolating between: `predict`, and
-`crop --detect-every`), deepfake_cli.faces.tracking.build_tracks links them into identities over
-the frame sequence, most important first (the first is the "main" face), and
-:func:`faces_from_track` cuts one crop per frame of a track, either aligned on the 5 landmarks
-(:func:`align_face`) or as a plain square crop (:func:`crop_face`). :func:`extract_faces` does
-this for the main face (`crop`); `predict` crops every track it scores. Crops, and every model
-input made from them, are resized by :func:`resize_face`.
+Pipeline: a detector (deepfake_cli.faces.detectors) finds the faces of the frames and
+deepfake_cli.faces.tracking links them into identities over the frame sequence, most important
+first (the first is the "main" face), by the face rule that `crop` and `predict` share
+(deepfake_cli.faces.track_rule: detection stride, identity check); :func:`faces_from_track` cuts
+one crop per frame of a track, either aligned on the 5 landmarks (:func:`align_face`) or as a
+plain square crop (:func:`crop_face`). :func:`extract_faces` does this for the main face
+(`crop`); `predict` crops every track it scores. Crops, and every model input made from them,
+are resized by :func:`resize_face`.
 
 Crop geometry, shared by both crop kinds: a crop of ``size`` pixels holds a central
 "face square" of ``size / (1 + 2 * margin)`` pixels, plus ``margin`` times that square
@@ -25,7 +25,8 @@ import numpy as np
 
 from deepfake_cli.faces.alignment import inner_size, similarity_matrix
 from deepfake_cli.faces.detectors import Detection, FaceDetector
-from deepfake_cli.faces.tracking import detect_sparse
+from deepfake_cli.faces.identity import FaceDescriber
+from deepfake_cli.faces.track_rule import face_tracks
 
 @dataclass(frozen=True, eq=False)
 class FaceTrackResult:
@@ -121,14 +122,16 @@ def extract_faces(
     align: bool = True,
     margin: float = 0.2,
     every: int = 1,
+    identity: bool = False,
+    describer: FaceDescriber | None = None,
 ) -> FaceTrackResult:
-    """Detect, track and crop the main face of ``frames``.
+    """Detect, track and crop the main face of ``frames`` (track_rule.face_tracks, as `predict` finds them).
 
     ``every`` > 1 runs the detector on every ``every``-th frame (and the last) only and
-    interpolates the tracks between, as `predict` does (tracking.detect_sparse): for
-    consecutive frames only. ``every=1`` detects on every frame.
+    interpolates the tracks between: for consecutive frames only. ``every=1`` detects on
+    every frame. ``identity``: a track goes on across a hard cut with the same person only.
     """
-    tracks = detect_sparse(detector, frames, every)
+    tracks = face_tracks(detector, frames, every, identity, describer)
     main = tracks[0] if tracks else [None] * len(frames)
     return faces_from_track(frames, main, track_id=0, n_tracks=len(tracks),
                             size=size, align=align, margin=margin)

@@ -2,7 +2,8 @@
 
 :func:`build_tracks` links per-frame detections (deepfake_cli.faces.detectors) into identities,
 most important first (the first is the "main" face); :func:`detect_sparse` runs the detector
-on every n-th frame only and interpolates the tracks between (`predict`).
+on every n-th frame only and interpolates the tracks between. `crop` and `predict` call them
+through the face rule they share (deepfake_cli.faces.track_rule.face_tracks).
 """
 
 from __future__ import annotations
@@ -142,20 +143,6 @@ def _frame_areas(frame_shapes, n: int) -> list[float] | None:
     if len(frame_shapes) != n:
         raise ValueError(f"got {len(frame_shapes)} frame shapes for {n} frames")
     return [float(max(1, s[0] * s[1])) for s in frame_shapes]
-
-
-def track_main_face(
-    detections: list[list[Detection]],
-    frame_shapes: Sequence[Sequence[int]] | None = None,
-    iou_min: float = 0.3,
-) -> tuple[list[Detection | None], list[int]]:
-    """The main identity (largest sum of area x score): per frame its Detection or None,
-    and per frame its track id (0, the rank in :func:`build_tracks` order) or -1."""
-    tracks = build_tracks(detections, iou_min=iou_min, frame_shapes=frame_shapes)
-    if not tracks:
-        return [None] * len(detections), [-1] * len(detections)
-    main = tracks[0]
-    return main, [-1 if d is None else 0 for d in main]
 
 
 # ------------------------------------------------------------------- sparse detection

@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from deepfake_cli.errors import DfdError
+from deepfake_cli.faces.track_rule import TrackRuleError, recorded_rule
 from deepfake_cli.files import atomic_write, atomic_write_text, file_sha256
 from deepfake_cli.nets.models import build_classifier, build_lstm_model
 
@@ -65,7 +66,9 @@ class BundleConfig:
     format_version: int = FORMAT_VERSION
     weights_origin: str = "none"
     input: str = "face"  # what the CNN looks at: face crops, or whole frames letterboxed (deepfake_cli.data.inputs)
-    face: dict = field(default_factory=dict)  # size, align, margin, detector of the stored crops (face input)
+    # the settings of the stored crops it was trained on (face input): size, align, margin, detector, and the
+    # face rule `predict` serves by (faces.track_rule: detect_every, track_rule; none recorded: the legacy rule)
+    face: dict = field(default_factory=dict)
     fpv: int = 0
     sampling: str = ""
     feature_layer: str = FEATURE_LAYER
@@ -87,11 +90,6 @@ class BundleConfig:
     keras_backend: str = ""
     created: str = ""
     updated: str = ""
-
-    @property
-    def aggregation(self) -> str:
-        """How frame scores become a video score (alias of video_aggregation)."""
-        return self.video_aggregation
 
     def to_json(self) -> str:
         """Serialise as indented JSON."""
@@ -160,6 +158,10 @@ def _check_values(config: BundleConfig, source: str) -> None:
         problems.append(f"input must be one of {list(INPUTS)}")
     if config.video_aggregation not in AGGREGATIONS:
         problems.append(f"video_aggregation must be one of {list(AGGREGATIONS)}")
+    try:
+        recorded_rule(config.face)
+    except TrackRuleError as exc:
+        problems.append(f"face: {exc}")
     missing_lstm = [k for k in _default_lstm() if k not in config.lstm]
     if missing_lstm:
         problems.append(f"lstm is missing {', '.join(missing_lstm)}")
@@ -333,20 +335,13 @@ class Bundle:
         """Name under which this bundle's features are stored (default: directory name)."""
         return self.config.lstm.get("feature_model") or self.path.name
 
-    def _cnn_models(self):
+    def build_feature_model(self):
+        """One model, image -> [pooled features (D,), P(fake)], with trained weights."""
         classifier, feature_model = build_classifier(self.config.backbone, self.config.input_size,
                                                      "none", self.config.head_dropout)
         load_weights_checked(classifier, self.cnn_weights, weights_tag("cnn", self.config),
                              self.config.weights_sha256.get(CNN_WEIGHTS))
-        return classifier, feature_model
-
-    def build_cnn(self):
-        """The frame classifier (image in [0, 255] -> P(fake)) with trained weights."""
-        return self._cnn_models()[0]
-
-    def build_feature_model(self):
-        """One model, image -> [pooled features (D,), P(fake)], with trained weights."""
-        return self._cnn_models()[1]
+        return feature_model
 
     def build_lstm(self):
         """The sequence classifier ((seq_len, D) -> P(fake)) with trained weights."""

@@ -5,6 +5,11 @@ as the bundle's video_aggregation says, uncalibrated) and CNN + BiLSTM (the prob
 `predict` reports: the LSTM over the ordered feature sequence, temperature-calibrated; both
 come from deepfake_cli.scoring.scorer, so this is the served figure). Splits are the ones the bundle was trained with (its config records
 the train and val video ids); every other video counts under its stored split.
+
+The figure is the served one only when the stored features are the bundle's current CNN's, and
+the stored faces were found by the face rule `predict` serves the bundle by (faces.track_rule:
+detection stride, identity linking, the main track): features of an older CNN, or faces cropped
+by another rule, are refused in one line that says what to run.
 """
 
 from __future__ import annotations
@@ -14,13 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_cli.nets.bundle import load_bundle
+from deepfake_cli.errors import DfdError
+from deepfake_cli.faces.track_rule import rule_difference
+from deepfake_cli.nets.bundle import Bundle, load_bundle
 from deepfake_cli.scoring.ensemble import is_ensemble, load_ensemble, member_probabilities
 from deepfake_cli.scoring.metrics import binary_metrics, breakdown
 from deepfake_cli.scoring.scorer import Scorer
+from deepfake_cli.scoring.stored_scores import check_features_current
 from deepfake_cli.data.store import Store
 
 SPLIT_ORDER = ("train", "val", "test")
+
+
+class EvaluateError(DfdError):
+    """Nothing to evaluate, or stored data that would not give the served figure."""
 
 
 @dataclass
@@ -46,10 +58,12 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
     model_name = bundle.feature_model_name
     trained = {split: set(ids) for split, ids in (config.split_ids or {}).items() if split in ("train", "val")}
     scorer = Scorer(bundle, cnn=False)
+    entries = [e for e in store.entries()
+               if e.ok and e.label in ("real", "fake") and store.has(e.video_id, f"features.{model_name}")]
+    check_features_current(store, bundle, [e.video_id for e in entries], model_name)
+    check_face_rule(store, bundle, entries)
     rows: list[dict] = []
-    for entry in store.entries():
-        if not entry.ok or entry.label not in ("real", "fake") or not store.has(entry.video_id, f"features.{model_name}"):
-            continue
+    for entry in entries:
         feats = store.read_features(entry.video_id, model_name)
         if not len(feats.scores):
             continue
@@ -63,11 +77,33 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
             rows.append(base | {"level": "video", "model": "cnn+lstm",
                                 "score": scorer.probability(feats.features, feats.scores)})
     if not rows:
-        raise ValueError(f"no labelled video in {store.path} has features of model {model_name!r}: "
-                         f"run `dfd export-features --model {model_name}` first")
+        raise EvaluateError(f"no labelled video in {store.path} has features of model {model_name!r}: "
+                            f"run `dfd export-features --model {model_name}` first")
     lstm = any(r["model"] == "cnn+lstm" for r in rows)
     cuts = {("frame", "cnn"): 0.5, ("video", "cnn"): 0.5, ("video", "cnn+lstm"): float(config.threshold)}
     return Evaluation(results=_results(rows, cuts, "cnn+lstm" if lstm else "cnn"), rows=rows)
+
+
+def check_face_rule(store: Store, bundle: Bundle, entries: list) -> None:
+    """EvaluateError when some videos' faces were not found by the face rule the bundle records
+    (and `predict` serves it by): their figures would not be the served ones."""
+    face = bundle.config.face
+    if bundle.config.input != "face":
+        return
+    differing = {}
+    for entry in entries:
+        if store.has(entry.video_id, "faces"):
+            why = rule_difference(face, store.faces_settings(entry.video_id),
+                                  entry.sampling == "consecutive" and not entry.spread)
+            if why:
+                differing.setdefault(why, []).append(entry.path)
+    if differing:
+        why, paths = next(iter(differing.items()))
+        count = sum(len(p) for p in differing.values())
+        raise EvaluateError(f"{count} of {len(entries)} videos' faces in {store.path} were not found by the face rule "
+                            f"of {bundle.path} ({paths[0]}: {why}), so predict would not serve what they measure: "
+                            f"run `dfd crop --force --detect-every {face.get('detect_every', 1)}` and "
+                            f"`dfd export-features --model {bundle.path.name}`")
 
 
 def evaluate_ensemble(store: Store, ensemble_dir: Path) -> Evaluation:
@@ -93,7 +129,7 @@ def evaluate_ensemble(store: Store, ensemble_dir: Path) -> Evaluation:
         rows.extend(base | {"model": name, "score": float(p)} for name, p in zip(names, row))
         rows.append(base | {"model": method, "score": ensemble.probability(row)})
     if not rows:
-        raise ValueError(f"no labelled video in {store.path} can be scored by every member of {ensemble_dir}")
+        raise EvaluateError(f"no labelled video in {store.path} can be scored by every member of {ensemble_dir}")
     cuts = {("video", name): float(b.config.threshold) for name, b in zip(names, ensemble.members)}
     cuts[("video", method)] = float(ensemble.config.threshold)
     return Evaluation(results=_results(rows, cuts, method), rows=rows)

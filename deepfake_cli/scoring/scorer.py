@@ -106,11 +106,6 @@ def lstm_probability(lstm, features: np.ndarray, seq_len: int) -> float:
     return float(np.asarray(lstm.predict_on_batch(batch)).reshape(-1)[0])
 
 
-def score_sequence(bundle: Bundle, features: np.ndarray, lstm=None) -> float:
-    """LSTM P(fake) for one (n, D) sequence; pass ``lstm`` (bundle.build_lstm()) to reuse it."""
-    return lstm_probability(lstm if lstm is not None else bundle.build_lstm(), features, bundle.seq_len)
-
-
 def calibrate(probability: float, temperature: float) -> float:
     """Temperature scaling of a probability: sigmoid(logit(p) / T)."""
     return float(apply_temperature(logit(probability), temperature))

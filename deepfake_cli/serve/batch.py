@@ -94,7 +94,7 @@ class BatchPrediction:
 
     def __init__(self, inputs: list[Path], model: str | Path | None = None, *, models_dir: Path = Path("models"),
                  runtime: str = "auto", device: str = "auto", threshold: float | None = None,
-                 max_fpr: float | None = None, detect_every: int = 4, evidence: Evidence = Evidence(),
+                 max_fpr: float | None = None, detect_every: int | None = None, evidence: Evidence = Evidence(),
                  csv_path: Path | None = None, jsonl_path: Path | None = None, skip_done: Path | None = None,
                  strict: bool = False):
         self.model_dir = locate_model(None if model is None else str(model), models_dir)

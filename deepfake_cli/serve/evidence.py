@@ -2,8 +2,9 @@
 
 `predict` finds every face track of a clip; :func:`judge_tracks` decides which are worth
 scoring (and says why the others are not), :func:`evidence_warnings` what makes the verdict
-on the reported track weak evidence (:func:`sequence_warnings`: the part frame models share), and :func:`ensemble_warnings` how an ensemble's members'
-warnings are reported together.
+on the reported track weak evidence (:func:`sequence_warnings`: the part frame models share),
+:func:`other_face_warnings` which other scored face would have called the clip otherwise, and
+:func:`ensemble_warnings` how an ensemble's members' warnings are reported together.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ class TrackReport:
     probability: float | None = None  # calibrated P(fake) when scored
 
 
-def judge_tracks(tracks: list[list], n_frames: int) -> list[TrackReport]:
-    """Which face tracks are worth scoring, and why the others are not (the main one always is).
+def judge_tracks(tracks: list[list], n_frames: int, main: bool = False) -> list[TrackReport]:
+    """Which face tracks are worth scoring, and why the others are not.
 
     A track is scored when it is seen in at least MIN_TRACK_FRACTION of the sampled frames and
     its face is either at least MIN_RELATIVE_FACE_SIZE times the largest one, or a usable face
     in its own right (MIN_USEFUL_FACE_SIDE px or more, in at least half the frames): a
-    smaller deepfake beside a bigger real face is still scored.
+    smaller deepfake beside a bigger real face is still scored. The first (most important)
+    track is scored when no other is, and with ``main`` always: the face rule reports it
+    (track_rule "main"), as `crop` stores it.
     """
     reports = []
     for i, t in enumerate(tracks):
@@ -68,14 +71,20 @@ def judge_tracks(tracks: list[list], n_frames: int) -> list[TrackReport]:
         else:
             r.reason = (f"{r.face_side:.0f} px, under {MIN_RELATIVE_FACE_SIZE}x the main face ({largest:.0f} px) "
                         f"and under {MIN_USEFUL_FACE_SIDE} px or seen in under half the frames")
-    if reports and not any(r.scored for r in reports):
+    if reports and (main or not any(r.scored for r in reports)):
         reports[0].scored, reports[0].reason = True, ""  # the most important track, whatever it is
     return reports
 
 
-def tracks_to_score(tracks: list[list], n_frames: int) -> list[list]:
-    """The face tracks worth scoring (see :func:`judge_tracks`), in their order."""
-    return [tracks[r.track] for r in judge_tracks(tracks, n_frames) if r.scored]
+def other_face_warnings(scored: list[TrackReport], reported: int, threshold: float) -> list[str]:
+    """A note for each other scored face that falls on the other side of the threshold than
+    the reported one (``scored[reported]``; every report's probability filled in)."""
+    verdict = lambda p: "fake" if p >= threshold else "real"  # noqa: E731
+    chosen = scored[reported]
+    return [f"another face (track {r.track + 1}, {r.face_side:.0f} px) scores P(fake) = {r.probability:.3f}, "
+            f"{verdict(r.probability)} at the threshold: the verdict is the main face's, the one the model "
+            "was measured on"
+            for r in scored if r is not chosen and verdict(r.probability) != verdict(chosen.probability)]
 
 
 def evidence_warnings(report: TrackReport, n_frames: int, single_image: bool, seq_len: int) -> list[str]:

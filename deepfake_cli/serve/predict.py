@@ -1,9 +1,14 @@
 """`dfd predict`: one video in, one calibrated probability out.
 
 The same steps as the training pipeline, read from the bundle's config.json: sample the
-bundle's `fpv` frames the way it was trained, find every face track (MTCNN), crop each the
-way the bundle's faces were cropped, score each track with CNN + BiLSTM (deepfake_cli.scoring.scorer,
-the code evaluate measures with) and report the most suspicious one. A failure is an error with its own exit code, never a silent 0.5.
+bundle's `fpv` frames the way it was trained, find every face track (MTCNN) by the face rule
+its faces were cropped by (deepfake_cli.faces.track_rule: detection stride, identity check),
+crop each the way the bundle's faces were cropped, score each track worth scoring with CNN +
+BiLSTM (deepfake_cli.scoring.scorer, the code evaluate measures with) and report the track the
+rule chooses: the main face, the one `crop` stored and `evaluate` measured (the others are
+reported beside it), or, for a bundle that records no rule (the shipped default), the most
+suspicious one, as predict always did. A failure is an error with its own exit code, never a
+silent 0.5.
 """
 
 from __future__ import annotations
@@ -18,18 +23,18 @@ from deepfake_cli.nets.bundle import Bundle, load_bundle
 from deepfake_cli.faces.detectors import default_engine, make_detector, resolve_device
 from deepfake_cli.scoring.ensemble import Ensemble, is_ensemble, load_ensemble
 from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
-from deepfake_cli.serve.evidence import ensemble_warnings, evidence_warnings, judge_tracks, sequence_warnings
+from deepfake_cli.serve.evidence import (ensemble_warnings, evidence_warnings, judge_tracks, other_face_warnings,
+                                         sequence_warnings)
 from deepfake_cli.faces.face_crops import faces_from_track
 from deepfake_cli.files import to_jsonable
 from deepfake_cli.serve.model_choice import locate_model, model_runtime
-from deepfake_cli.serve.result_files import ResultWriter
 from deepfake_cli.scoring.scorer import NonFiniteScoreError, Scorer
 from deepfake_cli.report.annotate import write_annotated
 from deepfake_cli.report.clip_report import write_clip_report
 from deepfake_cli.report.heatmaps import ActivationMapper, write_heatmaps
-from deepfake_cli.faces.identity import FaceDescriber, IdentityCheck
+from deepfake_cli.faces.identity import FaceDescriber
 from deepfake_cli.data.inputs import letterboxed
-from deepfake_cli.faces.tracking import detect_sparse
+from deepfake_cli.faces.track_rule import face_tracks, served_rule
 from deepfake_cli.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, sample_frames
 
 class PredictError(DfdError):
@@ -128,16 +133,19 @@ class Predictor:
 
     ``detectors`` is shared by an ensemble's members, so that members with the same detector
     settings use one detector; ``cache`` (per clip, see :meth:`predict`) shares decoded frames
-    and face tracks between members that sample and detect alike.
+    and face tracks between members that sample and detect alike. ``detect_every``: the
+    detection stride, overriding the bundle's face rule (None: the rule's; a bundle that records
+    none, every 4th frame, see track_rule.LEGACY_RULE).
     """
 
     def __init__(self, bundle: Bundle, device: str = "auto", threshold: float | None = None,
-                 max_fpr: float | None = None, detect_every: int = 4, detectors: dict | None = None,
+                 max_fpr: float | None = None, detect_every: int | None = None, detectors: dict | None = None,
                  runtime: str = "keras"):
-        if detect_every < 1:
-            raise PredictError("--detect-every must be at least 1")
-        self.detect_every = detect_every
+        if detect_every is not None and (isinstance(detect_every, bool) or not isinstance(detect_every, int)
+                                         or detect_every < 1):
+            raise PredictError(f"--detect-every must be a whole number of at least 1, not {detect_every!r}")
         self.bundle = bundle
+        self.rule = served_rule(bundle.config.face, detect_every)  # how faces are found, and whose verdict
         self.config = bundle.config
         self.runtime = runtime  # "onnx": the CNN and LSTM on onnxruntime (no TensorFlow)
         self.scorer = Scorer(bundle, runtime=runtime)
@@ -165,11 +173,10 @@ class Predictor:
 
     def _tracks(self, frame_list: list, cache: dict) -> list[list]:
         """Every face track of the sampled frames (shared through ``cache`` with members that detect alike)."""
-        every = self.detect_every if self.config.sampling == "consecutive" else 1
-        key = ("tracks", self.config.fpv, self.config.sampling, self.detector_key, every)
+        every = self.rule.stride(self.config.sampling == "consecutive")
+        key = ("tracks", self.config.fpv, self.config.sampling, self.detector_key, every, self.rule.identity)
         if key not in cache:
-            cache[key] = detect_sparse(self.detector, frame_list, every,
-                                       identity=lambda key_frames: IdentityCheck(key_frames, self.describer))
+            cache[key] = face_tracks(self.detector, frame_list, every, self.rule.identity, self.describer)
         return cache[key]
 
     # ---------------------------------------------------------------------- one video
@@ -207,7 +214,7 @@ class Predictor:
 
         clock = time.perf_counter()
         all_tracks = self._tracks(prepared.frame_list, cache)
-        prepared.reports = judge_tracks(all_tracks, len(prepared.frame_list))
+        prepared.reports = judge_tracks(all_tracks, len(prepared.frame_list), main=self.rule.choose == "main")
         tracks = [all_tracks[r.track] for r in prepared.reports if r.scored]
         result.seconds["detect"] = time.perf_counter() - clock
         if not tracks:
@@ -253,12 +260,15 @@ class Predictor:
 
         path, crops, frame_list, kept = Path(result.path), prepared.crops, prepared.frame_list, prepared.kept
         scored_reports = [r for r in prepared.reports if r.scored]
-        worst = int(np.argmax(probabilities))
+        # the rule's choice: the main track (scored first: judge_tracks(main=True)), or the most suspicious
+        worst = 0 if self.rule.choose == "main" else int(np.argmax(probabilities))
         for r, p in zip(scored_reports, probabilities):
             r.probability = round(float(p), 6)
         result.track_reports = [asdict(r) for r in prepared.reports]
         result.warnings += evidence_warnings(scored_reports[worst], len(frame_list), prepared.single_image,
                                              self.scorer.bundle.seq_len)
+        if self.rule.choose == "main":
+            result.warnings += other_face_warnings(scored_reports, worst, self.threshold)
         result.tracks = len(crops)
         result.track_probabilities = [round(float(p), 6) for p in probabilities]
         result.probability = float(probabilities[worst])
@@ -323,7 +333,7 @@ class EnsemblePredictor:
     """
 
     def __init__(self, ensemble: Ensemble, device: str = "auto", threshold: float | None = None,
-                 max_fpr: float | None = None, detect_every: int = 4, runtime: str = "keras"):
+                 max_fpr: float | None = None, detect_every: int | None = None, runtime: str = "keras"):
         self.ensemble = ensemble
         self.config = ensemble.config
         self.runtime = runtime
@@ -358,9 +368,3 @@ class EnsemblePredictor:
                           for k in dict.fromkeys(k for r in results for k in r.seconds)}
         return result
 
-
-def write_csv(path: Path, results: list[PredictResult]) -> None:
-    """One CSV row per result (the columns of deepfake_cli.serve.result_files.CSV_COLUMNS)."""
-    with ResultWriter(csv_path=path) as writer:
-        for r in results:
-            writer.write(r.as_dict())

@@ -59,7 +59,7 @@ def test_crop_keeps_each_faces_roles_and_detects_far_apart_frames_every_time(cro
     np.testing.assert_array_equal(faces.roles, frames.roles)
     np.testing.assert_array_equal(store.face_roles(entry.video_id), frames.roles)
     # frames 0 and 14 are far from the clip: no interpolation across them
-    assert summary.detected_frames == 7 and "detect_every" not in faces.settings
+    assert summary.detected_frames == 7 and faces.settings["detect_every"] == 1
 
 
 def test_the_cnn_trains_on_the_spread_faces_and_the_sequence_is_the_fpv_ones(cropped):

@@ -66,10 +66,10 @@ def test_half_written_segment_is_ignored_and_removed(tmp_path):
 def test_second_writer_is_refused_with_pid(tmp_path):
     path = tmp_path / "s.h5"
     code = (
-        "import sys,time; from deepfake_cli.data.store import Store; "
-        f"s=Store.open({str(path)!r}, write=True); print('locked', flush=True); time.sleep(30)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        "import sys; from deepfake_cli.data.store import Store; "
+        f"s=Store.open({str(path)!r}, write=True); print('locked', flush=True); sys.stdin.read()"
+    )  # holds the lock until killed, however slow this machine is (no sleep to outlast)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "locked"
         with pytest.raises(StoreLockedError, match=f"locked by pid {proc.pid}"):

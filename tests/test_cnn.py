@@ -24,38 +24,11 @@ from deepfake_cli.faces.face_crops import resize_face as resize_crop
 from deepfake_cli.nets.bundle import load_bundle
 from deepfake_cli.train.cnn import CNNTrainOptions, cnn_phases, train_cnn
 from deepfake_cli.train.face_dataset import FaceDataset, index_faces, windowed_order
-from deepfake_cli.data.store import Faces, Frames, Store, VideoEntry
+from deepfake_cli.data.store import Store
+from tests.helpers import synthetic_faces, synthetic_store
 
 BACKBONE = "efficientnet-lite0"
 SIZE = 32
-
-
-def synthetic_faces(rng: np.random.Generator, fake: bool, n: int, size: int) -> np.ndarray:
-    crops = rng.integers(40, 120, size=(n, size, size, 3)).astype(np.int32)
-    if fake:
-        lo, hi = size // 4, 3 * size // 4
-        crops[:, lo:hi, lo:hi] += 110
-    return np.clip(crops, 0, 255).astype(np.uint8)
-
-
-def make_store(path: Path, n_videos: int = 16, n_val: int = 6, frames: int = 6, size: int = SIZE,
-               seed: int = 0) -> Path:
-    """Videos v000.. alternating real/fake; the last ``n_val`` are stored as val."""
-    rng = np.random.default_rng(seed)
-    with Store.open(path, write=True) as store:
-        for i in range(n_videos):
-            vid, label = f"v{i:03d}", ("fake" if i % 2 else "real")
-            entry = VideoEntry(video_id=vid, path=f"{vid}.mp4", label=label, group=f"g{i // 2}",
-                               split="val" if i >= n_videos - n_val else "train", fpv=frames,
-                               sampling="uniform", dataset="synthetic")
-            store.write_frames(entry, Frames(np.arange(frames, dtype=np.int64), np.zeros((frames, 2, 2, 3), np.uint8)))
-            store.write_faces(vid, Faces(
-                crops=synthetic_faces(rng, label == "fake", frames, size),
-                frame_indices=np.arange(frames, dtype=np.int64) * 3, boxes=np.zeros((frames, 4)),
-                landmarks=np.zeros((frames, 5, 2)), scores=np.ones(frames), track_ids=np.zeros(frames),
-                missing_frames=np.zeros(0), settings={"size": size, "align": True, "margin": 0.3,
-                                                      "detector": "mtcnn", "detect_max_side": 640}))
-    return path
 
 
 # ---------------------------------------------------------------------- augmentation
@@ -79,7 +52,7 @@ def test_jpeg_and_resize():
 
 # ---------------------------------------------------------------------- data
 def test_dataset_streams_batches_with_class_weights(tmp_path):
-    store = Store.open(make_store(tmp_path / "dfd.h5", n_videos=6, n_val=0, frames=4), write=False)
+    store = Store.open(synthetic_store(tmp_path / "dfd.h5", n_videos=6, n_val=0, frames=4), write=False)
     items = index_faces(store, ["v000", "v001", "v002"], limit=3)
     assert items == [(v, r) for v in ("v000", "v001", "v002") for r in (0, 2, 3)]
     labels = {"v000": 0, "v001": 1, "v002": 0}
@@ -115,7 +88,7 @@ def test_phases():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cnn")
-    store = Store.open(make_store(root / "dfd.h5"), write=False)
+    store = Store.open(synthetic_store(root / "dfd.h5"), write=False)
     reports: list[dict] = []
     options = CNNTrainOptions(backbone=BACKBONE, weights="imagenet", input_size=SIZE, epochs=3, rounds=2,
                               batch_size=8, learning_rate=1e-3, patience=3, seed=0)
@@ -123,6 +96,7 @@ def trained(tmp_path_factory):
     return root / "models" / "tiny", summary, reports
 
 
+@pytest.mark.slow
 def test_train_cnn_writes_a_bundle(trained):
     bundle_dir, summary, reports = trained
     assert (bundle_dir / "config.json").is_file() and (bundle_dir / "cnn.weights.h5").is_file()
@@ -148,6 +122,7 @@ def test_train_cnn_writes_a_bundle(trained):
     assert model.outputs[1].shape[-1] == 1
 
 
+@pytest.mark.slow
 def test_train_cnn_runs_both_rounds_and_learns(trained):
     _, summary, reports = trained
     assert [(r["round"], r["epoch"], r["phase"]) for r in reports] == [
@@ -159,6 +134,7 @@ def test_train_cnn_runs_both_rounds_and_learns(trained):
     assert reports[-1]["val_loss"] < 0.5  # batch-norm statistics stay pretrained: train/val agree
 
 
+@pytest.mark.slow
 def test_finished_run_keeps_only_its_history(trained):
     bundle_dir, summary, _ = trained
     ckpt = bundle_dir / "checkpoints" / "cnn"
@@ -168,6 +144,7 @@ def test_finished_run_keeps_only_its_history(trained):
     assert not [p for p in bundle_dir.rglob("*tmp*")]
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_trains_nothing(trained, tmp_path):
     bundle_dir, summary, _ = trained
     store = Store.open(Path(load_bundle(bundle_dir).config.training["store"]), write=False)
@@ -212,9 +189,10 @@ def wait_for_checkpoint(process: subprocess.Popen, state_file: Path, timeout: fl
     raise AssertionError(f"no checkpoint appeared (exit code {process.poll()})")
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_under_torch_backend(tmp_path):
     """Kill a torch-backend run after its first checkpoint; --resume continues from there."""
-    store = make_store(tmp_path / "dfd.h5", n_videos=8, n_val=4, frames=4)
+    store = synthetic_store(tmp_path / "dfd.h5", n_videos=8, n_val=4, frames=4)
     bundle_dir = tmp_path / "models" / "killed"
     script = tmp_path / "run.py"
     script.write_text(RUN_SCRIPT)
@@ -250,6 +228,7 @@ def test_bad_settings_are_refused_before_anything_is_read():
         CNNTrainOptions(mixed_precision="maybe")
 
 
+@pytest.mark.slow
 def test_a_fresh_run_that_fails_early_leaves_the_bundle_as_it_was(trained, tmp_path):
     """Only a run that got its data and its model deletes the earlier run's checkpoints and LSTM."""
     import shutil
@@ -300,6 +279,7 @@ def test_batchnorm_trains_with_a_fast_momentum_or_stays_frozen():
     assert not any(n.trainable for n in norms)  # frozen: inference mode, the momentum is never used
 
 
+@pytest.mark.slow
 def test_validation_scores_faces_as_the_bundle_serves_them(tmp_path):
     """With --test-time-flip, train-cnn picks its best epoch on the scores predict gives: the
     mean over each face and its mirror image (scoring.frame_outputs)."""
@@ -307,7 +287,7 @@ def test_validation_scores_faces_as_the_bundle_serves_them(tmp_path):
     from deepfake_cli.nets.models import build_classifier
     from deepfake_cli.scoring.scorer import frame_outputs
 
-    store = Store.open(make_store(tmp_path / "dfd.h5", n_videos=2, n_val=0, frames=4), write=False)
+    store = Store.open(synthetic_store(tmp_path / "dfd.h5", n_videos=2, n_val=0, frames=4), write=False)
     items = index_faces(store, ["v000", "v001"])
     ds = FaceDataset(store, items, {"v000": 0, "v001": 1}, batch_size=3, input_size=SIZE)
     classifier, feature_model = build_classifier(BACKBONE, SIZE)

@@ -19,7 +19,7 @@ from deepfake_cli.cli.app import app
 from deepfake_cli.train.cnn import bootstrap_groups
 from deepfake_cli.scoring.ensemble import EnsembleError, combine, load_ensemble
 from deepfake_cli.train.ensemble_fit import blend_halves, fit_params
-from deepfake_cli.data.inputs import letterbox
+from deepfake_cli.data.inputs import letterbox, letterboxed
 from deepfake_cli.data.store import Store
 from tests.helpers import synthetic_store, write_face_clip
 
@@ -161,6 +161,7 @@ def workspace(tmp_path_factory):
             "runner": runner}
 
 
+@pytest.mark.slow
 def test_a_frame_model_trains_exports_evaluates_and_predicts_without_a_face(workspace):
     dfd, common, root = workspace["dfd"], workspace["common"], workspace["root"]
     config = json.loads((workspace["models"] / "frame" / "config.json").read_text())
@@ -180,10 +181,24 @@ def test_a_frame_model_trains_exports_evaluates_and_predicts_without_a_face(work
     frame = runner.invoke(app, ["predict", str(blank), "-m", "frame", "--json", *common[2:]])
     assert frame.exit_code == 0, frame.output
     result = json.loads(frame.stdout)
-    assert result["verdict"] in ("real", "fake") and result["faces"] == 0 and result["frames"] == 6
+    assert result["faces"] == 0 and result["frames"] == 6
+    # exactly the frame model's own score of the clip's 6 frames, letterboxed, and its verdict at its threshold
+    from deepfake_cli.data.video import sample_frames
+    from deepfake_cli.nets.bundle import load_bundle
+    from deepfake_cli.scoring.scorer import Scorer
+
+    bundle = load_bundle(workspace["models"] / "frame")
+    _, kept, frames = sample_frames(blank, bundle.config.fpv, bundle.config.sampling)
+    scorer = Scorer(bundle)
+    features, scores = scorer.frames(letterboxed(list(frames), int(bundle.config.input_size)))
+    assert len(kept) == 6 and result["frame_scores"] == pytest.approx(scores.tolist(), abs=1e-5)
+    assert result["probability"] == pytest.approx(scorer.probability(features, scores), abs=1e-6)
+    assert result["threshold"] == pytest.approx(bundle.config.threshold, abs=1e-12)
+    assert result["verdict"] == ("fake" if result["probability"] >= result["threshold"] else "real")
     assert any("ran no face detector" in w for w in result["warnings"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["vote", "weighted", "stack", "blend"])
 def test_every_method_builds_an_ensemble_that_predict_and_evaluate_take(workspace, method):
     dfd, common, root = workspace["dfd"], workspace["common"], workspace["root"]
@@ -213,6 +228,7 @@ def test_every_method_builds_an_ensemble_that_predict_and_evaluate_take(workspac
         assert fpr.exit_code == 0 and f"threshold {ensemble.config.thresholds_at_fpr['0.1']:.3f}" in fpr.stdout
 
 
+@pytest.mark.slow
 def test_bagging_trains_members_on_different_identity_resamples(workspace):
     bagged, models = workspace["bagged"], workspace["models"]
     assert bagged["method"] == "average" and len(bagged["members"]) == 2
@@ -228,6 +244,7 @@ def test_bagging_trains_members_on_different_identity_resamples(workspace):
     assert [m["epochs_run"] for m in rerun["members"]] == [m["epochs_run"] for m in bagged["members"]]
 
 
+@pytest.mark.slow
 def test_a_member_changed_after_the_ensemble_was_built_is_refused(workspace, tmp_path):
     dfd, common = workspace["dfd"], workspace["common"]
     models = tmp_path / "models"

@@ -16,6 +16,7 @@ ORDERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", sorted(ORDERS))
 def test_import_order_does_not_crash(order):
     code = ORDERS[order] + "; print('ok')"
@@ -32,6 +33,7 @@ def test_import_order_does_not_crash(order):
     assert proc.stdout.strip().endswith("ok")
 
 
+@pytest.mark.slow
 def test_dfd_cli_imports_both_frameworks():
     """dfd's torch side (MTCNN) and Keras side load in one process, and both still compute."""
     code = ("import deepfake_cli.faces.detectors, deepfake_cli.faces.face_crops, deepfake_cli.nets.backbones; import keras, torch; "

@@ -88,6 +88,7 @@ def test_store_without_landmarks68_says_to_crop_again(tmp_path):
     assert not (tmp_path / "models" / "m").exists()
 
 
+@pytest.mark.slow
 def test_train_cnn_with_sbi_pseudo_fakes_records_the_mix(tmp_path):
     store = Store.open(synthetic_store(tmp_path / "dfd.h5", **CLIPS), write=False)
     reports: list[dict] = []

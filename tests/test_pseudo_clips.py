@@ -114,6 +114,7 @@ def test_pseudo_fake_clips_are_the_features_of_the_blended_faces(face_bundle):
     np.testing.assert_allclose(clips[PREFIX + vid], scorer.frames(blended)[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_lstm_with_pseudo_fake_clips_records_the_mix(face_bundle):
     store, bundle_dir = face_bundle
     options = LSTMTrainOptions(units=8, epochs=2, patience=2, batch_size=4, pseudo_fakes="sbi", pseudo_ratio=0.99)

@@ -15,7 +15,7 @@ from deepfake_cli import __version__
 from deepfake_cli.cli.data import check, compress, crop, explore, extract, merge
 from deepfake_cli.cli.predict import predict
 from deepfake_cli.cli.report import evaluate
-from deepfake_cli.cli.train import ensemble, export_features, export_onnx, train_cnn, train_lstm
+from deepfake_cli.cli.train import crossval, ensemble, export_features, export_onnx, train_cnn, train_lstm
 from deepfake_cli.cli.common import command_line as _command_line  # noqa: F401 (tests read the recorded command line)
 
 app = typer.Typer(
@@ -52,7 +52,8 @@ def main(version: bool = typer.Option(False, "--version", callback=_version_call
 COMMANDS = [  # (name, function): the order of `dfd --help`
     ("extract", extract), ("crop", crop), ("merge", merge), ("explore", explore), ("compress", compress),
     ("check", check), ("train-cnn", train_cnn), ("ensemble", ensemble), ("export-features", export_features),
-    ("train-lstm", train_lstm), ("evaluate", evaluate), ("export-onnx", export_onnx), ("predict", predict),
+    ("train-lstm", train_lstm), ("evaluate", evaluate), ("crossval", crossval), ("export-onnx", export_onnx),
+    ("predict", predict),
 ]
 
 

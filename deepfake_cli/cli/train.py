@@ -21,8 +21,33 @@ from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, R
 from deepfake_cli.data.shards import parse_shard
 
 
+# train-cnn's parameters that are not training options: allowed beside --recipe
+NOT_TRAINING_OPTIONS = ("model", "recipe", "resume", "list_backbones", "models_dir", "store", "quiet", "as_json",
+                        "bagging")
+
+
+def recipe_options(context: typer.Context, recipe: Path, allowed: tuple[str, ...]):
+    """train-cnn's options from a recipe file; a training option also typed on the command line is
+    refused (the recipe is the one record of how the model was trained)."""
+    from deepfake_cli.errors import OptionsError
+    from deepfake_cli.train.crossval import load_recipe
+
+    def given(name: str) -> bool:
+        source = context.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    typed = sorted(name for name in context.params if name not in allowed and given(name))
+    if typed:
+        flags = [next((o for o in p.opts if o.startswith("--")), p.name) for p in context.command.params
+                 if p.name in typed]
+        raise OptionsError(f"--recipe {recipe} sets every training option: drop {', '.join(flags)} "
+                           "(or edit the recipe)")
+    return load_recipe(recipe)
+
+
 @handled
 def train_cnn(
+    context: typer.Context,
     model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name (under --models-dir) or directory."),
     backbone: str = typer.Option("efficientnet-b0", "--backbone", help="See `dfd train-cnn --list-backbones`."),
     weights: str = typer.Option("none", "--weights", help="imagenet | none | PATH to a weights file."),
@@ -52,6 +77,9 @@ def train_cnn(
     bagging: int = typer.Option(0, "--bagging", help="Train N members on bootstrap resamples of the train "
                                 "identity groups (MODEL-bag1 ...) and write the ensemble MODEL averaging them."),
     seed: int = typer.Option(0, "--seed"),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Take every training option from this JSON "
+                                          "recipe ({\"train-cnn\": {option: value}}, as `dfd crossval` reads it); "
+                                          "training options given beside it are refused."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
     list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
     models_dir: Path = ModelsDirOption,
@@ -74,7 +102,7 @@ def train_cnn(
     from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn as run_train
 
     # bad --batchnorm/--mixed-precision/--balance/--pseudo-*: an OptionsError, exit 2
-    options = CNNTrainOptions(backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
+    options = recipe_options(context, recipe, NOT_TRAINING_OPTIONS) if recipe is not None else CNNTrainOptions(backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
                               patience=patience, rounds=rounds, batch_size=batch_size,
                               learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
                               augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
@@ -243,3 +271,60 @@ def export_onnx(
         parts = ", ".join(f"{name} (largest difference from Keras {entry['max_abs_diff']:.1e})"
                           for name, entry in record.items() if isinstance(entry, dict))
         out.print(f"{escape(bundle_dir)}: wrote {parts}", highlight=False, soft_wrap=True)
+
+
+@handled
+def crossval(
+    recipe: Path = typer.Option(..., "--recipe", help="JSON recipe: {\"train-cnn\": {option: value}} "
+                                "(models/default/recipe.json is the default model's)."),
+    out: Path = typer.Option(..., "--out", help="Directory of the folds' bundles, their scores and crossval.json."),
+    folds: int = typer.Option(3, "--folds", help="Identity-group folds (per dataset)."),
+    cross_dataset: bool = typer.Option(False, "--cross-dataset", help="Also train without each dataset and "
+                                       "score it (one arm per dataset of the store)."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this fold (fold-0, without-dfdc, "
+                                             "...); repeatable. The report covers every fold done so far."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Cross-validate a training recipe over identity groups (and across datasets): out-of-fold video
+    AUC per dataset, method and compression, mean ± sd over folds, and real-video FPR at
+    thresholds fitted out of fold. Resumes at the fold it was in."""
+    import_keras_quietly()
+    from deepfake_cli.train.crossval import load_recipe, run_crossval
+
+    out_console, err = consoles(quiet)
+    options = load_recipe(recipe)
+
+    def on_epoch(info: dict) -> None:
+        if not quiet:
+            err.print("round {round} epoch {epoch}: loss {loss:.4f}  val AUC {val_auc:.4f}  "
+                      "({seconds:.0f}s)".format(**info), highlight=False)
+
+    def on_fold(name: str, info: dict) -> None:
+        if not quiet:
+            err.print(f"{name}: {info['videos']} held-out videos scored", highlight=False)
+
+    with open_store(store, write=False) as opened:
+        report = run_crossval(opened, out, options, folds=folds, seed=seed, cross_dataset=cross_dataset,
+                              only=only, on_fold=on_fold, on_epoch=on_epoch)
+    if as_json:
+        print_json(report)
+        return
+    if quiet:
+        return
+    table = Table("videos", "AUC per fold", "mean ± sd", "pooled", "real", "fake")
+    for name, row in report["within"].items():
+        spread = f"{row['mean']:.3f} ± {row['sd']:.3f}" if row["sd"] is not None else (
+            f"{row['mean']:.3f}" if row["mean"] is not None else "-")
+        table.add_row(name, " ".join("-" if a is None else f"{a:.3f}" for a in row["folds"]), spread,
+                      "-" if row["pooled"] is None else f"{row['pooled']:.3f}", str(row["real"]), str(row["fake"]))
+    for dataset, row in report["cross_dataset"].items():
+        table.add_row(f"{dataset}, trained without it", "", "", f"{row['auc']:.3f}", "", str(row["videos"]))
+    out_console.print(table)
+    for name, cut in report["thresholds"].items():
+        fpr = ", ".join(f"{d} {r:.0%}" for d, r in cut["real_fpr"].items())
+        tpr = ", ".join(f"{d} {r:.0%}" for d, r in cut["fake_tpr"].items())
+        out_console.print(f"threshold {name} {cut['threshold']:.3f}: real called fake {fpr}; fakes caught {tpr}",
+                          highlight=False)

@@ -152,10 +152,13 @@ def check_splits(store: Store, splits: dict[str, list[str]]) -> None:
                                     "Label more videos, or set the splits when extracting")
 
 
-def usable_splits(store: Store, options: CNNTrainOptions) -> dict[str, list[str]]:
+def usable_splits(store: Store, options: CNNTrainOptions,
+                  splits: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """Train / val video ids that have what the model reads (faces, or frames); test ids are
-    dropped (never used here). A bagging member's train list is its bootstrap resample."""
-    splits = training_splits(store.entries(), seed=options.seed, val_fraction=options.val_fraction)
+    dropped (never used here). ``splits`` (train and val ids, e.g. a cross-validation fold's)
+    replaces the store's recorded splits. A bagging member's train list is its bootstrap resample."""
+    if splits is None:
+        splits = training_splits(store.entries(), seed=options.seed, val_fraction=options.val_fraction)
     usable = {name: [v for v in splits[name] if has_images(store, v, options.input)] for name in ("train", "val")}
     if options.bootstrap:
         usable["train"] = bootstrap_groups(store, usable["train"], seed=options.seed, member=options.bootstrap)
@@ -348,12 +351,14 @@ def cnn_config(bundle_dir: Path, options: CNNTrainOptions, resumed: bool, input_
 
 
 def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: bool = False,
-              on_epoch: Callable[[dict], None] | None = None, command: str | None = None) -> dict:
-    """Train the frame classifier into ``bundle_dir``; returns a summary (see module doc)."""
+              on_epoch: Callable[[dict], None] | None = None, command: str | None = None,
+              splits: dict[str, list[str]] | None = None) -> dict:
+    """Train the frame classifier into ``bundle_dir``; returns a summary (see module doc).
+    ``splits`` ({"train": ids, "val": ids}) overrides the store's splits (cross-validation)."""
     bundle_dir = Path(bundle_dir)
     checkpoints = Checkpoints(bundle_dir / CHECKPOINT_DIR / CNN_CHECKPOINTS)
     state, options, resumed_at = prepare_state(checkpoints, resume, "cnn", options,
-                                               lambda: usable_splits(store, options))
+                                               lambda: usable_splits(store, options, splits))
     splits = state["splits"]
     check_splits(store, splits)
     settings = training_settings(store, splits["train"], options.input)  # a mix is refused here

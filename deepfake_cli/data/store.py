@@ -316,10 +316,6 @@ class Store:
     def has(self, video_id: str, stage: str = "frames") -> bool:
         return stage in self._stages.get(video_id, ())
 
-    def feature_models(self) -> list[str]:
-        names = {s.split(".", 1)[1] for st in self._stages.values() for s in st if s.startswith("features.")}
-        return sorted(names)
-
     # ------------------------------------------------------------------ segment I/O
     def _seg_path(self, video_id: str, stage: str) -> Path:
         return self.segments / _segment_name(video_id, stage)
@@ -419,14 +415,6 @@ class Store:
         """(n,) uint8 ROLE_* bits of each stored frame (ROLES_ALL where none were recorded), without the pixels."""
         with self._read_segment(video_id, "frames") as f:
             return _roles(f, "indices")
-
-    def iter_frames(self, video_id: str) -> Iterator[tuple[int, np.ndarray]]:
-        """(frame index, pixels) one frame at a time, each read from the segment when it is reached."""
-        with self._read_segment(video_id, "frames") as f:
-            indices = f["indices"][()]
-            pixels = f["pixels"]
-            for i, index in enumerate(indices):
-                yield int(index), pixels[i]
 
     # faces -------------------------------------------------------------
     def write_faces(self, video_id: str, faces: Faces) -> None:

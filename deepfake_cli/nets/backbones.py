@@ -225,11 +225,6 @@ def get_backbone(name: str) -> BackboneSpec:
         raise OptionsError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}") from None
 
 
-def preprocessing_note(name: str) -> str:
-    spec = get_backbone(name)
-    return f"{spec.name}: input RGB float in [0, 255]; inside the model: {spec.preprocessing}"
-
-
 def _keras_cache_file(url: str) -> Path:
     home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
     return home / "models" / url.rsplit("/", 1)[-1]

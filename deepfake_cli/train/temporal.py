@@ -25,7 +25,7 @@ from deepfake_cli.train.calibrate import calibrate_bundle
 from deepfake_cli.errors import DfdError, OptionsError
 from deepfake_cli.data.inputs import STAGE, has_images, stored_images
 from deepfake_cli.scoring.metrics import log_loss, safe_auc
-from deepfake_cli.nets.models import build_lstm_model, pad_sequence
+from deepfake_cli.nets.models import LSTM_DROPOUT, LSTM_UNITS, build_lstm_model, pad_sequence
 from deepfake_cli.progress import Reporter
 from deepfake_cli.train.pseudo import check_options, mix_shares
 from deepfake_cli.train.pseudo_clips import pseudo_fake_clips
@@ -46,8 +46,8 @@ class SequenceDataError(DfdError):
 class LSTMTrainOptions:
     """Settings of one `train_lstm` run."""
 
-    units: int = 128
-    dropout: float = 0.3
+    units: int = LSTM_UNITS
+    dropout: float = LSTM_DROPOUT
     epochs: int = 30
     patience: int = 5
     batch_size: int = 32

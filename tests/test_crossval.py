@@ -1,0 +1,134 @@
+"""`dfd crossval`: identity-group folds, out-of-fold thresholds, recipes, and a whole run that
+resumes per fold and never trains on the fold it scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from deepfake_cli.data.splits import group_key
+from deepfake_cli.data.store import Store
+from deepfake_cli.errors import OptionsError
+from deepfake_cli.nets.bundle import load_bundle
+from deepfake_cli.train import TrainingDataError
+from deepfake_cli.train.crossval import (SCORES_FILE, assign_folds, fold_plan, load_recipe, oof_thresholds,
+                                         run_crossval, usable_entries)
+from tests.helpers import synthetic_store, video_entry
+
+
+def two_datasets() -> list:
+    """ffpp: 6 people, each a real video and two fakes; dfdc: 8 source videos, each real + fake."""
+    entries = []
+    for person in range(6):
+        entries.append(video_entry(f"f{person}r", label="real", dataset="ffpp", group=f"ffpp:{person}"))
+        entries += [video_entry(f"f{person}x{k}", dataset="ffpp", group=f"ffpp:{person}") for k in range(2)]
+    for source in range(8):
+        entries.append(video_entry(f"d{source}r", label="real", dataset="dfdc", group=f"dfdc:{source}"))
+        entries.append(video_entry(f"d{source}x", dataset="dfdc", group=f"dfdc:{source}"))
+    return entries
+
+
+def test_folds_hold_whole_groups_and_every_dataset():
+    entries = two_datasets()
+    fold_of = assign_folds(entries, 3, seed=0)
+    assert set(fold_of) == {e.video_id for e in entries}
+    by_group: dict[str, set[int]] = {}
+    for e in entries:
+        by_group.setdefault(group_key(e), set()).add(fold_of[e.video_id])
+    assert all(len(folds) == 1 for folds in by_group.values())  # a person is never on both sides
+    for k in range(3):
+        held = [e for e in entries if fold_of[e.video_id] == k]
+        assert {e.dataset for e in held} == {"ffpp", "dfdc"}
+        assert {e.label for e in held} == {"real", "fake"}
+    assert sorted(np.bincount([fold_of[e.video_id] for e in entries if e.dataset == "ffpp"])) == [6, 6, 6]
+    assert assign_folds(entries, 3, seed=0) == fold_of
+    assert assign_folds(entries, 3, seed=1) != fold_of
+
+
+def test_too_few_groups_for_the_folds_is_an_error():
+    with pytest.raises(TrainingDataError, match="ffpp has 6 identity group"):
+        assign_folds(two_datasets(), 7)
+    with pytest.raises(OptionsError):
+        assign_folds(two_datasets(), 1)
+
+
+def test_cross_dataset_arms_hold_out_one_dataset_each():
+    plan = fold_plan(two_datasets(), 2, seed=0, cross_dataset=True)
+    assert list(plan) == ["fold-0", "fold-1", "without-dfdc", "without-ffpp"]
+    assert plan["without-dfdc"] == sorted(f"d{s}{t}" for s in range(8) for t in ("r", "x"))
+
+
+def test_the_capped_threshold_keeps_every_datasets_real_fpr_under_the_cap():
+    entries = {e.video_id: e for e in two_datasets()}
+    label = {v: int(e.label == "fake") for v, e in entries.items()}
+    rng = np.random.default_rng(0)
+    # dfdc's real videos score high (its scores drift up), ffpp's low
+    scores = {v: float(rng.uniform(0.5, 0.9) if e.dataset == "dfdc" else rng.uniform(0.1, 0.5)) + 0.1 * label[v]
+              for v, e in entries.items()}
+    cuts = oof_thresholds(entries, scores, label, max_real_fpr=0.1)
+    capped = cuts["max_real_fpr_0.1"]
+    assert all(rate <= 0.1 for rate in capped["real_fpr"].values())
+    reals = sorted(s for v, s in scores.items() if entries[v].dataset == "dfdc" and not label[v])
+    assert capped["threshold"] == pytest.approx(reals[-1], abs=1e-12)  # 8 reals: none may pass, just above the top one
+    assert capped["threshold"] >= cuts["balanced"]["threshold"]
+    assert cuts["balanced"]["real_fpr"]["dfdc"] > 0.1  # one threshold for both datasets misfires on dfdc
+
+
+def test_a_recipe_names_train_cnn_options_only(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"about": "x", "train-cnn": {"backbone": "efficientnet-lite0", "epochs": 2}}))
+    options = load_recipe(good)
+    assert (options.backbone, options.epochs, options.rounds) == ("efficientnet-lite0", 2, 2)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train-cnn": {"epoch": 2}}))
+    with pytest.raises(OptionsError, match="unknown train-cnn option.*epoch"):
+        load_recipe(bad)
+    bad.write_text("{not json")
+    with pytest.raises(OptionsError, match="cannot read recipe"):
+        load_recipe(bad)
+    bad.write_text(json.dumps({"epochs": 2}))
+    with pytest.raises(OptionsError, match="train-cnn"):
+        load_recipe(bad)
+
+
+def test_train_cnn_refuses_training_options_typed_beside_a_recipe(tmp_path):
+    from deepfake_cli.cli import app
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"train-cnn": {"epochs": 1}}))
+    result = CliRunner().invoke(app, ["train-cnn", "--recipe", str(recipe), "--epochs", "3", "--lr", "0.1",
+                                      "--store", str(tmp_path / "none.h5")])
+    assert result.exit_code == 2
+    assert "drop --epochs, --lr" in result.output
+
+
+RECIPE = {"backbone": "efficientnet-lite0", "input_size": 32, "epochs": 1, "rounds": 1, "batch_size": 16,
+          "learning_rate": 1e-3}
+
+
+@pytest.mark.slow
+def test_a_crossval_run_scores_every_video_out_of_fold_and_resumes(tmp_path):
+    from deepfake_cli.train.cnn import CNNTrainOptions
+
+    store_path = synthetic_store(tmp_path / "s.h5", n_videos=12, n_val=0)
+    out = tmp_path / "cv"
+    options = CNNTrainOptions(**RECIPE)
+    with Store.open(store_path) as store:
+        report = run_crossval(store, out, options, folds=2)
+        held = {name: json.loads((out / name / SCORES_FILE).read_text()) for name in ("fold-0", "fold-1")}
+        assert sorted(v for h in held.values() for v in h["scores"]) == sorted(e.video_id for e in usable_entries(store))
+        for name, fold in held.items():
+            trained_on = load_bundle(out / name).config.split_ids
+            assert not set(fold["held_out"]) & (set(trained_on["train"]) | set(trained_on["val"]))
+        row = report["within"]["synthetic"]
+        assert (row["real"], row["fake"], len(row["folds"])) == (6, 6, 2)
+        assert report["folds_done"] == ["fold-0", "fold-1"]
+        assert set(report["thresholds"]) == {"balanced", "max_real_fpr_0.1"}
+        stamp = (out / "fold-0" / SCORES_FILE).stat().st_mtime_ns
+        again = run_crossval(store, out, options, folds=2)  # both folds done: nothing retrained
+        assert (out / "fold-0" / SCORES_FILE).stat().st_mtime_ns == stamp
+        assert again["within"] == report["within"]

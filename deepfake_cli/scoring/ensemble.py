@@ -32,7 +32,7 @@ import numpy as np
 
 from deepfake_cli.nets.bundle import CNN_WEIGHTS, CONFIG_FILE, ENSEMBLE_FILE, LSTM_WEIGHTS, Bundle, BundleError, load_bundle
 from deepfake_cli.files import file_sha256
-from deepfake_cli.scoring.metrics import logit
+from deepfake_cli.scoring.metrics import called_fake, logit
 from deepfake_cli.scoring.scorer import calibrate, require_finite
 from deepfake_cli.data.store import Store
 from deepfake_cli.scoring.stored_scores import StoredScores
@@ -118,7 +118,7 @@ def combine(method: str, params: dict, probabilities: np.ndarray, thresholds: np
     if method == "average":
         return p.mean(axis=1)
     if method == "vote":
-        votes = (p >= np.asarray(thresholds, np.float64)[None, :]).sum(axis=1)
+        votes = called_fake(p, np.asarray(thresholds, np.float64)[None, :]).sum(axis=1)
         return (votes + 0.5) / (p.shape[1] + 1)
     if method == "weighted":
         return p @ np.asarray(params["weights"], np.float64)
@@ -174,6 +174,11 @@ def load_ensemble(path: Path | str) -> Ensemble:
                                 f"was built ({', '.join(changed)} differ): rebuild it with `dfd ensemble`")
         members.append(load_bundle(directory))
     return Ensemble(path=path, config=config, members=members)
+
+
+def model_bundles(path: Path | str) -> list[Bundle]:
+    """The bundles of the model at ``path``: an ensemble's (checked) members, or the one bundle."""
+    return load_ensemble(path).members if is_ensemble(path) else [load_bundle(path)]
 
 
 # ---------------------------------------------------------------------- measuring

@@ -38,6 +38,12 @@ class MetricsError(DfdError, ValueError):
     """Scores or labels that cannot be measured: the message says what is missing."""
 
 
+def called_fake(score, threshold):
+    """The verdict rule every stage shares: a score at or above the threshold is called fake
+    (a bool for one score, a bool array for an array of scores)."""
+    return np.asarray(score) >= threshold
+
+
 _REAL_LABELS = ("0", "real", "false")
 _FAKE_LABELS = ("1", "fake", "true")
 
@@ -134,7 +140,7 @@ def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, float]:
         "n": int(y.size),
         "n_real": int(y.size - n_fake),
         "n_fake": n_fake,
-        "acc": float(accuracy_score(y, (s >= threshold).astype(np.int64))),
+        "acc": float(accuracy_score(y, called_fake(s, threshold).astype(np.int64))),
         "auc": float(roc_auc_score(y, s)) if both else math.nan,
         "eer": equal_error_rate(y, s)[0] if both else math.nan,
         "ap": float(average_precision_score(y, s)) if both else math.nan,

@@ -23,7 +23,7 @@ import numpy as np
 from deepfake_cli.nets.bundle import Bundle
 from deepfake_cli.errors import EXIT_BAD_SCORE, DfdError
 from deepfake_cli.faces.face_crops import resize_face
-from deepfake_cli.scoring.metrics import aggregate_video_scores, apply_temperature, logit
+from deepfake_cli.scoring.metrics import aggregate_video_scores, apply_temperature, called_fake, logit
 from deepfake_cli.nets.models import pad_sequence
 
 CNN_BATCH = 32  # faces per CNN call
@@ -109,6 +109,11 @@ def lstm_probability(lstm, features: np.ndarray, seq_len: int) -> float:
 def calibrate(probability: float, temperature: float) -> float:
     """Temperature scaling of a probability: sigmoid(logit(p) / T)."""
     return float(apply_temperature(logit(probability), temperature))
+
+
+def verdict(probability: float, threshold: float) -> str:
+    """'fake' when the calibrated probability is at or above the threshold, else 'real'."""
+    return "fake" if called_fake(probability, threshold) else "real"
 
 
 class Scorer:

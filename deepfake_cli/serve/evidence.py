@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepfake_cli.scoring.scorer import verdict
+
 MIN_TRACK_FRACTION = 0.25  # a track seen in fewer of the sampled frames is a passer-by or a false detection
 # A face less than this times the size of the largest one is a bystander, a face on a poster or
 # a false detection: the CNN was trained on main faces, and an upscaled 30 px face says nothing.
@@ -79,12 +81,12 @@ def judge_tracks(tracks: list[list], n_frames: int, main: bool = False) -> list[
 def other_face_warnings(scored: list[TrackReport], reported: int, threshold: float) -> list[str]:
     """A note for each other scored face that falls on the other side of the threshold than
     the reported one (``scored[reported]``; every report's probability filled in)."""
-    verdict = lambda p: "fake" if p >= threshold else "real"  # noqa: E731
     chosen = scored[reported]
     return [f"another face (track {r.track + 1}, {r.face_side:.0f} px) scores P(fake) = {r.probability:.3f}, "
-            f"{verdict(r.probability)} at the threshold: the verdict is the main face's, the one the model "
-            "was measured on"
-            for r in scored if r is not chosen and verdict(r.probability) != verdict(chosen.probability)]
+            f"{verdict(r.probability, threshold)} at the threshold: the verdict is the main face's, the one the "
+            "model was measured on"
+            for r in scored if r is not chosen
+            and verdict(r.probability, threshold) != verdict(chosen.probability, threshold)]
 
 
 def evidence_warnings(report: TrackReport, n_frames: int, single_image: bool, seq_len: int) -> list[str]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepfake_cli.nets.bundle import CONFIG_FILE, BundleError, load_bundle, resolve_bundle
-from deepfake_cli.scoring.ensemble import is_ensemble, load_ensemble
+from deepfake_cli.nets.bundle import CONFIG_FILE, BundleError, resolve_bundle
+from deepfake_cli.scoring.ensemble import is_ensemble, model_bundles
 from deepfake_cli.errors import DfdError
 from deepfake_cli.scoring.onnx_serving import choose_runtime
 
@@ -76,16 +76,14 @@ def model_dir_to_write(model: str | Path, models_dir: Path = Path("models")) -> 
 
 def model_runtime(path: Path, runtime: str = "auto", device: str = "auto") -> str:
     """What serves the model at ``path``: 'onnx' or 'keras' (see onnx_serving.choose_runtime)."""
-    bundles = load_ensemble(path).members if is_ensemble(path) else [load_bundle(path)]
-    return choose_runtime(runtime, device, bundles)
+    return choose_runtime(runtime, device, model_bundles(path))
 
 
 def stale_onnx_note(path: Path) -> str:
     """Why a model that was exported to ONNX is served with Keras after all ('' when it is not)."""
     from deepfake_cli.scoring.onnx_serving import onnx_problem, onnx_record
 
-    bundles = load_ensemble(path).members if is_ensemble(path) else [load_bundle(path)]
-    for bundle in bundles:
+    for bundle in model_bundles(path):
         why = onnx_problem(bundle) if onnx_record(bundle.path) else ""
         if why:
             return f"model {bundle.path} runs on Keras, with a slower start: {why}"

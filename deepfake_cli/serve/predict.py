@@ -28,7 +28,7 @@ from deepfake_cli.serve.evidence import (ensemble_warnings, evidence_warnings, j
 from deepfake_cli.faces.face_crops import faces_from_track
 from deepfake_cli.files import to_jsonable
 from deepfake_cli.serve.model_choice import locate_model, model_runtime
-from deepfake_cli.scoring.scorer import NonFiniteScoreError, Scorer
+from deepfake_cli.scoring.scorer import NonFiniteScoreError, Scorer, verdict
 from deepfake_cli.report.annotate import write_annotated
 from deepfake_cli.report.clip_report import write_clip_report
 from deepfake_cli.report.heatmaps import ActivationMapper, write_heatmaps
@@ -276,7 +276,7 @@ class Predictor:
         start = sum(len(c.crops) for c in crops[:worst])
         result.frame_scores = [round(float(s), 6) for s in scores[start:start + result.faces]]
         result.cnn_probability = float(np.mean(result.frame_scores))
-        result.verdict = "fake" if result.probability >= self.threshold else "real"
+        result.verdict = verdict(result.probability, self.threshold)
         reported = crops[worst]
         reported_frames = kept[np.asarray(reported.frame_positions, np.int64)]
         cams = None
@@ -302,7 +302,7 @@ class Predictor:
         result.probability = self.scorer.probability(features, scores)
         result.frame_scores = [round(float(s), 6) for s in scores]
         result.cnn_probability = float(np.mean(scores))
-        result.verdict = "fake" if result.probability >= self.threshold else "real"
+        result.verdict = verdict(result.probability, self.threshold)
         result.warnings.append(f"a frame model: it scored the {frames} whole frames and ran no face "
                                "detector, so a clip without a visible face is scored too")
         result.warnings += sequence_warnings(frames, single_image, self.bundle.seq_len)
@@ -360,7 +360,7 @@ class EnsemblePredictor:
         except NonFiniteScoreError as exc:
             result.error, result.exit_code, result.verdict = f"{path}: {exc}", exc.exit_code, ""
             return result
-        result.verdict = "fake" if result.probability >= self.threshold else "real"
+        result.verdict = verdict(result.probability, self.threshold)
         result.members = [{"model": m.bundle.path.name, "probability": round(float(r.probability), 6),
                            "threshold": round(float(m.threshold), 6), "verdict": r.verdict}
                           for m, r in zip(self.members, results)]

@@ -31,31 +31,13 @@ from typer.testing import CliRunner
 
 from deepfake_cli.cli.app import app
 from deepfake_cli.data.store import Store
+from tests.helpers import face_frames, write_video
 
 runner = CliRunner()
 FPV = 4
 
 
 # ---------------------------------------------------------------------- making files
-def face_frames(n: int, size: int, shift: int = 0) -> list[np.ndarray]:
-    """BGR frames of the astronaut's face (skimage), moving one pixel a frame."""
-    from skimage.data import astronaut
-
-    image = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
-    return [cv2.resize(image[30 + shift:230 + shift, 120 + shift + t:320 + shift + t], (size, size))
-            for t in range(n)]
-
-
-def write_video(path: Path, frames: list[np.ndarray], fourcc: str = "mp4v", fps: float = 10.0) -> Path:
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
-    assert writer.isOpened(), path
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
-
-
 def mp4_boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
     """(type, offset, size) of the boxes between start and end."""
     out, pos = [], start
@@ -134,6 +116,20 @@ EXPECTED = {
     "rotated 90.mp4": "ok",
     "vidéo ñ 1.mp4": "ok",
     "clip [abc] [b].mp4": "ok",  # yt-dlp style name: brackets are not markup
+}
+
+# What the bundled default model (deterministic) gives each "ok" input: verdict, P(fake), faces scored.
+GOOD = ("fake", 0.4592270642308873, 8)  # good.mp4, and every copy of it
+JUDGED = {
+    "good.mp4": GOOD,
+    "png inside.mp4": ("fake", 0.4739853818947252, 1),
+    "faststart truncated 50.mp4": ("fake", 0.47863908110563647, 3),
+    "one frame.mp4": ("fake", 0.4674909162737811, 1),
+    "tiny 64x64.mp4": ("fake", 0.5644148957054997, 6),
+    "large 3840x2160.mp4": ("fake", 0.41391917095847053, 3),
+    "rotated 90.mp4": ("fake", 0.44456424724884286, 6),  # found in every frame: each is turned upright first
+    "vidéo ñ 1.mp4": ("fake", 0.48987463974776335, 6),
+    "clip [abc] [b].mp4": ("fake", 0.5456939720154663, 6),
 }
 
 
@@ -390,13 +386,14 @@ def test_predict_on_every_hostile_input(hostile, model, tmp_path):
     for file_name, expected in EXPECTED.items():
         r = by_name[file_name]
         if expected == "ok":
-            assert r["exit_code"] == 0 and r["verdict"] in ("real", "fake"), r
-            assert 0.0 <= r["probability"] <= 1.0 and r["faces"] >= 1, r
+            verdict, probability, faces = JUDGED[file_name]
+            assert r["exit_code"] == 0 and r["verdict"] == verdict, r
+            assert r["probability"] == pytest.approx(probability, abs=1e-6) and r["faces"] == faces, r
         else:
             assert r["exit_code"] == (3 if expected == "unreadable" else 4), r
             assert r["verdict"] == "" and r["probability"] is None, r  # never a made-up score
             assert file_name in r["error"], r
-    assert by_name["rotated 90.mp4"]["faces"] >= 3  # the face is found only in upright frames
+    assert set(JUDGED) == {name for name, expected in EXPECTED.items() if expected == "ok"}
 
 
 def test_predict_error_lines_name_the_file_once_on_one_line(hostile, model, tmp_path):
@@ -553,7 +550,8 @@ def test_each_bad_entry_of_a_batch_fails_alone_with_its_reason(hostile, model, t
     result = invoke("predict", *inputs, *model, "--json", expect=3)
     by_name = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
     for name in ("good.mp4", "good copy.mp4"):
-        assert by_name[name]["exit_code"] == 0 and by_name[name]["verdict"] in ("real", "fake")
+        assert by_name[name]["exit_code"] == 0 and by_name[name]["verdict"] == GOOD[0]
+        assert by_name[name]["probability"] == pytest.approx(GOOD[1], abs=1e-6)
     for name, reason in expected.items():
         assert by_name[name]["exit_code"] == 3 and reason in by_name[name]["error"], by_name[name]
     assert len(by_name) == len(expected) + 2
@@ -593,7 +591,8 @@ def test_an_interrupted_batch_keeps_every_verdict_and_resumes(hostile, model, tm
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     rows = list(csv.DictReader(out.read_text().splitlines()))
-    assert 2 <= len(rows) < 12 and all(r["verdict"] in ("real", "fake") for r in rows)
+    assert 2 <= len(rows) < 12
+    assert all(r["verdict"] == GOOD[0] and float(r["probability"]) == pytest.approx(GOOD[1], abs=1e-6) for r in rows)
     assert len(stdout.splitlines()) == len(rows)  # each verdict was printed as soon as it was known
     assert f"interrupted after {len(rows)} of 12" in stderr and "--skip-done" in stderr
     again = invoke("predict", clips, *model, "--csv", out, "--skip-done", out, "--quiet")
@@ -622,7 +621,8 @@ def test_predict_scores_a_video_whose_header_lies_and_says_so(model, tmp_path):
         struct.pack_into("<I", data, data.index(tag) + offset, 300)
     path.write_bytes(bytes(data))
     result = json.loads(invoke("predict", path, *model, "--json").stdout)
-    assert result["verdict"] in ("real", "fake") and result["frames"] == 25
+    assert result["verdict"] == "real" and result["probability"] == pytest.approx(0.34200326296652994, abs=1e-6)
+    assert result["frames"] == 25 and result["faces"] == 25
     assert result["warnings"] == ["frame count in header: 300, decoded: 30"]
     text = invoke("predict", path, *model)
     assert "frame count in header: 300, decoded: 30" in text.output
@@ -632,7 +632,8 @@ def test_strict_turns_a_warning_into_exit_6(model, tmp_path):
     image = tmp_path / "face.png"
     cv2.imwrite(str(image), face_frames(1, 200)[0])
     lenient = json.loads(invoke("predict", image, *model, "--json").stdout)
-    assert lenient["verdict"] in ("real", "fake") and any("single image" in w for w in lenient["warnings"])
+    assert lenient["verdict"] == "fake" and lenient["probability"] == pytest.approx(0.43657539351667696, abs=1e-6)
+    assert lenient["faces"] == 1 and any("single image" in w for w in lenient["warnings"])
     assert lenient["track_reports"][0]["scored"] and lenient["track_reports"][0]["frames_seen"] == 1
     strict = invoke("predict", image, *model, "--strict", expect=6)
     assert "single image" in strict.output

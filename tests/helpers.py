@@ -51,12 +51,14 @@ def write_video(path: Path, frames: list[np.ndarray], fourcc: str = "mp4v", fps:
 
 
 def write_face_clip(path: Path, shift: int, fake: bool, frames: int = 6, size: int = 200) -> Path:
-    """A short clip of the astronaut's face; "fake" clips get a blocky, re-quantised face."""
+    """A short mp4v clip of the astronaut's face; "fake" clips get a blocky, re-quantised face (the
+    middle half of each side, from 12 x 12 pixels)."""
     clip = face_frames(frames, size, shift)
     if fake:
+        lo, hi = size // 4, 3 * size // 4
         for frame in clip:
-            small = cv2.resize(frame[50:150, 50:150], (12, 12), interpolation=cv2.INTER_AREA)
-            frame[50:150, 50:150] = cv2.resize(small, (100, 100), interpolation=cv2.INTER_NEAREST)
+            small = cv2.resize(frame[lo:hi, lo:hi], (12, 12), interpolation=cv2.INTER_AREA)
+            frame[lo:hi, lo:hi] = cv2.resize(small, (hi - lo, hi - lo), interpolation=cv2.INTER_NEAREST)
     return write_video(path, clip)
 
 

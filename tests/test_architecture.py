@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import deepfake_cli
+from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY  # the bundled default model on examples/astronaut.mp4
 
 PACKAGE = Path(deepfake_cli.__file__).parent
 # The data's one-way trip: a subpackage may import only the ones before it (and the shared
@@ -235,10 +236,6 @@ def test_a_long_module_says_why_it_is_one_module():
     unexplained = [f"{name} ({lines} lines)" for name, lines in sorted(long.items())
                    if LONG_MODULE_REASON not in (ast.get_docstring(ast.parse(sources[name])) or "")]
     assert unexplained == [], f"split these, or give the reason in the docstring ({LONG_MODULE_REASON!r})"
-
-
-ASTRONAUT = PACKAGE.parent / "examples" / "astronaut.mp4"
-ASTRONAUT_PROBABILITY = 0.37178273221123626  # the bundled default model on examples/astronaut.mp4
 
 
 def test_predict_on_the_default_model_loads_no_framework_and_no_training_code():

@@ -14,26 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from deepfake_cli.cli.app import app
+from tests.helpers import write_face_clip
 
 runner = CliRunner()
-
-
-def write_face_clip(path: Path, shift: int, fake: bool, frames: int = 6, size: int = 200) -> Path:
-    """A short clip of the astronaut's face; "fake" clips get a blocky, re-quantised face."""
-    from skimage.data import astronaut
-
-    image = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (size, size))
-    for t in range(frames):
-        x0, y0 = 120 + shift + t, 30 + shift
-        frame = cv2.resize(image[y0:y0 + 200, x0:x0 + 200], (size, size))
-        if fake:
-            face = frame[50:150, 50:150]
-            small = cv2.resize(face, (12, 12), interpolation=cv2.INTER_AREA)
-            frame[50:150, 50:150] = cv2.resize(small, (100, 100), interpolation=cv2.INTER_NEAREST)
-        writer.write(frame)
-    writer.release()
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +58,7 @@ def test_shared_options_read_the_same_in_every_command():
     assert helps["crop"]["wait"] == "Wait for another writer to finish instead of exiting."
 
 
+@pytest.mark.slow
 def test_whole_chain(dataset, tmp_path):
     store = tmp_path / "s.h5"
     models = tmp_path / "models"
@@ -157,6 +141,7 @@ def test_bad_store_is_a_clear_error(tmp_path):
     assert "not a readable HDF5" in result.output
 
 
+@pytest.mark.slow
 def test_model_commands_hide_the_backends_native_start_up_chatter():
     """TensorFlow's CUDA plugins print 'Unable to register cuDNN factory' to fd 2 on import."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

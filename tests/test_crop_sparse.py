@@ -25,7 +25,7 @@ from deepfake_cli.faces.landmarks import Landmarker
 from deepfake_cli.data.store import Store
 from deepfake_cli.errors import OptionsError
 from deepfake_cli.faces.tracking import build_tracks
-from tests.test_cli import write_face_clip
+from tests.helpers import write_face_clip
 
 FRAMES = 9  # detect_every 4: key frames 0, 4, 8
 SIZE = 64

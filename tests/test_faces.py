@@ -8,7 +8,6 @@ import pytest
 from skimage import data
 
 from deepfake_cli.errors import OptionsError
-from deepfake_cli.faces import face_crops as faces
 from deepfake_cli.faces.detectors import Detection, FaceDetector, MTCNNDetector, resolve_device
 from deepfake_cli.faces.alignment import ARCFACE_5PTS, similarity_matrix, template_points
 from deepfake_cli.faces.face_crops import align_face, crop_face, extract_faces
@@ -34,18 +33,6 @@ def transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def detector() -> MTCNNDetector:
     return MTCNNDetector(device="cpu")
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return data.astronaut()
-
-
-@pytest.fixture(scope="module")
-def astro_det(detector, astronaut) -> Detection:
-    dets = detector.detect([astronaut])[0]
-    assert len(dets) == 1
-    return dets[0]
 
 
 def face_patch(astronaut: np.ndarray, scale: float) -> np.ndarray:
@@ -82,16 +69,16 @@ def test_resolve_device(monkeypatch):
 # ---------------------------------------------------------------------------- MTCNN
 
 
-def test_mtcnn_finds_astronaut(astro_det):
-    assert astro_det.score > 0.9
-    assert iou(astro_det.box, ASTRONAUT_FACE) > 0.5
-    assert astro_det.box.dtype == np.float32 and astro_det.box.shape == (4,)
-    assert astro_det.landmarks.dtype == np.float32 and astro_det.landmarks.shape == (5, 2)
-    le, re_, nose, ml, mr = astro_det.landmarks
+def test_mtcnn_finds_astronaut(astronaut_detection):
+    assert astronaut_detection.score > 0.9
+    assert iou(astronaut_detection.box, ASTRONAUT_FACE) > 0.5
+    assert astronaut_detection.box.dtype == np.float32 and astronaut_detection.box.shape == (4,)
+    assert astronaut_detection.landmarks.dtype == np.float32 and astronaut_detection.landmarks.shape == (5, 2)
+    le, re_, nose, ml, mr = astronaut_detection.landmarks
     assert le[0] < nose[0] < re_[0] and ml[0] < mr[0]  # image-left first
     assert max(le[1], re_[1]) < nose[1] < min(ml[1], mr[1])
-    x1, y1, x2, y2 = astro_det.box
-    assert np.all((astro_det.landmarks >= [x1, y1]) & (astro_det.landmarks <= [x2, y2]))
+    x1, y1, x2, y2 = astronaut_detection.box
+    assert np.all((astronaut_detection.landmarks >= [x1, y1]) & (astronaut_detection.landmarks <= [x2, y2]))
 
 
 def test_mtcnn_no_face(detector):
@@ -104,13 +91,13 @@ def test_mtcnn_no_face(detector):
     assert detector.detect([]) == []
 
 
-def test_downscaled_detection_maps_back(detector, astronaut, astro_det):
+def test_downscaled_detection_maps_back(detector, astronaut, astronaut_detection):
     big = cv2.resize(astronaut, (1536, 1536), interpolation=cv2.INTER_CUBIC)
     dets = detector.detect([big])[0]
     assert len(dets) == 1
-    side = astro_det.box[2] - astro_det.box[0]
-    assert np.abs(dets[0].box / 3 - astro_det.box).max() < 0.05 * side
-    assert np.abs(dets[0].landmarks / 3 - astro_det.landmarks).max() < 0.05 * side
+    side = astronaut_detection.box[2] - astronaut_detection.box[0]
+    assert np.abs(dets[0].box / 3 - astronaut_detection.box).max() < 0.05 * side
+    assert np.abs(dets[0].landmarks / 3 - astronaut_detection.landmarks).max() < 0.05 * side
 
 
 def test_mixed_sizes_keep_frame_order(detector, astronaut):
@@ -178,14 +165,14 @@ def test_align_face_warps_landmarks_onto_template():
         assert np.abs(centroid - target).max() < 1.0
 
 
-def test_align_astronaut_eyes_on_template(astronaut, astro_det, detector):
-    matrix = similarity_matrix(astro_det.landmarks, 160, 0.2)
-    mapped = transform(astro_det.landmarks, matrix)
+def test_align_astronaut_eyes_on_template(astronaut, astronaut_detection, detector):
+    matrix = similarity_matrix(astronaut_detection.landmarks, 160, 0.2)
+    mapped = transform(astronaut_detection.landmarks, matrix)
     target = template_points(160, 0.2)
     # Least squares over all 5 points: the eyes are close, not exact (her smile is wide).
     assert np.abs(mapped[:2] - target[:2]).max() < 3.0
     # The warped image agrees with the matrix: re-detect the eyes on an enlarged crop.
-    aligned = align_face(astronaut, astro_det.landmarks, size=160, margin=0.2)
+    aligned = align_face(astronaut, astronaut_detection.landmarks, size=160, margin=0.2)
     redet = detector.detect([cv2.resize(aligned, (320, 320), interpolation=cv2.INTER_CUBIC)])[0]
     assert len(redet) == 1
     assert np.abs(redet[0].landmarks[:2] / 2 - mapped[:2]).max() < 3.0
@@ -238,9 +225,9 @@ def test_crop_face_is_isotropic():
     assert abs((xs.max() - xs.min()) - (ys.max() - ys.min())) <= 2
 
 
-def test_crop_face_astronaut_centered(astronaut, astro_det):
-    crop = crop_face(astronaut, astro_det.box, size=160, margin=0.2)
-    x1, y1, x2, y2 = astro_det.box
+def test_crop_face_astronaut_centered(astronaut, astronaut_detection):
+    crop = crop_face(astronaut, astronaut_detection.box, size=160, margin=0.2)
+    x1, y1, x2, y2 = astronaut_detection.box
     side = max(x2 - x1, y2 - y1) * 1.4
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))

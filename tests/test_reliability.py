@@ -32,30 +32,12 @@ from typer.testing import CliRunner
 
 from deepfake_cli.cli.app import app
 from deepfake_cli.data.store import SCHEMA_VERSION, Store
+from tests.helpers import write_face_clip
 
 DFD = [sys.executable, "-m", "deepfake_cli"]
 
 
 # ---------------------------------------------------------------------- material
-def write_face_clip(path: Path, shift: int, fake: bool, frames: int = 10, size: int = 128) -> Path:
-    """A short mp4v clip of the astronaut's face (skimage); fakes get a blocky face."""
-    from skimage.data import astronaut
-
-    image = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (size, size))
-    assert writer.isOpened(), path
-    for t in range(frames):
-        x0, y0 = 120 + shift + t, 30 + shift
-        frame = cv2.resize(image[y0:y0 + 200, x0:x0 + 200], (size, size))
-        if fake:
-            lo, hi = size // 3, 2 * size // 3
-            small = cv2.resize(frame[lo:hi, lo:hi], (10, 10), interpolation=cv2.INTER_AREA)
-            frame[lo:hi, lo:hi] = cv2.resize(small, (hi - lo, hi - lo), interpolation=cv2.INTER_NEAREST)
-        writer.write(frame)
-    writer.release()
-    return path
-
-
 def make_clips(root: Path, n: int = 8, frames: int = 10, size: int = 128) -> Path:
     """n face clips in real/ and fake/, plus one unreadable file (recorded as failed)."""
     for label in ("real", "fake"):
@@ -359,6 +341,7 @@ def clips(tmp_path_factory) -> Path:
     return make_clips(tmp_path_factory.mktemp("clips"), n=8, frames=10, size=128)
 
 
+@pytest.mark.slow
 def test_sigkill_extract_and_crop_then_resume_equals_uninterrupted(clips, tmp_path):
     rng = np.random.default_rng(2024)
     log = tmp_path / "dfd.log"

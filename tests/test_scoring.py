@@ -26,7 +26,7 @@ from deepfake_cli.serve.predict import Predictor
 from deepfake_cli.scoring.scorer import calibrate, fixed_batches, model_input
 from deepfake_cli.data.store import Store
 from deepfake_cli.train.temporal import export_features
-from tests.test_cli import write_face_clip
+from tests.helpers import write_face_clip
 
 BACKBONE = "efficientnet-lite0"
 INPUT_SIZE, FACE_SIZE, FPV, TEMPERATURE = 32, 64, 6, 1.7
@@ -257,6 +257,7 @@ def test_evaluate_and_train_lstm_refuse_features_of_an_older_cnn(stored, tmp_pat
 TRAINING_MODULES = ("deepfake_cli.train.cnn", "deepfake_cli.train.temporal", "deepfake_cli.train.loop", "deepfake_cli.train.runtime")
 
 
+@pytest.mark.slow
 def test_predict_imports_no_training_code(stored):
     """`dfd predict` with an LSTM bundle loads the scoring code only, not the training loop."""
     _, bundle_dir, _ = stored
@@ -367,6 +368,7 @@ def nan_bundle(bundle_dir: Path, dest: Path) -> Path:
     return copy_bundle(dest, dest.with_name(dest.name + "-hashed"))
 
 
+@pytest.mark.slow
 def test_nan_scores_are_an_error_never_a_verdict(stored, tmp_path):
     from typer.testing import CliRunner
 
@@ -397,6 +399,7 @@ def onnx_bundle(stored, tmp_path_factory):
     return copy, record
 
 
+@pytest.mark.slow
 def test_the_onnx_export_reproduces_keras(onnx_bundle):
     from deepfake_cli.scoring.onnx_serving import onnx_problem
 
@@ -460,6 +463,7 @@ def test_a_gpu_is_served_by_keras(onnx_bundle, monkeypatch):
         choose_runtime("onnx", "cuda", [load_bundle(bundle_dir)])
 
 
+@pytest.mark.slow
 def test_an_export_that_differs_from_keras_is_not_kept(stored, tmp_path, monkeypatch):
     from deepfake_cli.train import onnx_export
     _, bundle_dir, _ = stored

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -39,16 +37,7 @@ def base_config(name: str, feature_dim: int, fpv: int, split_ids: dict | None = 
 
 
 # ---------------------------------------------------------------------- export
-@pytest.fixture()
-def cnn_bundle(tmp_path) -> tuple[Path, object]:
-    bundle_dir = tmp_path / "models" / "lite"
-    config = base_config("lite", 1280, 12)
-    save_config(bundle_dir, config)
-    classifier, _ = build_classifier(BACKBONE, SIZE)
-    save_weights_atomic(classifier, bundle_dir / "cnn.weights.h5", weights_tag("cnn", config))
-    return bundle_dir, classifier
-
-
+@pytest.mark.slow
 def test_export_features(tmp_path, cnn_bundle):
     bundle_dir, classifier = cnn_bundle
     store = Store.open(tmp_path / "dfd.h5", write=True)
@@ -136,6 +125,7 @@ def sequence_bundle(tmp_path_factory):
     return root, store, summary, reports
 
 
+@pytest.mark.slow
 def test_train_lstm_learns_temporal_flicker(sequence_bundle):
     root, _, summary, reports = sequence_bundle
     assert summary["best_val_auc"] > 0.8

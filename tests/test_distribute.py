@@ -126,6 +126,7 @@ def test_other_backends_get_no_strategy(monkeypatch):
 
 
 # ---------------------------------------------------------------------- one process, two logical CPUs
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_runs_the_train_cnn_loop(tmp_path):
     (result,) = run_children([("mirrored", tmp_path / "mirrored", child_env())], MIRRORED_TIMEOUT_S)
     loop = result["loop"]

@@ -70,6 +70,7 @@ def predict_json(bundle: Path, clip: Path, *options, expect: int = 0) -> dict | 
     return json.loads(result.stdout) if expect == 0 else result.output
 
 
+@pytest.mark.slow
 def test_the_verdict_flips_at_the_threshold_given(served):
     bundle, clip = served
     first = predict_json(bundle, clip)
@@ -82,6 +83,7 @@ def test_the_verdict_flips_at_the_threshold_given(served):
     assert (above["verdict"], above["threshold"]) == ("real", pytest.approx(p + 1e-3))
 
 
+@pytest.mark.slow
 def test_max_fpr_takes_the_bundles_threshold_for_that_rate(served):
     bundle, clip = served
     assert predict_json(bundle, clip, "--max-fpr", 0.01)["threshold"] == AT_FPR["0.01"]

@@ -284,6 +284,11 @@ def crossval(
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this fold (fold-0, without-dfdc, "
                                              "...); repeatable. The report covers every fold done so far."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
+    calibrate_model: Optional[str] = typer.Option(None, "--calibrate-model", help="Write the out-of-fold "
+                                                  "temperature and the threshold that keeps every dataset's "
+                                                  "real-video FPR under 10 % into this bundle (trained by "
+                                                  "`train-cnn --recipe` from the same recipe on all the folds)."),
+    models_dir: Path = ModelsDirOption,
     store: Optional[Path] = StoreOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
@@ -309,6 +314,16 @@ def crossval(
     with open_store(store, write=False) as opened:
         report = run_crossval(opened, out, options, folds=folds, seed=seed, cross_dataset=cross_dataset,
                               only=only, on_fold=on_fold, on_epoch=on_epoch)
+    if calibrate_model is not None:
+        from deepfake_cli.serve.model_choice import locate_model
+        from deepfake_cli.train.crossval import apply_calibration
+
+        written = apply_calibration(report, locate_model(calibrate_model, models_dir, packaged=False),
+                                    source=command_line())
+        report["calibrated_model"] = written
+        if not quiet and not as_json:
+            err.print(f"{calibrate_model}: temperature {written['temperature']:.4f}, threshold "
+                      f"{written['threshold']:.4f} ({written['rule']}, out of fold)", highlight=False)
     if as_json:
         print_json(report)
         return

@@ -1,0 +1,123 @@
+"""Where train-cnn's time goes: training images/s of Lite0 at 160 px, batch 32, per engine, in one run.
+
+    python -m benchmarks.bench_train_speed [--steps 8] [--store runs/cv.h5]
+
+Each engine runs in its own process (a Keras backend is chosen once per process) on the same
+random batch, after two warm-up steps: a full training step (forward, backward, optimizer) of
+train-cnn's classifier (nets.models.build_classifier, every layer trainable, batch-norm in
+training mode):
+
+* ``keras-tf``: what train-cnn runs today (TensorFlow backend, fp32);
+* ``keras-tf-bf16``: the same under Keras' ``mixed_bfloat16`` policy (the CPU's AVX-512 BF16/AMX);
+* ``keras-tf-xla``: the same step compiled with XLA (``jit_compile=True``);
+* ``keras-torch`` / ``keras-torch-bf16``: the same Keras model on the PyTorch backend, trained by
+  a PyTorch loop (AdamW), fp32 and under ``torch.autocast(bfloat16)``.
+
+With ``--store``, also the input side alone: train-cnn's FaceDataset batches (store read,
+augmentation, resize) per second, to compare with the model's step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from benchmarks.common import machine
+
+ENGINES = ("keras-tf", "keras-tf-bf16", "keras-tf-xla", "keras-torch", "keras-torch-bf16")
+BATCH, SIZE = 32, 160
+
+
+def step_speed(engine: str, steps: int) -> float:
+    """Training images/s of one engine (run inside a fresh process)."""
+    import numpy as np
+
+    x = (np.random.default_rng(0).random((BATCH, SIZE, SIZE, 3)) * 255).astype(np.float32)
+    y = (np.arange(BATCH) % 2).astype(np.float32)[:, None]
+    import keras
+
+    from deepfake_cli.nets.models import build_classifier, set_backbone_trainable
+
+    if engine == "keras-tf-bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    classifier, _ = build_classifier("efficientnet-lite0", SIZE)
+    set_backbone_trainable(classifier, True)
+    if engine.startswith("keras-tf"):
+        classifier.compile(optimizer=keras.optimizers.Adam(2e-4), loss="binary_crossentropy",
+                           jit_compile=engine == "keras-tf-xla")
+
+        def step():
+            classifier.train_on_batch(x, y)
+    else:
+        import torch
+
+        images, labels = torch.from_numpy(x), torch.from_numpy(y)
+        optimizer = torch.optim.AdamW(classifier.parameters(), lr=2e-4)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=engine.endswith("bf16")):
+                p = classifier(images, training=True)
+            torch.nn.functional.binary_cross_entropy(p.float().clamp(1e-6, 1 - 1e-6), labels).backward()
+            optimizer.step()
+
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return BATCH * steps / (time.perf_counter() - start)
+
+
+def input_speed(store_path: str, batches: int) -> float:
+    """FaceDataset training images/s (read, augment, resize) of a store's train split."""
+    from deepfake_cli.data.splits import training_splits
+    from deepfake_cli.data.store import Store
+    from deepfake_cli.train.face_dataset import FaceDataset, index_faces
+
+    with Store.open(store_path) as store:
+        train = training_splits(store.entries())["train"]
+        items = index_faces(store, train, limit=16)
+        labels = {v: int(store.entry(v).label == "fake") for v in train}
+        dataset = FaceDataset(store, items, labels, BATCH, SIZE, augment=True, shuffle=True)
+        dataset.set_epoch((0, 0, 0))
+        start = time.perf_counter()
+        for i in range(batches):
+            dataset[i]
+        return BATCH * batches / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--store", help="also time train-cnn's input pipeline on this store")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        speed = input_speed(args.store, args.steps) if args.child == "input" else step_speed(args.child, args.steps)
+        print(json.dumps({"images_per_second": speed}))
+        return
+    print(f"machine: {machine()}; Lite0 {SIZE} px, batch {BATCH}, {args.steps} timed steps")
+    jobs = args.engines.split(",") + (["input"] if args.store else [])
+    for job in jobs:
+        backend = "tensorflow" if job.startswith("keras-tf") or job == "input" else "torch"
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        command = [sys.executable, "-m", "benchmarks.bench_train_speed", "--child", job, "--steps", str(args.steps)]
+        if args.store:
+            command += ["--store", args.store]
+        run = subprocess.run(command, capture_output=True, text=True, env=env)
+        if run.returncode:
+            print(f"{job:18} failed: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
+            continue
+        speed = json.loads(run.stdout.strip().splitlines()[-1])["images_per_second"]
+        what = "input pipeline (read, augment, resize)" if job == "input" else "training step"
+        print(f"{job:18} {speed:7.1f} images/s  ({what})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

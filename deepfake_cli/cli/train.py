@@ -19,6 +19,7 @@ from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, R
                                      WaitOption, command_line, consoles, handled, import_keras_quietly,
                                      native_chatter_hidden, open_store, print_json, render_summary)
 from deepfake_cli.data.shards import parse_shard
+from deepfake_cli.nets.models import LSTM_UNITS
 
 
 # train-cnn's parameters that are not training options: allowed beside --recipe
@@ -208,7 +209,7 @@ def export_features(
 @handled
 def train_lstm(
     model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory (features exported)."),
-    units: int = typer.Option(128, "--units"),
+    units: int = typer.Option(LSTM_UNITS, "--units", help="BiLSTM units in each direction."),
     epochs: int = typer.Option(30, "--epochs"),
     patience: int = typer.Option(5, "--patience"),
     batch_size: int = typer.Option(32, "--batch-size"),

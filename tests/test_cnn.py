@@ -296,3 +296,20 @@ def test_validation_scores_faces_as_the_bundle_serves_them(tmp_path):
         served = frame_outputs(feature_model, crops, SIZE, flip=flip)[1]
         np.testing.assert_allclose(face_scores(classifier, ds, flip=flip), served, atol=1e-5)
     assert not np.allclose(face_scores(classifier, ds), face_scores(classifier, ds, flip=True), atol=1e-5)
+
+
+def test_training_batches_are_a_plain_shuffle_when_every_video_fits_in_the_cache():
+    """Batch-norm in training mode learns on each batch's statistics: batches drawn from a
+    handful of videos (the windowed order) hardly trained (models/default/README.md), so a
+    training set that fits in memory is shuffled as a whole."""
+    from deepfake_cli.train.face_dataset import shuffled_order
+
+    items = [(f"v{v}", r) for v in range(40) for r in range(8)]
+    rng = np.random.default_rng(0)
+    plain = shuffled_order(items, rng, cached_videos=40)
+    assert sorted(plain) == sorted(items)
+    first_batch_videos = {vid for vid, _ in plain[:32]}
+    assert len(first_batch_videos) > 20  # 32 draws over 40 videos, not a window of a few
+    windowed = shuffled_order(items, np.random.default_rng(0), cached_videos=8)
+    assert sorted(windowed) == sorted(items)
+    assert len({vid for vid, _ in windowed[:32]}) <= 4  # memory-bounded: a window of 4 videos at a time

@@ -36,7 +36,7 @@ from deepfake_cli.nets.bundle import (CHECKPOINT_DIR, CNN_CHECKPOINTS, CNN_WEIGH
                                  LSTM_WEIGHTS, BundleConfig, dfd_version, keras_backend, read_config,
                                  record_weights_hashes, save_config, weights_tag)
 from deepfake_cli.errors import OptionsError
-from deepfake_cli.train.face_dataset import FaceDataset, index_faces
+from deepfake_cli.train.face_dataset import FaceDataset, cache_size, index_faces
 from deepfake_cli.data.inputs import has_images
 from deepfake_cli.scoring.metrics import log_loss, safe_auc
 from deepfake_cli.nets.models import LSTM_DROPOUT, LSTM_UNITS, build_classifier, set_backbone_trainable
@@ -230,7 +230,8 @@ def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,
     loader = {"workers": max(1, options.workers), "use_multiprocessing": False}
     train = FaceDataset(store, train_items, labels, options.batch_size, input_size,
                         augment=options.augment, shuffle=True, weights=weights, video_weights=video_weights,
-                        pseudo=pseudo, input_kind=options.input, **loader)
+                        pseudo=pseudo, input_kind=options.input,
+                        cache_videos=cache_size(store, splits["train"], options.input, input_size), **loader)
     val = FaceDataset(store, val_items, labels, options.batch_size, input_size, input_kind=options.input, **loader)
     return train, val, weights
 

@@ -44,11 +44,40 @@ def index_faces(store: Store, video_ids: list[str], limit: int | None = None,
     return items
 
 
+CACHE_BUDGET_BYTES = 3 << 30  # decoded training images kept in memory (all of them, when they fit)
+
+
+def cache_size(store: Store, video_ids: list[str], input_kind: str, input_size: int,
+               budget: int = CACHE_BUDGET_BYTES) -> int:
+    """How many videos' training images fit in ``budget`` bytes (all of them when they fit):
+    the training order is a plain shuffle when every video fits, else windowed (see
+    :func:`windowed_order`)."""
+    ids = list(dict.fromkeys(video_ids))
+    if not ids:
+        return 2
+    side = int(store.faces_settings(ids[0]).get("size", input_size)) if input_kind == "face" else input_size
+    rows = [len(training_rows(store, vid, input_kind)) for vid in ids]
+    per_video = max(1.0, float(np.mean(rows))) * side * side * 3
+    return max(2, min(len(ids), int(budget // per_video)))
+
+
+def shuffled_order(items: list[tuple[str, int]], rng: np.random.Generator,
+                   cached_videos: int) -> list[tuple[str, int]]:
+    """This epoch's training order: a plain shuffle when the cache holds every video, so each
+    batch is a random draw of the faces (batch-norm in training mode computes its statistics on
+    it: batches of a few videos each, as a windowed order makes, hardly train, see
+    models/default/README.md); else :func:`windowed_order` over windows of half the cache."""
+    if len({vid for vid, _ in items}) <= cached_videos:
+        return [items[i] for i in rng.permutation(len(items))]
+    return windowed_order(items, rng, max(1, cached_videos // 2))
+
+
 def windowed_order(items: list[tuple[str, int]], rng: np.random.Generator,
                    window: int) -> list[tuple[str, int]]:
     """Shuffle videos, then shuffle faces within windows of ``window`` videos.
 
-    Batches then touch few videos at a time, so a small cache of decoded videos suffices.
+    Batches then touch few videos at a time, so a small cache of decoded videos suffices
+    (for training sets larger than memory).
     """
     by_video: dict[str, list[tuple[str, int]]] = OrderedDict()
     for item in items:
@@ -95,7 +124,7 @@ class FaceDataset(keras.utils.PyDataset):
         self._mix = {}
         if self.shuffle:
             rng = np.random.default_rng(self._key)
-            self._order = windowed_order(self.items, rng, max(1, self.cache_videos // 2))
+            self._order = shuffled_order(self.items, rng, self.cache_videos)
 
     def __len__(self) -> int:
         return math.ceil(len(self._order) / self.batch_size)

@@ -180,7 +180,8 @@ def subsets(entries: dict[str, VideoEntry]) -> dict[str, Callable[[VideoEntry], 
     for dataset in sorted({e.dataset for e in entries.values()}):
         mine = [e for e in entries.values() if e.dataset == dataset]
         out[dataset] = lambda e, d=dataset: e.dataset == d
-        for comp in sorted({e.compression for e in mine if e.compression}):
+        compressions = sorted({e.compression for e in mine if e.compression})
+        for comp in compressions if len(compressions) > 1 else []:
             out[f"{dataset} {comp}"] = lambda e, d=dataset, c=comp: e.dataset == d and e.compression == c
         for method in sorted({e.method for e in mine if e.label == "fake" and e.method}):
             out[f"{dataset} {method}"] = lambda e, d=dataset, m=method: e.dataset == d and (

@@ -361,9 +361,32 @@ def test_skip_done_leaves_out_the_inputs_with_a_verdict_and_appends(tmp_path):
                    + json.dumps({"path": str(bad), "verdict": "", "error": "x"}) + "\n")
     batch = BatchPrediction([tmp_path], jsonl_path=out, skip_done=out)
     assert batch.done == {str(good)} and batch.files == [bad]  # a failed input is tried again
+    assert batch.resume_notes == [f"{out}: 1 row(s) of inputs that failed are replaced by this run's"]
     outcome = batch.run()
     assert [r.path for r in outcome.results] == [str(bad)]
-    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [str(good), str(bad), str(bad)]
+    # its old error row is replaced, not repeated: one row per input
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [str(good), str(bad)]
+
+
+def test_a_torn_last_csv_row_is_dropped_and_its_input_scored_again(tmp_path):
+    """A crash mid-write leaves a last row without its newline: it is not a verdict, the resumed
+    run scores that input again, and no row is appended onto the torn one."""
+    import csv
+
+    from deepfake_cli.serve.batch import BatchPrediction
+    from deepfake_cli.serve.result_files import CSV_COLUMNS
+
+    bad, good = two_clips(tmp_path)
+    out = tmp_path / "out.csv"
+    out.write_text(",".join(CSV_COLUMNS) + "\r\n" + f"{bad},,,,,,,,unreadable,3\r\n" + f"{good},real,0.32")
+    batch = BatchPrediction([tmp_path], csv_path=out, skip_done=out)
+    assert batch.done == set() and batch.files == [bad, good]  # the torn row is no verdict
+    assert "its last row was cut mid-line" in batch.resume_notes[0]
+    outcome = batch.run()
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [r["path"] for r in rows] == [str(bad), str(good)]  # one row each, none glued to another
+    assert {r["path"]: r["verdict"] for r in rows} == {str(r.path): r.verdict for r in outcome.results}
+    assert out.read_bytes().endswith(b"\n")
 
 
 def test_the_package_exports_the_batch_api_lazily():

@@ -78,8 +78,8 @@ def predict(
                             skip_done=skip_done, strict=strict,
                             evidence=Evidence(annotate=annotate, annotate_heatmap=annotate_heatmap, heatmap=heatmap,
                                               report=report))
-    if batch.note:
-        err.print(f"[yellow]note:[/] {escape(batch.note)}", highlight=False, soft_wrap=True)
+    for note in ([batch.note] if batch.note else []) + batch.resume_notes:  # shown under --quiet too
+        Console(stderr=True).print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     if batch.needs_keras:
         import_keras_quietly()  # heatmaps take the Keras model's gradients, whatever serves the scores
     if skip_done is not None:

@@ -28,7 +28,7 @@ from deepfake_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_WEAK_EVIDENCE
 from deepfake_cli.serve.model_choice import locate_model, model_runtime, stale_onnx_note
 from deepfake_cli.serve.pipeline import predict_many
 from deepfake_cli.serve.predict import EnsemblePredictor, PredictError, PredictResult, expand_inputs, open_predictor
-from deepfake_cli.serve.result_files import ResultWriter, done_paths, interrupt_on_sigterm
+from deepfake_cli.serve.result_files import ResultWriter, done_paths, interrupt_on_sigterm, resume_notes
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,10 @@ class BatchPrediction:
         self.csv_path, self.jsonl_path, self.skip_done, self.strict = csv_path, jsonl_path, skip_done, strict
         self.files = expand_inputs(list(inputs))
         self.done: set[str] = set()  # inputs the skip_done file has a verdict for
+        self.resume_notes: list[str] = []  # what resuming drops from the result files and does again
         if skip_done is not None:
             self.done = done_paths(skip_done)
+            self.resume_notes = [n for f in (csv_path, jsonl_path) if f is not None for n in resume_notes(f)]
             self.files = [f for f in self.files if str(f) not in self.done]
         self._predictor_options = {"device": device, "threshold": threshold, "max_fpr": max_fpr,
                                    "detect_every": detect_every}

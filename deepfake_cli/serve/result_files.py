@@ -1,14 +1,18 @@
 """`dfd predict`'s result files: CSV and JSON Lines written row by row, and read back to resume.
 
-Each result is written and flushed (and fsynced) as soon as it is known, so a batch that is
-interrupted or killed keeps every verdict it reached; `--skip-done FILE` reads such a file back
-and skips the inputs that already have a verdict (inputs that failed are tried again). A
-resumed run appends to the files it continues instead of overwriting them.
+Each result is written whole (one write of a complete line) and flushed (and fsynced) as soon
+as it is known, so a batch that is interrupted or killed keeps every verdict it reached;
+`--skip-done FILE` reads such a file back and skips the inputs that already have a verdict.
+A resumed run appends to the files it continues instead of overwriting them, after
+:func:`compact_for_resume` has dropped (atomically) what a resumed run writes again: a last row
+cut mid-line by a crash (its input is scored again) and the rows of inputs that failed (they are
+tried again and get a new row), so each input has one row.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from deepfake_cli.errors import DfdError
+from deepfake_cli.files import atomic_write_text
 
 CSV_COLUMNS = ["path", "verdict", "probability", "threshold", "cnn_probability", "frames", "faces", "tracks",
                "error", "exit_code"]
@@ -41,6 +46,11 @@ class ResultWriter:
         self._csv: IO | None = None
         self._jsonl: IO | None = None
         self._rows = None
+        self.notes: list[str] = []  # what resuming dropped from the files (see compact_for_resume)
+        if append:
+            for path in (csv_path, jsonl_path):
+                if path is not None and path.is_file() and path.stat().st_size > 0:
+                    self.notes += compact_for_resume(path)
         if csv_path is not None:
             keep = append and csv_path.is_file() and csv_path.stat().st_size > 0
             self._csv = _open(csv_path, "a" if keep else "w", newline="")
@@ -56,9 +66,11 @@ class ResultWriter:
                 raise
 
     def write(self, row: dict) -> None:
-        """Write one result and flush it to disk before returning."""
+        """Write one result, each file's line in one write, and flush it to disk before returning."""
         if self._rows is not None:
-            self._rows.writerow(row)
+            line = io.StringIO()
+            csv.DictWriter(line, fieldnames=CSV_COLUMNS, extrasaction="ignore").writerow(row)
+            self._csv.write(line.getvalue())
             self._flush(self._csv)
         if self._jsonl is not None:
             self._jsonl.write(json.dumps(row) + "\n")
@@ -81,25 +93,78 @@ class ResultWriter:
         self.close()
 
 
-def done_paths(path: Path) -> set[str]:
-    """Inputs that a previous run's --csv or --jsonl file gives a verdict for."""
+def read_results(path: Path) -> tuple[list[dict], str, str]:
+    """(complete rows, the header line of a CSV or "", the torn last line or "") of a --csv or
+    --jsonl file: a last line without its newline was cut mid-write (a crash, a kill, a full
+    disk) and is not a row."""
     try:
         text = Path(path).read_text()
-    except FileNotFoundError:
-        return set()  # nothing done yet: the first run of a resumable batch
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultFileError(f"cannot read --skip-done file {path}: {exc}") from None
+    lines = text.splitlines(keepends=True)
+    torn = lines.pop() if lines and not lines[-1].endswith(("\n", "\r")) else ""
     try:
-        if text.lstrip().startswith("{"):
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if "".join(lines).lstrip().startswith("{") or (not lines and torn.lstrip().startswith("{")):
+            rows, header = [json.loads(line) for line in lines if line.strip()], ""
         else:
-            rows = list(csv.DictReader(text.splitlines()))
+            header = lines[0] if lines else ""
+            rows = list(csv.DictReader(lines))
     except (json.JSONDecodeError, csv.Error) as exc:
         raise ResultFileError(f"--skip-done file {path} is neither dfd's CSV nor its JSON Lines ({exc})") from None
     if rows and not all(isinstance(r, dict) and "path" in r and "verdict" in r for r in rows):
         raise ResultFileError(f"--skip-done file {path} has no path and verdict columns: "
                               "give a file written by `dfd predict --csv` or `--jsonl`")
-    return {str(r["path"]) for r in rows if r.get("verdict") in ("real", "fake")}
+    return rows, header, torn
+
+
+def has_verdict(row: dict) -> bool:
+    return row.get("verdict") in ("real", "fake")
+
+
+def done_paths(path: Path) -> set[str]:
+    """Inputs that a previous run's --csv or --jsonl file gives a verdict for (a torn last row
+    does not count: that input is scored again)."""
+    if not Path(path).exists():
+        return set()  # nothing done yet: the first run of a resumable batch
+    rows, _, _ = read_results(path)
+    return {str(r["path"]) for r in rows if has_verdict(r)}
+
+
+def resume_notes(path: Path) -> list[str]:
+    """What resuming onto ``path`` will drop and do again (see :func:`compact_for_resume`)."""
+    if not Path(path).is_file():
+        return []
+    rows, _, torn = read_results(path)
+    failed = [r for r in rows if not has_verdict(r)]
+    notes = [f"{path}: its last row was cut mid-line ({torn.strip()[:80]!r}): it is dropped and that input "
+             "scored again"] if torn else []
+    if failed:
+        notes.append(f"{path}: {len(failed)} row(s) of inputs that failed are replaced by this run's")
+    return notes
+
+
+def compact_for_resume(path: Path) -> list[str]:
+    """Rewrite a results file (atomically) with only its complete verdict rows, before a resumed
+    run appends to it; returns what was dropped, as notes ([] and no rewrite when nothing)."""
+    notes = resume_notes(path)
+    if not notes:
+        return []
+    rows, header, _ = read_results(path)
+    kept = [r for r in rows if has_verdict(r)]
+    if header:
+        out = io.StringIO()
+        fields = next(csv.reader([header]))
+        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        text = out.getvalue()
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+    try:
+        atomic_write_text(Path(path), text)
+    except OSError as exc:
+        raise ResultFileError(f"cannot rewrite {path} to resume: {exc.strerror or exc}") from None
+    return notes
 
 
 class Interrupts:

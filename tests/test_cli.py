@@ -150,3 +150,23 @@ def test_model_commands_hide_the_backends_native_start_up_chatter():
     assert result.returncode == 0, result.stderr
     assert "efficientnet-lite0" in result.stdout
     assert result.stderr == ""
+
+
+def test_quiet_keeps_one_error_line_per_failed_input_and_no_stage_but_extract_creates_a_store(tmp_path):
+    """--quiet hides progress, not failures; `crop` or `export-features` run where there is no store
+    say so (exit 1) instead of creating an empty store and reporting nothing to do."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"garbage")
+    run = subprocess.run([sys.executable, "-m", "deepfake_cli", "predict", str(bad), "-q"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 3 and run.stdout == ""
+    assert run.stderr.strip().splitlines() == [f"error: {bad}: cannot be opened as a video (not a video file, or "
+                                               "unsupported codec)"]
+    missing = tmp_path / "none.h5"
+    for command in (["crop"], ["export-features", "--model", "default"]):
+        result = CliRunner().invoke(app, [*command, "--store", str(missing)])
+        assert result.exit_code == 1 and f"no store at {missing}" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]

@@ -185,9 +185,14 @@ def native_chatter_hidden():
 
 
 @contextmanager
-def open_store(store: Optional[Path], write: bool, wait: bool = False):
-    from deepfake_cli.data.store import Store
+def open_store(store: Optional[Path], write: bool, wait: bool = False, create: bool = False):
+    """The store a command works on; only ``create`` (extract) makes a missing one: any other
+    stage run where there is no store says so instead of creating an empty one."""
+    from deepfake_cli.data.store import Store, StoreError, default_store_path
 
+    path = Path(store) if store is not None else default_store_path()
+    if not create and not path.exists() and not path.with_name(path.name + ".d").is_dir():
+        raise StoreError(f"no store at {path}: run `dfd extract` first, or pass --store")
     opened = Store.open(store, write=write, wait=wait)
     try:
         yield opened

@@ -41,7 +41,7 @@ def extract(
     options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, spread=spread, labels_csv=labels,
                              retry_failed=retry_failed, shard=parse_shard(shard))
     options.check()  # before the store is opened: a bad option creates no store
-    with open_store(store, write=True, wait=wait) as opened:
+    with open_store(store, write=True, wait=wait, create=True) as opened:
         summary = run_extract(opened, paths or [], options, RichReporter(err, quiet))
         store_path = opened.path
     if as_json:

@@ -21,7 +21,8 @@ def _print_result(r, out: Console, err: Console) -> None:
     """One line per input: its verdict on stdout, or its error on stderr."""
     if r.error:
         message = r.error if r.error.startswith(r.path) else f"{r.path}: {r.error}"  # errors name their file
-        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        errors = Console(stderr=True)  # one line per failed input, --quiet included
+        errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     else:
         colour = "red" if r.verdict == "fake" else "green"
         seen = f"{r.faces} faces in {r.frames} frames" if r.faces else f"{r.frames} whole frames"

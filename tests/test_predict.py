@@ -432,3 +432,23 @@ def test_export_features_finds_the_bundled_default_model(tmp_path):
                                       "--store", str(store), "--json", "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["exported"] == 0
+
+
+def test_a_pipe_inside_a_folder_gets_its_own_error_like_a_pipe_named_directly(tmp_path):
+    import os
+
+    from deepfake_cli.serve.batch import BatchPrediction
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _, good = two_clips(folder)
+    (folder / "bad.mp4").unlink()
+    pipe = folder / "pipe.mp4"
+    os.mkfifo(pipe)
+    outcome = BatchPrediction([folder]).run()
+    by_path = {r.path: r for r in outcome.results}
+    assert sorted(by_path) == [str(good), str(pipe)]
+    assert by_path[str(pipe)].error and by_path[str(pipe)].exit_code == 3
+    direct = BatchPrediction([pipe]).run().results[0]
+    assert (direct.error, direct.exit_code) == (by_path[str(pipe)].error, 3)
+    assert by_path[str(good)].probability == pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6)

@@ -86,7 +86,9 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in inputs:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if (p.is_file() or p.is_symlink())
+            # not only regular files: a pipe or socket named like a video gets its own error line,
+            # as when it is named directly, instead of vanishing from the batch
+            found = sorted(p for p in path.rglob("*") if not p.is_dir()
                            and not p.name.startswith(".") and p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
             files.extend(found or [path])
         else:

@@ -391,3 +391,17 @@ def test_real_dfdc_faces():
     assert all(len(s) == 1 for s in split_of_group.values())
     counts = {s: sum(r.split == s for r in out) for s in ("train", "val", "test")}
     assert 7500 < counts["train"] < 8500 and 700 < counts["val"] < 1300 and 700 < counts["test"] < 1300
+
+
+def test_a_labels_csv_giving_one_file_two_labels_is_refused_naming_both_rows(tmp_path):
+    from deepfake_cli.data.datasets import DatasetError, discover
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"x")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\nclips/a.mp4,real\nclips/../clips/a.mp4,fake\n")
+    with pytest.raises(DatasetError, match=r"line 3 labels clips/\.\./clips/a\.mp4 fake, but .*line 2 labels the same "
+                                           r"file real"):
+        discover([], labels_csv=labels)
+    labels.write_text("path,label\nclips/a.mp4,real\n./clips/a.mp4,real\n")  # the same label twice: no conflict
+    assert {r.label for r in discover([], labels_csv=labels)} == {"real"}

@@ -319,17 +319,23 @@ def _labels_csv_records(labels_csv: Path) -> list[VideoRecord]:
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise DatasetError(f"{labels_csv}: needs a header with at least the columns path,label")
     records = []
+    seen: dict[tuple, tuple[str, str]] = {}  # file on disk -> (where, label) of its first row
     for line, row in enumerate(rows, start=2):
         where = f"{labels_csv}, line {line}"
         path = labels_csv.parent / row["path"]
         if not path.is_file():
             raise DatasetError(f"{where}: {path} not found")
+        label = _norm_label(row["label"], where)
+        first = seen.setdefault(_file_key(path), (where, label))
+        if first[1] != label:  # the same file (by any relative path) labelled twice, differently
+            raise DatasetError(f"{where} labels {row['path']} {label}, but {first[0]} labels the same file "
+                               f"{first[1]}: fix one of the two rows")
         group = row.get("group", "")
         compression = row.get("compression", "").lower()
         records.append(
             VideoRecord(
                 path=path,
-                label=_norm_label(row["label"], where),
+                label=label,
                 dataset=row.get("dataset", "").strip() or "csv",
                 method=row.get("method", ""),
                 compression=FFPP_COMPRESSIONS.get(compression, compression),

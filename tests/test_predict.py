@@ -452,3 +452,20 @@ def test_a_pipe_inside_a_folder_gets_its_own_error_like_a_pipe_named_directly(tm
     direct = BatchPrediction([pipe]).run().results[0]
     assert (direct.error, direct.exit_code) == (by_path[str(pipe)].error, 3)
     assert by_path[str(good)].probability == pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6)
+
+
+def test_two_inputs_of_one_name_in_two_folders_get_two_reports(tmp_path):
+    from deepfake_cli.serve.batch import BatchPrediction, Evidence, evidence_name
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for folder in (a, b):
+        (folder / "x.mp4").write_bytes(ASTRONAUT.read_bytes())
+    assert evidence_name(a / "x.mp4", tmp_path) == "a__x.mp4"
+    assert evidence_name(tmp_path / "x.jpg", tmp_path) != evidence_name(tmp_path / "x.mp4", tmp_path)
+    reports = tmp_path / "reports"
+    batch = BatchPrediction([a, b], evidence=Evidence(report=reports))
+    inputs = [(i, p) for i, p in enumerate(batch.files)]
+    pages = [batch.evidence.for_input(i, p, True, tmp_path)["report"] for i, p in inputs]
+    assert pages == [reports / "a__x.mp4.html", reports / "b__x.mp4.html"]

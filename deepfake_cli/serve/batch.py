@@ -19,6 +19,7 @@ calls it and renders what it returns::
 
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,13 +51,35 @@ class Evidence:
         """Whether the Keras model is needed whatever serves the scores (activation maps)."""
         return self.heatmap is not None or self.report is not None or self.annotate_heatmap
 
-    def for_input(self, i: int, path: Path, several: bool) -> dict:
-        """Keyword arguments of Predictor.finish for the ``i``-th input (its report page's folder made)."""
-        page = None if self.report is None else (self.report / f"{path.stem}.html" if several else self.report)
+    def for_input(self, i: int, path: Path, several: bool, root: Path | None = None) -> dict:
+        """Keyword arguments of Predictor.finish for the ``i``-th input (its report page's folder made).
+        Its evidence files are named after its path below ``root`` (the inputs' common folder; see
+        :func:`evidence_name`), so two inputs of one name in two folders never share a page."""
+        name = evidence_name(path, root)
+        page = None if self.report is None else (self.report / f"{name}.html" if several else self.report)
         if page is not None:
             page.parent.mkdir(parents=True, exist_ok=True)
         return {"annotate": self.annotate if i == 0 else None, "heatmap": self.heatmap, "report": page,
-                "annotate_heatmap": self.annotate_heatmap}
+                "annotate_heatmap": self.annotate_heatmap, "evidence_name": name}
+
+
+def evidence_name(path: Path, root: Path | None) -> str:
+    """A file name unique to an input within a batch: its path below ``root`` with the folders
+    joined by "__" and its suffix kept (``a/x.jpg`` -> ``a__x.jpg``, beside ``b__x.jpg`` and
+    ``a__x.mp4``)."""
+    absolute = Path(path).absolute()
+    try:
+        relative = absolute.relative_to(root) if root is not None else Path(absolute.name)
+    except ValueError:
+        relative = Path(absolute.name)
+    return "__".join(relative.parts) or absolute.name
+
+
+def common_root(files: list[Path]) -> Path | None:
+    """The deepest folder holding every input (None for no inputs)."""
+    if not files:
+        return None
+    return Path(os.path.commonpath([str(Path(f).absolute().parent) for f in files]))
 
 
 @dataclass
@@ -145,8 +168,9 @@ class BatchPrediction:
         with ResultWriter(self.csv_path, self.jsonl_path, append=self.skip_done is not None) as writer, \
                 interrupt_on_sigterm() as signals:
             try:
+                root = common_root(self.files)
                 for result in predict_many(predictor, self.files,
-                                           lambda i, path: self.evidence.for_input(i, path, several),
+                                           lambda i, path: self.evidence.for_input(i, path, several, root),
                                            on_exception=bug):
                     with signals.held():
                         outcome.results.append(result)

@@ -184,10 +184,11 @@ class Predictor:
     # ---------------------------------------------------------------------- one video
     def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,
                 report: Path | None = None, annotate_heatmap: bool = False,
-                cache: dict | None = None) -> PredictResult:
-        """Score one clip. ``cache``: a dict kept for one clip across an ensemble's members."""
+                cache: dict | None = None, evidence_name: str | None = None) -> PredictResult:
+        """Score one clip. ``cache``: a dict kept for one clip across an ensemble's members;
+        ``evidence_name``: what its heatmap files are named after (default: the file's stem)."""
         return self.finish(self.prepare(path, cache), annotate=annotate, heatmap=heatmap, report=report,
-                           annotate_heatmap=annotate_heatmap)
+                           annotate_heatmap=annotate_heatmap, evidence_name=evidence_name)
 
     def prepare(self, path: Path, cache: dict | None = None) -> "Prepared":
         """Everything before the CNN: decode, detect and track faces, crop them (or letterbox the
@@ -233,7 +234,7 @@ class Predictor:
 
     def finish(self, prepared: "Prepared", outputs: tuple[np.ndarray, np.ndarray] | None = None,
                annotate: Path | None = None, heatmap: Path | None = None, report: Path | None = None,
-               annotate_heatmap: bool = False) -> PredictResult:
+               annotate_heatmap: bool = False, evidence_name: str | None = None) -> PredictResult:
         """The verdict of a prepared clip: the CNN on its inputs (or their ``outputs``, when
         :func:`predict_many` ran the CNN on several clips at once), then the LSTM and the evidence."""
         result = prepared.result
@@ -288,7 +289,7 @@ class Predictor:
                 self._mapper = ActivationMapper(keras_model, int(self.config.input_size))
             cams = self._mapper(reported.crops)
             if heatmap is not None:
-                written = write_heatmaps(heatmap, path.stem, reported.crops, cams, reported_frames, result.frame_scores)
+                written = write_heatmaps(heatmap, evidence_name or path.stem, reported.crops, cams, reported_frames, result.frame_scores)
                 result.heatmaps = [str(p) for p in written]
             if report is not None:
                 write_clip_report(report, result, prepared.info, self.config, reported_frames, reported.crops, cams)
@@ -345,7 +346,8 @@ class EnsemblePredictor:
         self.threshold = choose_threshold(self.config.threshold, self.config.thresholds_at_fpr, threshold, max_fpr)
 
     def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,
-                report: Path | None = None, annotate_heatmap: bool = False) -> PredictResult:
+                report: Path | None = None, annotate_heatmap: bool = False,
+                evidence_name: str | None = None) -> PredictResult:
         if annotate is not None or heatmap is not None or report is not None:
             raise PredictError("--annotate, --heatmap and --report show one model's evidence: pass one member "
                                f"of the ensemble ({', '.join(b.path.name for b in self.ensemble.members)}) as --model")

@@ -17,7 +17,8 @@ from deepfake_cli.report.annotate import write_annotated
 from deepfake_cli.serve.evidence import judge_tracks
 from deepfake_cli.serve.predict import PredictResult
 from deepfake_cli.serve.result_files import ResultWriter
-from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, shared_data, write_face_clip
+from deepfake_cli.errors import DfdError
+from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, ROOT, shared_data, write_face_clip
 
 
 def face(x: float, side: float) -> Detection:
@@ -469,3 +470,17 @@ def test_two_inputs_of_one_name_in_two_folders_get_two_reports(tmp_path):
     inputs = [(i, p) for i, p in enumerate(batch.files)]
     pages = [batch.evidence.for_input(i, p, True, tmp_path)["report"] for i, p in inputs]
     assert pages == [reports / "a__x.mp4.html", reports / "b__x.mp4.html"]
+
+
+def test_a_config_whose_input_size_is_not_the_onnx_models_is_a_clear_error(tmp_path):
+    import shutil
+
+    from deepfake_cli.serve.batch import BatchPrediction
+
+    bundle = tmp_path / "edited"
+    shutil.copytree(ROOT / "deepfake_cli" / "serve" / "default_model", bundle)
+    config = json.loads((bundle / "config.json").read_text())
+    config["input_size"] = 999
+    (bundle / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DfdError, match=r"cnn.onnx takes 160 px images but .*config.json says input_size 999"):
+        BatchPrediction([ASTRONAUT], bundle, runtime="onnx").load()

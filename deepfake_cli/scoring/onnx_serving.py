@@ -118,6 +118,7 @@ class OnnxModel:
         self._session = session(self.path, threads)
         self._input = self._session.get_inputs()[0].name
         self.needs_fixed_shapes = False  # any batch size runs without a new trace
+        self.input_shape = list(self._session.get_inputs()[0].shape)  # symbolic dimensions are strings
 
     def predict_on_batch(self, batch: np.ndarray):
         outputs = self._session.run(None, {self._input: np.ascontiguousarray(batch, np.float32)})
@@ -125,8 +126,15 @@ class OnnxModel:
 
 
 def onnx_feature_model(bundle: Bundle, threads: int | None = None) -> OnnxModel:
-    """image -> [features, P(fake)], as Bundle.build_feature_model, from ``cnn.onnx``."""
-    return OnnxModel(bundle.path / CNN_ONNX, threads)
+    """image -> [features, P(fake)], as Bundle.build_feature_model, from ``cnn.onnx``; a config
+    whose input size is not the ONNX model's (an edited config.json) is a BundleError."""
+    model = OnnxModel(bundle.path / CNN_ONNX, threads)
+    sides = [d for d in model.input_shape[1:3] if isinstance(d, int)]  # (batch, S, S, 3)
+    size = int(bundle.config.input_size)
+    if sides and any(d != size for d in sides):
+        raise BundleError(f"{bundle.path / CNN_ONNX} takes {sides[0]} px images but {bundle.path / 'config.json'} "
+                          f"says input_size {size}: restore the config, or re-export with `dfd export-onnx`")
+    return model
 
 
 def onnx_lstm(bundle: Bundle, threads: int | None = None) -> OnnxModel:

@@ -484,3 +484,22 @@ def test_a_config_whose_input_size_is_not_the_onnx_models_is_a_clear_error(tmp_p
     (bundle / "config.json").write_text(json.dumps(config))
     with pytest.raises(DfdError, match=r"cnn.onnx takes 160 px images but .*config.json says input_size 999"):
         BatchPrediction([ASTRONAUT], bundle, runtime="onnx").load()
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbled"])
+def test_a_missing_or_damaged_onnx_json_is_named_and_auto_says_why_it_uses_keras(tmp_path, damage):
+    import shutil
+
+    from deepfake_cli.serve.batch import BatchPrediction
+
+    bundle = tmp_path / "model"
+    shutil.copytree(ROOT / "deepfake_cli" / "serve" / "default_model", bundle)
+    if damage == "missing":
+        (bundle / "onnx.json").unlink()
+    else:
+        (bundle / "onnx.json").write_text("{not json")
+    with pytest.raises(DfdError, match=r"its onnx.json, which records what cnn.onnx was made from, "
+                                       + ("is missing" if damage == "missing" else "is damaged")):
+        BatchPrediction([ASTRONAUT], bundle, runtime="onnx")
+    auto = BatchPrediction([ASTRONAUT], bundle, runtime="auto")
+    assert auto.runtime == "keras" and "onnx.json" in auto.note and "slower start" in auto.note

@@ -41,11 +41,16 @@ def onnx_problem(bundle: Bundle) -> str:
     except ImportError:
         return "onnxruntime is not installed"
     recorded = onnx_record(bundle.path)
+    record_file = bundle.path / ONNX_RECORD
     for name in needed_onnx_files(bundle):
         entry = recorded.get(name)
         path = bundle.path / name
-        if not entry or not path.is_file():
+        if not path.is_file():
             return f"it has no {name} (run `dfd export-onnx {bundle.path}`)"
+        if not entry:  # the ONNX file is there, but nothing vouches for it
+            what = "is missing" if not record_file.exists() else "is damaged or does not list it"
+            return (f"its {ONNX_RECORD}, which records what {name} was made from, {what} "
+                    f"(run `dfd export-onnx {bundle.path}`)")
         weights = ONNX_SOURCES[name]
         if entry.get("weights_sha256") != weights_sha256(bundle, weights):
             return f"its {name} was made from an older {weights} (run `dfd export-onnx {bundle.path}` again)"

@@ -81,10 +81,11 @@ def model_runtime(path: Path, runtime: str = "auto", device: str = "auto") -> st
 
 def stale_onnx_note(path: Path) -> str:
     """Why a model that was exported to ONNX is served with Keras after all ('' when it is not)."""
-    from deepfake_cli.scoring.onnx_serving import onnx_problem, onnx_record
+    from deepfake_cli.scoring.onnx_serving import CNN_ONNX, LSTM_ONNX, onnx_problem, onnx_record
 
     for bundle in model_bundles(path):
-        why = onnx_problem(bundle) if onnx_record(bundle.path) else ""
+        exported = onnx_record(bundle.path) or any((bundle.path / n).is_file() for n in (CNN_ONNX, LSTM_ONNX))
+        why = onnx_problem(bundle) if exported else ""
         if why:
             return f"model {bundle.path} runs on Keras, with a slower start: {why}"
     return ""

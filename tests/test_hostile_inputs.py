@@ -669,7 +669,7 @@ def test_predict_writes_heatmaps_of_the_reported_track(hostile, model, tmp_path)
     assert len(written) == result["faces"] + 1 and all(p.is_file() for p in written)
     face = cv2.imread(str(written[0]))
     assert face.shape[1] == 2 * face.shape[0]  # the crop beside its overlay
-    assert written[-1].name == "good_heatmaps.png"
+    assert written[-1].name == "good.mp4_heatmaps.png"  # named after the input (suffix kept: x.jpg, x.mp4 differ)
 
 
 def test_the_clip_report_is_self_contained_and_renders(hostile, model, tmp_path):

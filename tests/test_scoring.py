@@ -449,7 +449,7 @@ def test_stale_or_damaged_onnx_files_are_not_served(onnx_bundle, tmp_path):
     damage(damaged / "cnn.onnx", size=64)
     assert "cnn.onnx changed or is damaged" in onnx_problem(load_bundle(damaged))
     (damaged / "onnx.json").unlink()
-    assert "has no cnn.onnx" in onnx_problem(load_bundle(damaged))
+    assert "its onnx.json, which records what cnn.onnx was made from, is missing" in onnx_problem(load_bundle(damaged))
 
 def test_a_gpu_is_served_by_keras(onnx_bundle, monkeypatch):
     from deepfake_cli.faces import detectors

@@ -1,4 +1,4 @@
-# Sourced by train.sh and experiment_uniform_faces.sh (run from the repository root): builds the
+# Sourced by train_c.sh and experiment_uniform_faces.sh (run from the repository root): builds the
 # two stores they train and evaluate on. Rerunning skips what the stores already hold.
 # - $CNN_STORE: 40 faces spread uniformly over each FF++ video (many distinct faces per
 #   identity, not 25 near-copies) and all 10,000 DFDC crops; the CNN trains on it.

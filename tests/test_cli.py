@@ -170,3 +170,15 @@ def test_quiet_keeps_one_error_line_per_failed_input_and_no_stage_but_extract_cr
         result = CliRunner().invoke(app, [*command, "--store", str(missing)])
         assert result.exit_code == 1 and f"no store at {missing}" in result.output, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]
+
+
+def test_help_shows_the_defaults_that_are_not_plain_values():
+    """Rich reads "[default: ...]" inside a help string as markup and drops it: such defaults are
+    given as show_default, which Typer prints."""
+    runner = CliRunner()
+    wide = {"COLUMNS": "250", "TERMINAL_WIDTH": "250"}
+    predict = runner.invoke(app, ["predict", "--help"], env=wide).output
+    assert "[default: (the bundled model)]" in predict
+    assert "[default: (the stride the model's faces were cropped with, or 4 for a model that records none)]" in predict
+    assert "[default: (dfd.h5)]" in runner.invoke(app, ["crop", "--help"], env=wide).output
+    assert "[default: (the backbone's native size)]" in runner.invoke(app, ["train-cnn", "--help"], env=wide).output

@@ -26,7 +26,7 @@ from rich.table import Table
 from deepfake_cli.errors import BUG_NOTE, EXIT_ERROR, DfdError
 from deepfake_cli.progress import Reporter
 
-StoreOption = typer.Option(None, "--store", envvar="DFD_STORE", help="HDF5 store [default: dfd.h5]")
+StoreOption = typer.Option(None, "--store", envvar="DFD_STORE", help="HDF5 store.", show_default="dfd.h5")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
 JsonOption = typer.Option(False, "--json", help="Print the summary as JSON on stdout.")
 ModelsDirOption = typer.Option(Path("models"), "--models-dir", help="Where bundles are saved.")

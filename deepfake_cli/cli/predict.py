@@ -37,14 +37,16 @@ def _print_result(r, out: Console, err: Console) -> None:
 @handled
 def predict(
     inputs: list[Path] = typer.Argument(..., help="Video or image files, or folders of them."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or directory [default: the bundled model]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or directory.",
+                                         show_default="the bundled model"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the bundle's decision threshold."),
     max_fpr: Optional[float] = typer.Option(None, "--max-fpr", help="Use the bundle's threshold for this false-positive rate (e.g. 0.01)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (face detection)."),
     detect_every: Optional[int] = typer.Option(None, "--detect-every", help="Run the face detector on every Nth "
                                                "sampled frame and interpolate between (consecutive sampling only); "
-                                               "1 = every frame [default: the stride the model's faces were "
-                                               "cropped with, or 4 for a model that records none]."),
+                                               "1 = every frame.",
+                                               show_default="the stride the model's faces were cropped with, or 4 "
+                                               "for a model that records none"),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the (first) video with face boxes and scores drawn."),
     annotate_heatmap: bool = typer.Option(False, "--annotate-heatmap", help="With --annotate: draw each face's "
                                           "class activation map onto it too."),

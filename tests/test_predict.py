@@ -503,3 +503,16 @@ def test_a_missing_or_damaged_onnx_json_is_named_and_auto_says_why_it_uses_keras
         BatchPrediction([ASTRONAUT], bundle, runtime="onnx")
     auto = BatchPrediction([ASTRONAUT], bundle, runtime="auto")
     assert auto.runtime == "keras" and "onnx.json" in auto.note and "slower start" in auto.note
+
+
+def test_the_csv_has_a_warnings_column(tmp_path):
+    import csv
+
+    from deepfake_cli.serve.result_files import ResultWriter
+
+    out = tmp_path / "out.csv"
+    with ResultWriter(csv_path=out) as writer:
+        writer.write({"path": "x.png", "verdict": "fake", "warnings": ["a single image", "a small face"]})
+        writer.write({"path": "y.mp4", "verdict": "real", "warnings": []})
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [r["warnings"] for r in rows] == ["a single image; a small face", ""]

@@ -25,7 +25,7 @@ from deepfake_cli.errors import DfdError
 from deepfake_cli.files import atomic_write_text
 
 CSV_COLUMNS = ["path", "verdict", "probability", "threshold", "cnn_probability", "frames", "faces", "tracks",
-               "error", "exit_code"]
+               "error", "exit_code", "warnings"]  # warnings: what qualifies the verdict, joined by "; "
 
 
 class ResultFileError(DfdError):
@@ -69,7 +69,8 @@ class ResultWriter:
         """Write one result, each file's line in one write, and flush it to disk before returning."""
         if self._rows is not None:
             line = io.StringIO()
-            csv.DictWriter(line, fieldnames=CSV_COLUMNS, extrasaction="ignore").writerow(row)
+            flat = {**row, "warnings": "; ".join(str(w) for w in row.get("warnings") or [])}
+            csv.DictWriter(line, fieldnames=CSV_COLUMNS, extrasaction="ignore").writerow(flat)
             self._csv.write(line.getvalue())
             self._flush(self._csv)
         if self._jsonl is not None:

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deepfake_cli.cli.app import app
-from tests.helpers import write_face_clip
+from tests.helpers import ASTRONAUT, write_face_clip
 
 runner = CliRunner()
 
@@ -152,7 +152,7 @@ def test_model_commands_hide_the_backends_native_start_up_chatter():
     assert result.stderr == ""
 
 
-def test_quiet_keeps_one_error_line_per_failed_input_and_no_stage_but_extract_creates_a_store(tmp_path):
+def test_quiet_keeps_errors_and_warnings_and_no_stage_but_extract_creates_a_store(tmp_path):
     """--quiet hides progress, not failures; `crop` or `export-features` run where there is no store
     say so (exit 1) instead of creating an empty store and reporting nothing to do."""
     import subprocess
@@ -165,6 +165,14 @@ def test_quiet_keeps_one_error_line_per_failed_input_and_no_stage_but_extract_cr
     assert run.returncode == 3 and run.stdout == ""
     assert run.stderr.strip().splitlines() == [f"error: {bad}: cannot be opened as a video (not a video file, or "
                                                "unsupported codec)"]
+    image = tmp_path / "face.png"
+    frame = cv2.VideoCapture(str(ASTRONAUT)).read()[1]
+    cv2.imwrite(str(image), frame)
+    run = subprocess.run([sys.executable, "-m", "deepfake_cli", "predict", str(image), "-q"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.startswith(f"{image}: ")
+    assert "a single image: no motion or sequence evidence" in run.stderr  # a warning survives --quiet
+    image.unlink()
     missing = tmp_path / "none.h5"
     for command in (["crop"], ["export-features", "--model", "default"]):
         result = CliRunner().invoke(app, [*command, "--store", str(missing)])

@@ -30,8 +30,11 @@ def _print_result(r, out: Console, err: Console) -> None:
         out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
                   f"threshold {r.threshold:.3f}, {seen}{escape(members)})", highlight=False,
                   soft_wrap=True)  # one line per clip, whatever the terminal width
-    for note in ([r.tracks_summary()] if r.tracks_summary() else []) + r.warnings:
-        err.print(f"[yellow]note:[/] {escape(r.path)}: {escape(note)}", highlight=False, soft_wrap=True)
+    if r.tracks_summary():
+        err.print(f"[yellow]note:[/] {escape(r.path)}: {escape(r.tracks_summary())}", highlight=False, soft_wrap=True)
+    for warning in r.warnings:  # what weakens the verdict: shown under --quiet too
+        Console(stderr=True).print(f"[yellow]note:[/] {escape(r.path)}: {escape(warning)}", highlight=False,
+                                   soft_wrap=True)
 
 
 @handled

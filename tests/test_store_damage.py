@@ -9,6 +9,7 @@ the read with DamagedSegmentError naming the video and the file; `dfd check` lis
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from deepfake_cli.data.check import check_store
 from deepfake_cli.cli.app import app
 from deepfake_cli.faces.crop import CropOptions, crop
 from deepfake_cli.data.store import DamagedIndexError, DamagedSegmentError, Features, Store
-from tests.helpers import damage_array, tiny_faces, tiny_frames, video_entry
+from tests.helpers import damage_array, synthetic_store, tiny_faces, tiny_frames, video_entry
 
 READERS = {"frames": lambda s, v: s.read_frames(v), "faces": lambda s, v: s.read_faces(v),
            "features.m1": lambda s, v: s.read_features(v, "m1")}
@@ -89,3 +90,19 @@ def test_check_command_exits_1_on_damage_and_0_once_repaired(tmp_path):
     fixed = CliRunner().invoke(app, ["check", "--store", str(path), "--repair"])
     assert fixed.exit_code == 0 and "dropped" in fixed.output
     assert CliRunner().invoke(app, ["check", "--store", str(path)]).exit_code == 0
+
+
+def test_a_deleted_frames_segment_is_noticed_and_repair_makes_extract_redo_the_video(tmp_path):
+    from deepfake_cli.data.check import check_store
+
+    store_path = synthetic_store(tmp_path / "s.h5", n_videos=4, n_val=0)
+    segment = Path(str(store_path) + ".d") / "v001.frames.h5"
+    assert segment.is_file()
+    segment.unlink()
+    summary = check_store(store_path)
+    assert [(d["video_id"], d["stage"], d["reason"], d["redo"]) for d in summary.damaged] == [
+        ("v001", "frames", "missing", "dfd extract")]
+    check_store(store_path, repair=True)
+    with Store.open(store_path) as store:
+        assert "v001" not in {e.video_id for e in store.entries()}  # extract adds it again
+    assert check_store(store_path).damaged == []

@@ -66,6 +66,12 @@ def check_store(path: Path, repair: bool = False, wait: bool = False, reporter: 
                     summary.damaged.append({"video_id": vid, "path": media, "stage": stage, "segment": str(exc.segment),
                                             "reason": exc.reason,
                                             "redo": REDONE_BY.get(stage, "dfd export-features")})
+            if media and store.entry(vid).ok and "frames" not in store.segments_of(vid):
+                # the index lists the video but its frames segment is gone (deleted, lost): without
+                # this, extract would call it "already in store" and every later stage skip it
+                summary.damaged.append({"video_id": vid, "path": media, "stage": "frames",
+                                        "segment": str(store.segment_path(vid, "frames")), "reason": "missing",
+                                        "redo": REDONE_BY["frames"]})
             reporter.advance(vid)
         reporter.finish()
         if repair:

@@ -320,6 +320,10 @@ class Store:
     def _seg_path(self, video_id: str, stage: str) -> Path:
         return self.segments / _segment_name(video_id, stage)
 
+    def segment_path(self, video_id: str, stage: str) -> Path:
+        """Where a video's segment of a stage is (or would be) on disk."""
+        return self._seg_path(video_id, stage)
+
     def _write_segment(self, video_id: str, stage: str, arrays: dict[str, np.ndarray],
                        attrs: dict, chunk_rows: dict[str, bool] | None = None) -> None:
         if not self.writable:

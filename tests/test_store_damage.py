@@ -106,3 +106,22 @@ def test_a_deleted_frames_segment_is_noticed_and_repair_makes_extract_redo_the_v
     with Store.open(store_path) as store:
         assert "v001" not in {e.video_id for e in store.entries()}  # extract adds it again
     assert check_store(store_path).damaged == []
+
+
+def test_an_index_that_cannot_be_replaced_is_a_clear_error_and_the_segments_stay(tmp_path, monkeypatch):
+    """An immutable index (chattr +i) or a read-only folder: os.replace fails with EPERM/EACCES."""
+    import os
+
+    from deepfake_cli.data.store import StoreError
+
+    store_path = synthetic_store(tmp_path / "s.h5", n_videos=2, n_val=0)
+    segments = sorted(p.name for p in Path(str(store_path) + ".d").iterdir())
+
+    def refuse(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(StoreError, match=r"cannot replace the index .*s\.h5 \(Operation not permitted\): .*immutable"):
+        check_store(store_path, repair=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in Path(str(store_path) + ".d").iterdir()) == segments

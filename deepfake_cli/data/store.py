@@ -536,6 +536,9 @@ class Store:
         except OSError as exc:
             if _disk_full(exc):
                 raise StoreError(f"disk full while writing the index of {self.path}; segments are intact, free space and rerun") from exc
+            if isinstance(exc, PermissionError):  # a read-only folder, or an immutable index (chattr +i)
+                raise StoreError(f"cannot replace the index {self.path} ({exc.strerror}): it or its folder is "
+                                 "read-only or immutable; the segments are intact: make it writable and rerun") from None
             raise
         self._dirty = False
         self._last_commit = time.monotonic()

@@ -83,6 +83,7 @@ def test_bad_user_input_is_one_line_not_a_traceback(args, message, tmp_path, mon
 
 def test_extract_options_are_usage_errors():
     assert invoke("extract", "x.mp4", "--fpv", "0").exit_code == 2  # the README's "bad command-line options"
+    assert invoke("predict", "x.mp4", "--runtime", "fast").exit_code == 2
 
 
 BUGGY_RUN = """

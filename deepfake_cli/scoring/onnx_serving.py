@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_cli.nets.bundle import CNN_WEIGHTS, LSTM_WEIGHTS, Bundle, BundleError
+from deepfake_cli.errors import OptionsError
 from deepfake_cli.files import file_sha256
 
 ONNX_RECORD = "onnx.json"
@@ -79,7 +80,7 @@ def onnx_record(bundle_dir: Path) -> dict:
 def choose_runtime(runtime: str, device: str, bundles: list[Bundle]) -> str:
     """'onnx' or 'keras' for ``--runtime`` (auto: onnx on the CPU when every bundle has current ONNX files)."""
     if runtime not in RUNTIMES:
-        raise BundleError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+        raise OptionsError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
     if runtime == "keras":
         return "keras"
     from deepfake_cli.faces.detectors import resolve_device

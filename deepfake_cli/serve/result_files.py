@@ -135,7 +135,10 @@ def resume_notes(path: Path) -> list[str]:
     """What resuming onto ``path`` will drop and do again (see :func:`compact_for_resume`)."""
     if not Path(path).is_file():
         return []
-    rows, _, torn = read_results(path)
+    return _dropped(path, *read_results(path))
+
+
+def _dropped(path: Path, rows: list[dict], header: str, torn: str) -> list[str]:
     failed = [r for r in rows if not has_verdict(r)]
     notes = [f"{path}: its last row was cut mid-line ({torn.strip()[:80]!r}): it is dropped and that input "
              "scored again"] if torn else []
@@ -147,10 +150,10 @@ def resume_notes(path: Path) -> list[str]:
 def compact_for_resume(path: Path) -> list[str]:
     """Rewrite a results file (atomically) with only its complete verdict rows, before a resumed
     run appends to it; returns what was dropped, as notes ([] and no rewrite when nothing)."""
-    notes = resume_notes(path)
+    rows, header, torn = read_results(path)  # one read: what is dropped and what is kept
+    notes = _dropped(path, rows, header, torn)
     if not notes:
         return []
-    rows, header, _ = read_results(path)
     kept = [r for r in rows if has_verdict(r)]
     if header:
         out = io.StringIO()

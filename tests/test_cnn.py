@@ -313,3 +313,43 @@ def test_training_batches_are_a_plain_shuffle_when_every_video_fits_in_the_cache
     windowed = shuffled_order(items, np.random.default_rng(0), cached_videos=8)
     assert sorted(windowed) == sorted(items)
     assert len({vid for vid, _ in windowed[:32]}) <= 4  # memory-bounded: a window of 4 videos at a time
+
+
+def test_balanced_sampling_draws_each_kind_alike_and_weighs_nothing(tmp_path):
+    """--sampling balanced: 1 real video against 3 fake ones still gives batches half real, and
+    the loss is not weighted (the balance is in the draw)."""
+    store = Store.open(synthetic_store(tmp_path / "dfd.h5", n_videos=6, n_val=0, frames=4), write=False)
+    videos = ["v000", "v001", "v002", "v003"]
+    items = index_faces(store, videos)
+    labels = {"v000": 0, "v001": 1, "v002": 1, "v003": 1}
+    per_face = np.array([3.0 if labels[v] == 0 else 1.0 for v, _ in items])
+    ds = FaceDataset(store, items, labels, batch_size=len(items), input_size=32, shuffle=True,
+                     draw=per_face / per_face.sum())
+    shares = []
+    for epoch in range(30):
+        ds.set_epoch((epoch,))
+        batch = ds[0]
+        assert len(batch) == 2  # (x, y): no sample weights
+        shares.append(float(np.mean(batch[1])))
+    assert 0.4 < np.mean(shares) < 0.6  # a plain shuffle would give 0.75 fake
+    ds.set_epoch((3,))
+    again = ds.ordered_items()
+    ds.set_epoch((3,))
+    assert ds.ordered_items() == again  # the draw is seeded by the epoch key
+    with pytest.raises(Exception, match="sampling"):
+        CNNTrainOptions(sampling="oversample")
+
+
+def test_shift_augment_shrinks_and_adds_noise_only_when_asked():
+    from deepfake_cli.train.augment import add_noise, rescale
+
+    crop = synthetic_faces(np.random.default_rng(2), True, 1, 64)[0]
+    small = rescale(crop, 0.4)
+    assert small.shape == crop.shape and np.abs(small.astype(int) - crop).mean() > 0.5
+    noisy = add_noise(crop, 6.0, np.random.default_rng(0))
+    assert noisy.shape == crop.shape and 2 < np.abs(noisy.astype(int) - crop).mean() < 8
+    # without shift, the same generator state gives the old augmentation, bit for bit
+    plain = augment_face(crop, np.random.default_rng(5))
+    np.testing.assert_array_equal(plain, augment_face(crop, np.random.default_rng(5), shift=False))
+    assert any(not np.array_equal(augment_face(crop, np.random.default_rng(s), shift=True),
+                                  augment_face(crop, np.random.default_rng(s))) for s in range(5, 9))

@@ -67,6 +67,10 @@ def train_cnn(
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on with a GPU) | on | off"),
     balance: str = typer.Option("label", "--balance", help="label: real and fake weigh the same | dataset: "
                                 "every (dataset, label) pair weighs the same, so no dataset's mix is learnt."),
+    sampling: str = typer.Option("weights", "--sampling", help="weights: --balance weighs the loss | balanced: "
+                                 "it sets how often each face is drawn, so every batch holds each kind alike."),
+    shift_augment: bool = typer.Option(False, "--shift-augment", help="With --augment, also shrink-and-enlarge "
+                                       "and add noise to faces (small, noisy faces of users' media)."),
     pseudo_fakes: str = typer.Option("none", "--pseudo-fakes", help="none | sbi: turn real training faces into "
                                      "self-blended fakes (needs the 68 landmarks `dfd crop` stores)."),
     pseudo_ratio: float = typer.Option(0.5, "--pseudo-ratio", help="Probability that a real training face "
@@ -109,7 +113,8 @@ def train_cnn(
                               learning_rate=learning_rate, warmup_epochs=warmup_epochs, seed=seed,
                               augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
                               mixed_precision=mixed_precision, balance=balance, pseudo_fakes=pseudo_fakes,
-                              pseudo_ratio=pseudo_ratio, test_time_flip=test_time_flip, input=input_kind)
+                              pseudo_ratio=pseudo_ratio, test_time_flip=test_time_flip, input=input_kind,
+                              sampling=sampling, shift_augment=shift_augment)
 
     def on_epoch(info: dict) -> None:
         if not quiet:

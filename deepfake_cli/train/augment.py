@@ -14,9 +14,12 @@ SCALE_RANGE = (0.9, 1.1)
 JPEG_QUALITY_RANGE = (30, 95)
 
 
-def augment_face(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One randomly degraded copy of an (S, S, 3) uint8 RGB crop."""
+def augment_face(crop: np.ndarray, rng: np.random.Generator, shift: bool = False) -> np.ndarray:
+    """One randomly degraded copy of an (S, S, 3) uint8 RGB crop. ``shift`` adds what users' media
+    bring beyond re-compression: downscale-upscale (a small face blown up) and sensor noise."""
     out = crop
+    if shift and rng.random() < 0.3:
+        out = rescale(out, float(rng.uniform(0.35, 0.8)))
     if rng.random() < 0.5:
         out = out[:, ::-1]
     out = random_affine(out, rng)
@@ -25,6 +28,8 @@ def augment_face(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = jpeg_recompress(out, int(rng.integers(JPEG_QUALITY_RANGE[0], JPEG_QUALITY_RANGE[1] + 1)))
     if rng.random() < 0.2:
         out = cv2.GaussianBlur(out, (0, 0), sigmaX=float(rng.uniform(0.4, 1.1)))
+    if shift and rng.random() < 0.2:
+        out = add_noise(out, float(rng.uniform(2.0, 8.0)), rng)
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 
@@ -56,3 +61,17 @@ def jpeg_recompress(crop: np.ndarray, quality: int) -> np.ndarray:
         return crop
     return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
 
+
+
+def rescale(crop: np.ndarray, factor: float) -> np.ndarray:
+    """Shrink by ``factor`` (area) and enlarge back (bilinear): the detail of a smaller face."""
+    h, w = crop.shape[:2]
+    small = cv2.resize(np.ascontiguousarray(crop), (max(8, round(w * factor)), max(8, round(h * factor))),
+                       interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def add_noise(crop: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise of standard deviation ``sigma`` (grey levels), the same on all channels' grain."""
+    noise = rng.normal(0.0, sigma, crop.shape[:2] + (1,)).astype(np.float32)
+    return np.clip(crop.astype(np.float32) + noise, 0, 255).astype(np.uint8)

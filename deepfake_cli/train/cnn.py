@@ -74,6 +74,8 @@ class CNNTrainOptions:
     batchnorm: str = "auto"  # frozen | train | auto (= frozen for pretrained weights, train for "none")
     workers: int = 2  # PyDataset loader threads (decode, augment, resize)
     balance: str = "label"  # label: real and fake weigh the same | dataset: each (dataset, label) does
+    sampling: str = "weights"  # weights: the balance weighs the loss | balanced: it sets how often faces are drawn
+    shift_augment: bool = False  # also downscale-upscale and noise faces (augment.py), with --augment
     pseudo_fakes: str = "none"  # none | sbi: real training faces become self-blended fakes (pseudo.py)
     pseudo_ratio: float = 0.5  # the probability that a drawn real face becomes a pseudo-fake
     test_time_flip: bool = False  # the bundle scores each face and its mirror (scoring.py); so does validation
@@ -87,6 +89,8 @@ class CNNTrainOptions:
         check_options(self.pseudo_fakes, self.pseudo_ratio)
         if self.balance not in ("label", "dataset"):
             raise OptionsError(f"balance must be label or dataset, not {self.balance!r}")
+        if self.sampling not in ("weights", "balanced"):
+            raise OptionsError(f"sampling must be weights or balanced, not {self.sampling!r}")
         if self.input not in INPUTS:
             raise OptionsError(f"input must be one of {', '.join(INPUTS)}, not {self.input!r}")
         if self.input == "frame" and self.pseudo_fakes != "none":
@@ -228,8 +232,14 @@ def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,
         weights = {k: float(np.mean([w for (_, label), w in per_cell.items() if label == k]))
                    for k in (0, 1)}  # recorded only: the per-cell weights are what trains
     loader = {"workers": max(1, options.workers), "use_multiprocessing": False}
+    draw = None
+    if options.sampling == "balanced":  # the same balance, by how often each face is drawn
+        per_face = np.array([video_weights[v] if video_weights is not None else weights[labels[v]]
+                             for v, _ in train_items], np.float64)
+        draw, video_weights = per_face / per_face.sum(), None
     train = FaceDataset(store, train_items, labels, options.batch_size, input_size,
                         augment=options.augment, shuffle=True, weights=weights, video_weights=video_weights,
+                        draw=draw, shift_augment=options.shift_augment,
                         pseudo=pseudo, input_kind=options.input,
                         cache_videos=cache_size(store, splits["train"], options.input, input_size), **loader)
     val = FaceDataset(store, val_items, labels, options.batch_size, input_size, input_kind=options.input, **loader)

@@ -103,7 +103,8 @@ class FaceDataset(keras.utils.PyDataset):
     def __init__(self, store: Store, items: list[tuple[str, int]], labels: dict[str, int],
                  batch_size: int, input_size: int, *, augment: bool = False, shuffle: bool = False,
                  weights: dict[int, float] | None = None, video_weights: dict[str, float] | None = None,
-                 cache_videos: int = 32, pseudo: PseudoFakes | None = None, input_kind: str = "face", **kwargs):
+                 cache_videos: int = 32, pseudo: PseudoFakes | None = None, input_kind: str = "face",
+                 draw: np.ndarray | None = None, shift_augment: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.store, self.items, self.labels = store, list(items), labels
         self.batch_size, self.input_size = batch_size, input_size
@@ -112,6 +113,10 @@ class FaceDataset(keras.utils.PyDataset):
         self.cache_videos = max(2, cache_videos)
         self.pseudo = pseudo  # turns real faces into labelled pseudo-fakes (needs landmarks68)
         self.input_kind = input_kind
+        # balanced sampling: each epoch draws len(items) faces with these probabilities (one per
+        # item, summing to 1) instead of weighing the loss; batches then hold every kind alike
+        self.draw = None if draw is None else np.asarray(draw, np.float64)
+        self.shift_augment = shift_augment
         self._order = list(self.items)
         self._key: tuple[int, ...] = (0,)
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray | None, dict[int, int]]] = OrderedDict()
@@ -124,7 +129,11 @@ class FaceDataset(keras.utils.PyDataset):
         self._mix = {}
         if self.shuffle:
             rng = np.random.default_rng(self._key)
-            self._order = shuffled_order(self.items, rng, self.cache_videos)
+            if self.draw is not None:
+                picks = rng.choice(len(self.items), size=len(self.items), replace=True, p=self.draw)
+                self._order = [self.items[i] for i in picks]
+            else:
+                self._order = shuffled_order(self.items, rng, self.cache_videos)
 
     def __len__(self) -> int:
         return math.ceil(len(self._order) / self.batch_size)
@@ -177,7 +186,7 @@ class FaceDataset(keras.utils.PyDataset):
             if fake is not None:
                 crop, label, kind = fake, 1, "pseudo_fake"
         if self.augment and rng is not None:
-            crop = augment_face(crop, rng)
+            crop = augment_face(crop, rng, shift=self.shift_augment)
         return crop, label, kind
 
     def __getitem__(self, index: int):
@@ -189,6 +198,8 @@ class FaceDataset(keras.utils.PyDataset):
         kinds = [kind for _, _, kind in samples]
         with self._lock:
             self._mix[index] = {k: kinds.count(k) for k in KINDS}
+        if self.draw is not None:
+            return x, y[:, None]
         if self.video_weights is not None:
             return x, y[:, None], np.array([self.video_weights[vid] for vid, _ in batch], np.float32)
         if self.weights is None:

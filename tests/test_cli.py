@@ -43,8 +43,8 @@ def run(*args, expect: int = 0):
 def test_version_and_help():
     assert "dfd 0.1.0" in run("--version").output
     out = run("--help").output
-    order = ["extract", "crop", "merge", "explore", "compress", "check", "train-cnn", "ensemble", "export-features",
-             "train-lstm", "evaluate", "export-onnx", "predict"]
+    order = ["predict", "models", "extract", "crop", "merge", "explore", "compress", "check", "train-cnn", "ensemble",
+             "export-features", "train-lstm", "evaluate", "export-onnx"]
     listed = [line.split()[1] for line in out.splitlines() if line.startswith("│ ") and line.split()[1] in order]
     assert listed == order  # the README's order, whichever module of deepfake_cli.cli declares each
 

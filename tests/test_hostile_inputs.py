@@ -620,7 +620,7 @@ def test_predict_scores_a_video_whose_header_lies_and_says_so(model, tmp_path):
     for tag, offset in ((b"avih", 8 + 16), (b"strh", 8 + 32)):
         struct.pack_into("<I", data, data.index(tag) + offset, 300)
     path.write_bytes(bytes(data))
-    result = json.loads(invoke("predict", path, *model, "--json").stdout)
+    [result] = json.loads(invoke("predict", path, *model, "--json").stdout)
     assert result["verdict"] == "real" and result["probability"] == pytest.approx(0.34200326296652994, abs=1e-6)
     assert result["frames"] == 25 and result["faces"] == 25
     assert result["warnings"] == ["frame count in header: 300, decoded: 30"]

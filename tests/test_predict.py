@@ -68,7 +68,7 @@ def predict_json(bundle: Path, clip: Path, *options, expect: int = 0) -> dict | 
     result = CliRunner().invoke(app, ["predict", str(clip), "--model", str(bundle), "--device", "cpu", "--json",
                                       *map(str, options)])
     assert result.exit_code == expect, result.output
-    return json.loads(result.stdout) if expect == 0 else result.output
+    return json.loads(result.stdout)[0] if expect == 0 else result.output  # --json: an array
 
 
 @pytest.mark.slow
@@ -105,9 +105,9 @@ def test_the_result_csv_has_one_row_per_input_errors_included(tmp_path):
     with open(tmp_path / "out.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["path", "verdict", "probability", "threshold", "cnn_probability", "frames", "faces", "tracks",
-                       "error", "exit_code", "warnings"]
-    assert rows[1] == ["a.mp4", "fake", "0.8", "0.5", "0.7", "4", "4", "1", "", "0", ""]
-    assert rows[2][:2] == ["b.mp4", ""] and rows[2][2] == "" and rows[2][-3:] == ["b.mp4: no such file", "3", ""]
+                       "error", "exit_code", "warnings", "schema_version", "dfd_version", "model", "model_sha256"]
+    assert rows[1][:11] == ["a.mp4", "fake", "0.8", "0.5", "0.7", "4", "4", "1", "", "0", ""]
+    assert rows[2][:2] == ["b.mp4", ""] and rows[2][2] == "" and rows[2][8:11] == ["b.mp4: no such file", "3", ""]
     assert len(rows) == 3
 
 

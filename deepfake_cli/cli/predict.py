@@ -1,9 +1,12 @@
 """`dfd predict`: parse the options, run a BatchPrediction (deepfake_cli.serve.batch, which owns
 every rule of a batch), and render each result as it comes: a verdict line on stdout, an error or
-note on stderr, or the results as JSON (an object for one input, a list for several)."""
+note on stderr, or the results as schema objects (deepfake_cli.serve.schema, docs/output.md): with
+--json an array of them (whatever the number of inputs), with `--jsonl -` one per line as each is
+known."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,7 +17,7 @@ from rich.markup import escape
 
 from deepfake_cli.cli.common import (Device, JsonOption, ModelsDirOption, QuietOption, RichReporter, Runtime, consoles,
                                      handled, import_keras_quietly, print_json)
-from deepfake_cli.errors import BUG_NOTE
+from deepfake_cli.errors import BUG_NOTE, OptionsError
 
 
 def _print_result(r, out: Console, err: Console) -> None:
@@ -63,7 +66,8 @@ def predict(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per input here, "
                                             "each as soon as it is known."),
     jsonl_path: Optional[Path] = typer.Option(None, "--jsonl", help="Also write one JSON line per input here, "
-                                              "each as soon as it is known."),
+                                              "each as soon as it is known; - : on stdout, instead of the "
+                                              "verdict lines (docs/output.md)."),
     skip_done: Optional[Path] = typer.Option(None, "--skip-done", help="Skip the inputs this earlier --csv or "
                                              "--jsonl file has a verdict for, and append to --csv/--jsonl "
                                              "(resume an interrupted batch)."),
@@ -80,8 +84,12 @@ def predict(
     from deepfake_cli.serve.batch import BatchPrediction, Evidence
 
     out, err = consoles(quiet)
+    stream = jsonl_path is not None and str(jsonl_path) == "-"  # --jsonl -: the records on stdout
+    if stream and as_json:
+        raise OptionsError("give --json (one array at the end) or --jsonl - (one line per input), not both")
     batch = BatchPrediction(inputs, model, models_dir=models_dir, runtime=runtime, device=device, threshold=threshold,
-                            max_fpr=max_fpr, detect_every=detect_every, csv_path=csv_path, jsonl_path=jsonl_path,
+                            max_fpr=max_fpr, detect_every=detect_every, csv_path=csv_path,
+                            jsonl_path=None if stream else jsonl_path,
                             skip_done=skip_done, strict=strict,
                             evidence=Evidence(annotate=annotate, annotate_heatmap=annotate_heatmap, heatmap=heatmap,
                                               report=report))
@@ -97,7 +105,10 @@ def predict(
     reporter.start(len(batch.files), "predict")
 
     def on_result(result) -> None:
-        if not as_json:
+        if stream:
+            sys.stdout.write(json.dumps(batch.record(result)) + "\n")
+            sys.stdout.flush()
+        elif not as_json:
             _print_result(result, out, err)
         reporter.advance(Path(result.path).name)
 
@@ -105,8 +116,8 @@ def predict(
         outcome = batch.run(on_result)
     finally:
         reporter.finish()
-    if as_json and outcome.results:
-        print_json([r.as_dict() for r in outcome.results] if outcome.total > 1 else outcome.results[0].as_dict())
+    if as_json:  # always an array, one schema object per input
+        print_json([batch.record(r) for r in outcome.results])
     for path, trace in outcome.bugs.items():  # an input that failed on a bug in dfd: its traceback
         sys.stderr.write(f"{path}:\n{trace}")
     if outcome.bugs:

@@ -30,6 +30,7 @@ from deepfake_cli.serve.model_choice import locate_model, model_runtime, stale_o
 from deepfake_cli.serve.pipeline import predict_many
 from deepfake_cli.serve.predict import EnsemblePredictor, PredictError, PredictResult, expand_inputs, open_predictor
 from deepfake_cli.serve.result_files import ResultWriter, done_paths, interrupt_on_sigterm, resume_notes
+from deepfake_cli.serve.schema import ModelIdentity, model_identity, result_record
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class BatchPrediction:
         self._predictor_options = {"device": device, "threshold": threshold, "max_fpr": max_fpr,
                                    "detect_every": detect_every}
         self.predictor = None
+        self.model: ModelIdentity | None = None  # the loaded model's name and weights digest (set by load)
 
     @property
     def needs_keras(self) -> bool:
@@ -151,7 +153,12 @@ class BatchPrediction:
                 raise PredictError("--annotate, --heatmap and --report show one model's evidence: pass one "
                                    f"member of the ensemble ({names}) as --model")
             self.predictor = predictor
+            self.model = model_identity(predictor)
         return self.predictor
+
+    def record(self, result: PredictResult) -> dict:
+        """A result as the schema object every output gives (deepfake_cli.serve.schema, docs/output.md)."""
+        return result_record(result, model_identity(self.load()) if self.model is None else self.model)
 
     def run(self, on_result: Callable[[PredictResult], None] | None = None) -> BatchOutcome:
         """Score every input, in order. Each result is written to the result files, then given to
@@ -174,7 +181,7 @@ class BatchPrediction:
                                            on_exception=bug):
                     with signals.held():
                         outcome.results.append(result)
-                        writer.write(result.as_dict())
+                        writer.write(self.record(result))
                         if on_result is not None:
                             on_result(result)
             except KeyboardInterrupt:

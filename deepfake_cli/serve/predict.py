@@ -232,6 +232,17 @@ class Predictor:
         prepared.inputs = np.concatenate([c.crops for c in prepared.crops])
         return prepared
 
+    def prepare_frames(self, frames, name: str = "<frames>", fps: float = 0.0) -> "Prepared":
+        """:meth:`prepare` for a clip already decoded: RGB frames (H x W x 3 uint8) in memory, sampled
+        as a video file of them would be (deepfake_cli.data.memory_frames); ``name`` is the result's path."""
+        from deepfake_cli.data.memory_frames import sample_array
+
+        info, kept, frames = sample_array(frames, self.config.fpv, self.config.sampling, fps)
+        cache = {("sampled", self.config.fpv, self.config.sampling): (info, kept, list(frames))}  # what _sampled keeps
+        prepared = self.prepare(Path(name), cache)
+        prepared.single_image = info.frame_count == 1
+        return prepared
+
     def finish(self, prepared: "Prepared", outputs: tuple[np.ndarray, np.ndarray] | None = None,
                annotate: Path | None = None, heatmap: Path | None = None, report: Path | None = None,
                annotate_heatmap: bool = False, evidence_name: str | None = None) -> PredictResult:

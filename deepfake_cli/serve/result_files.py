@@ -23,9 +23,8 @@ from typing import IO, Iterator
 
 from deepfake_cli.errors import DfdError
 from deepfake_cli.files import atomic_write_text
+from deepfake_cli.serve.schema import CSV_COLUMNS, csv_row  # noqa: F401 (CSV_COLUMNS: the columns, re-exported)
 
-CSV_COLUMNS = ["path", "verdict", "probability", "threshold", "cnn_probability", "frames", "faces", "tracks",
-               "error", "exit_code", "warnings"]  # warnings: what qualifies the verdict, joined by "; "
 
 
 class ResultFileError(DfdError):
@@ -40,7 +39,9 @@ def _open(path: Path, mode: str, **kwargs) -> IO:
 
 
 class ResultWriter:
-    """Appends one result (a PredictResult.as_dict()) at a time to a CSV and/or JSONL file."""
+    """Appends one result (a schema record, deepfake_cli.serve.schema.result_record) at a time to a
+    CSV and/or JSONL file. A CSV appended to keeps the columns its header names (one written by an
+    older dfd gets no new columns, so its rows stay aligned)."""
 
     def __init__(self, csv_path: Path | None = None, jsonl_path: Path | None = None, append: bool = False):
         self._csv: IO | None = None
@@ -54,7 +55,8 @@ class ResultWriter:
         if csv_path is not None:
             keep = append and csv_path.is_file() and csv_path.stat().st_size > 0
             self._csv = _open(csv_path, "a" if keep else "w", newline="")
-            self._rows = csv.DictWriter(self._csv, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            self._columns = _header(csv_path) if keep else list(CSV_COLUMNS)
+            self._rows = csv.DictWriter(self._csv, fieldnames=self._columns, extrasaction="ignore")
             if not keep:
                 self._rows.writeheader()
                 self._flush(self._csv)
@@ -69,8 +71,7 @@ class ResultWriter:
         """Write one result, each file's line in one write, and flush it to disk before returning."""
         if self._rows is not None:
             line = io.StringIO()
-            flat = {**row, "warnings": "; ".join(str(w) for w in row.get("warnings") or [])}
-            csv.DictWriter(line, fieldnames=CSV_COLUMNS, extrasaction="ignore").writerow(flat)
+            csv.DictWriter(line, fieldnames=self._columns, extrasaction="ignore").writerow(csv_row(row))
             self._csv.write(line.getvalue())
             self._flush(self._csv)
         if self._jsonl is not None:
@@ -92,6 +93,12 @@ class ResultWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _header(path: Path) -> list[str]:
+    """The column names of an existing CSV (its first line)."""
+    with _open(path, "r", newline="") as fh:
+        return next(csv.reader(fh), None) or list(CSV_COLUMNS)
 
 
 def read_results(path: Path) -> tuple[list[dict], str, str]:

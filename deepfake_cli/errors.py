@@ -32,3 +32,35 @@ class OptionsError(DfdError, ValueError):
     """Settings that cannot work, refused before anything is read or written (a ValueError too)."""
 
     exit_code = EXIT_USAGE
+
+
+TRAIN_EXTRA = "train"  # pyproject.toml: the frameworks training, evaluation and export need
+
+
+def install_line(extra: str = TRAIN_EXTRA) -> str:
+    """The pip command that brings ``extra`` of dfd."""
+    return f"pip install 'deepfake-cli[{extra}]'"
+
+
+class MissingExtraError(OptionsError):
+    """A command needs packages of an extra this install lacks (exit 2): the message names them and
+    the pip line that brings them."""
+
+    def __init__(self, what: str, missing: list[str], extra: str = TRAIN_EXTRA):
+        super().__init__(f"{what} needs the {extra!r} extra, which this install lacks (no {', '.join(missing)}): "
+                         f"{install_line(extra)}")
+
+    @classmethod
+    def check(cls, what: str, modules: tuple[str, ...], extra: str = TRAIN_EXTRA) -> None:
+        """Raise one when any of ``modules`` cannot be imported (nothing is imported to find out)."""
+        import importlib.util
+
+        def importable(module: str) -> bool:
+            try:
+                return importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                return False
+
+        missing = [m for m in modules if not importable(m)]
+        if missing:
+            raise cls(what, missing, extra)

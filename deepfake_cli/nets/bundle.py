@@ -235,14 +235,81 @@ def read_weights_tag(path: Path) -> dict:
         with h5py.File(path, "r") as f:
             return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()
                     if k.startswith("dfd_")}
-    except OSError as exc:
-        raise BundleError(f"{path} is not a readable weights file ({exc})") from None
+    except Exception as exc:  # h5py reports damage as OSError, RuntimeError, KeyError, ValueError...
+        raise BundleError(f"{path} is not a readable weights file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def record_weights_hashes(config: BundleConfig, bundle_dir: Path) -> None:
     """Record the SHA-256 of each weights file the bundle holds now (after training wrote it)."""
     config.weights_sha256 = {name: file_sha256(Path(bundle_dir) / name) for name in (CNN_WEIGHTS, LSTM_WEIGHTS)
                              if (Path(bundle_dir) / name).is_file()}
+
+
+def served_weights(bundle: "Bundle") -> list[str]:
+    """The weights files a bundle's scores come from: its CNN's, and its LSTM's once trained."""
+    return [CNN_WEIGHTS] + ([LSTM_WEIGHTS] if bundle.has_lstm else [])
+
+
+def unhashed_weights(bundle: "Bundle") -> list[str]:
+    """The weights files the bundle serves whose SHA-256 its config.json does not record."""
+    return [name for name in served_weights(bundle) if not bundle.config.weights_sha256.get(name)]
+
+
+def trust_command(bundle_dir: Path) -> str:
+    """The command that records the hashes of a bundle's weights (`dfd check-model --trust`)."""
+    return f"dfd check-model {bundle_dir} --trust"
+
+
+def require_recorded_hashes(bundle: "Bundle") -> None:
+    """Raise BundleError when the bundle serves weights whose SHA-256 it does not record (a bundle
+    trained before hashes existed, or put together by hand): damage to them could not be noticed."""
+    missing = unhashed_weights(bundle)
+    if missing:
+        raise BundleError(f"model bundle {bundle.path}: its {CONFIG_FILE} records no SHA-256 for "
+                          f"{' or '.join(missing)}, so damaged weights would go unnoticed; if you trust these "
+                          f"files, record their hashes with `{trust_command(bundle.path)}`")
+
+
+def weights_status(bundle: "Bundle") -> dict[str, str]:
+    """{served weights file: 'ok' | 'no hash recorded' | 'missing' | 'changed or damaged'}."""
+    status = {}
+    for name in served_weights(bundle):
+        path, recorded = bundle.path / name, bundle.config.weights_sha256.get(name)
+        if not path.is_file():
+            status[name] = "missing"
+        elif not recorded:
+            status[name] = "no hash recorded"
+        else:
+            status[name] = "ok" if file_sha256(path) == recorded else "changed or damaged"
+    return status
+
+
+def trust_weights(bundle_dir: Path) -> dict[str, str]:
+    """Record in ``config.json`` the SHA-256 of each served weights file that has none, once
+    building the bundle's models (which reads every weight) has shown they load; returns {file:
+    hash} of those recorded. A recorded hash is never replaced: a file that differs from its hash
+    stays refused (BundleError)."""
+    bundle = load_bundle(bundle_dir)
+    status = weights_status(bundle)
+    bad = {name: why for name, why in status.items() if why in ("missing", "changed or damaged")}
+    if bad:
+        raise BundleError("; ".join(f"{bundle.path / name}: {why}" for name, why in bad.items())
+                          + " (--trust records the hashes of files that have none; it never replaces one)")
+    todo = [name for name, why in status.items() if why == "no hash recorded"]
+    if not todo:
+        return {}
+    hashes = {name: file_sha256(bundle.path / name) for name in todo}
+    bundle.build_feature_model()  # a file that cannot be read is refused here, before any hash is recorded
+    if bundle.has_lstm:
+        bundle.build_lstm()
+    bundle.config.weights_sha256 = {**bundle.config.weights_sha256, **hashes}
+    save_config(bundle.path, bundle.config)
+    return hashes
 
 
 def check_weights_hash(path: Path, expected: str | None) -> None:
@@ -272,6 +339,10 @@ def load_weights_checked(model, path: Path, expected: dict, sha256: str | None =
         except (ValueError, KeyError, OSError, TypeError) as exc:
             raise BundleError(f"{path} does not fit backbone {expected.get('dfd_backbone')!r}: "
                               f"{str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # a damaged file: h5py's RuntimeError ("Unable to synchronously check link
+            # existence") and the like, one line naming the file rather than a traceback
+            raise BundleError(f"{path} cannot be loaded, it is damaged ({_first_line(exc)}); restore the "
+                              "bundle, or retrain it") from None
     skipped = [str(w.message) for w in caught if "Skipping" in str(w.message) or "could not" in str(w.message)]
     if skipped:
         raise BundleError(f"{path} does not fit backbone {expected.get('dfd_backbone')!r}: {skipped[0]}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepfake_cli.nets.bundle import CONFIG_FILE, BundleError, resolve_bundle
+from deepfake_cli.nets.bundle import CONFIG_FILE, BundleError, require_recorded_hashes, resolve_bundle
 from deepfake_cli.scoring.ensemble import is_ensemble, model_bundles
 from deepfake_cli.errors import DfdError
 from deepfake_cli.scoring.onnx_serving import choose_runtime
@@ -75,8 +75,13 @@ def model_dir_to_write(model: str | Path, models_dir: Path = Path("models")) -> 
 
 
 def model_runtime(path: Path, runtime: str = "auto", device: str = "auto") -> str:
-    """What serves the model at ``path``: 'onnx' or 'keras' (see onnx_serving.choose_runtime)."""
-    return choose_runtime(runtime, device, model_bundles(path))
+    """What serves the model at ``path``: 'onnx' or 'keras' (see onnx_serving.choose_runtime); nothing
+    serves a bundle whose config.json records no SHA-256 for a weights file it serves (a BundleError
+    saying how to vouch for them: `dfd check-model --trust`), so no weights are served unchecked."""
+    bundles = model_bundles(path)
+    for bundle in bundles:
+        require_recorded_hashes(bundle)
+    return choose_runtime(runtime, device, bundles)
 
 
 def stale_onnx_note(path: Path) -> str:

@@ -26,7 +26,7 @@ def _print_result(r, out: Console, err: Console) -> None:
         message = r.error if r.error.startswith(r.path) else f"{r.path}: {r.error}"  # errors name their file
         errors = Console(stderr=True)  # one line per failed input, --quiet included
         errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    else:
+    if r.verdict:  # also beside an error: a verdict whose evidence files could not be written
         colour = "red" if r.verdict == "fake" else "green"
         seen = f"{r.faces} faces in {r.frames} frames" if r.faces else f"{r.frames} whole frames"
         members = "; " + ", ".join(f"{m['model']} {m['probability']:.3f}" for m in r.members) if r.members else ""

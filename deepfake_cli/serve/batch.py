@@ -27,6 +27,7 @@ from typing import Callable
 
 from deepfake_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_WEAK_EVIDENCE
 from deepfake_cli.serve.model_choice import locate_model, model_runtime, stale_onnx_note
+from deepfake_cli.serve.output_paths import check_output_paths
 from deepfake_cli.serve.pipeline import predict_many
 from deepfake_cli.serve.predict import EnsemblePredictor, PredictError, PredictResult, expand_inputs, open_predictor
 from deepfake_cli.serve.result_files import ResultWriter, done_paths, interrupt_on_sigterm, resume_notes
@@ -134,6 +135,9 @@ class BatchPrediction:
             self.done = done_paths(skip_done)
             self.resume_notes = [n for f in (csv_path, jsonl_path) if f is not None for n in resume_notes(f)]
             self.files = [f for f in self.files if str(f) not in self.done]
+        # every path written to, checked before any clip is decoded (an OutputPathError, exit 2)
+        check_output_paths(csv=csv_path, jsonl=jsonl_path, report=evidence.report, heatmap=evidence.heatmap,
+                           annotate=evidence.annotate, several=len(self.files) > 1)
         self._predictor_options = {"device": device, "threshold": threshold, "max_fpr": max_fpr,
                                    "detect_every": detect_every}
         self.predictor = None

@@ -8,8 +8,9 @@ than one image at a time. Results come out in input order, each as soon as it is
 verdicts are those of :meth:`Predictor.predict`: the same code scores each clip, only the CNN's
 batches differ.
 
-Each input fails alone: an exception raised while one input is prepared, scored or its evidence
-written becomes that input's error (:func:`failed_result`) and the batch goes on. A DfdError
+Each input fails alone: an exception raised while one input is prepared or scored becomes that
+input's error (:func:`failed_result`) and the batch goes on; one raised while its evidence files
+are written leaves its verdict in place beside the error (:func:`evidence_failed`). A DfdError
 gives its message and exit code; any other exception is a bug, reported as such (exit 1) and
 handed to ``on_exception`` with its traceback. Ctrl-C (KeyboardInterrupt) still stops the batch.
 
@@ -44,6 +45,27 @@ def failed_result(path: Path, exc: Exception, threshold: float = float("nan")) -
     if not message.startswith(str(path)):
         message = f"{path}: {message}"
     return PredictResult(path=str(path), threshold=threshold, error=message, exit_code=code)
+
+
+def evidence_failed(result: PredictResult, exc: Exception, on_exception: OnException | None = None) -> PredictResult:
+    """An input whose verdict was reached but whose evidence (--report, --heatmap, --annotate) could
+    not be written, e.g. a name too long once ``.html.tmp<pid>`` is appended or a folder that turned
+    unwritable: the verdict is kept (printed and written), the failure is its error (exit 1), and the
+    batch goes on. Predictor.finish sets the verdict only once the scores are final, so an exception
+    after it comes from the evidence. An exception that is neither a DfdError nor an OSError is a bug."""
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        message = f"verdict reached, but its evidence could not be written{where}: {exc.strerror or exc}"
+    elif isinstance(exc, DfdError):
+        message = f"verdict reached, but its evidence could not be written: {exc}"
+    else:
+        if on_exception is not None:
+            on_exception(Path(result.path), exc)
+        message = (f"verdict reached, but writing its evidence failed: unexpected {type(exc).__name__} "
+                   f"(a bug in dfd): {exc}")
+    result.error = message if message.startswith(result.path) else f"{result.path}: {message}"
+    result.exit_code = max(result.exit_code, EXIT_ERROR)
+    return result
 
 
 def predict_many(predictor, paths: list[Path], options: Callable[[int, Path], dict] | None = None,
@@ -99,7 +121,8 @@ def predict_many(predictor, paths: list[Path], options: Callable[[int, Path], di
                 try:
                     result = predictor.finish(prepared, outputs, **options(i, path))
                 except Exception as exc:  # its CNN, LSTM or evidence files
-                    result = failed(path, exc)
+                    result = evidence_failed(prepared.result, exc, on_exception) if prepared.result.verdict \
+                        else failed(path, exc)
                 yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -17,6 +17,7 @@ from deepfake_cli.cli.train import crossval, ensemble, export_features, export_o
 from deepfake_cli.cli.common import command_line as _command_line  # noqa: F401 (tests read the recorded command line)
 from deepfake_cli.cli.common import QUIET_HELP, QUIET_KEY, VERBOSE_HELP, VERBOSE_KEY
 from deepfake_cli.cli.models import models
+from deepfake_cli.cli.trust import check_model
 
 app = typer.Typer(
     name="dfd",
@@ -46,7 +47,7 @@ def main(context: typer.Context,
 
 
 COMMANDS = [  # (name, function): the order of `dfd --help`, predict (what most people want) first
-    ("predict", predict), ("models", models),
+    ("predict", predict), ("models", models), ("check-model", check_model),
     ("extract", extract), ("crop", crop), ("merge", merge), ("explore", explore), ("compress", compress),
     ("check", check), ("train-cnn", train_cnn), ("ensemble", ensemble), ("export-features", export_features),
     ("train-lstm", train_lstm), ("evaluate", evaluate), ("crossval", crossval), ("export-onnx", export_onnx),

@@ -2,7 +2,7 @@
 and, with --trust, the one way to vouch for files that have no recorded hash.
 
 `dfd predict` refuses a bundle whose config.json records no SHA-256 for a weights file it serves
-(nets.bundle.require_recorded_hashes): training records them, but a bundle trained before hashes
+(nets.weights_trust.require_recorded_hashes): training records them, but a bundle trained before hashes
 existed, or put together by hand, has none, and damage to its weights would go unnoticed.
 `--trust` loads each such file into its model (a file that cannot be read is refused), then
 records its hash and prints it; a hash already recorded is never replaced.
@@ -32,7 +32,8 @@ def check_model(
     as_json: bool = JsonOption,
 ) -> None:
     """Check a model's weights files against the SHA-256 its config.json records (exit 1 if one is not)."""
-    from deepfake_cli.nets.bundle import load_bundle, trust_weights, unhashed_weights, weights_status
+    from deepfake_cli.nets.bundle import load_bundle
+    from deepfake_cli.nets.weights_trust import trust_weights, unhashed_weights, weights_status
     from deepfake_cli.scoring.ensemble import model_bundles
     from deepfake_cli.serve.model_choice import locate_model
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepfake_cli.nets.bundle import CONFIG_FILE, BundleError, require_recorded_hashes, resolve_bundle
+from deepfake_cli.nets.bundle import CONFIG_FILE, BundleError, resolve_bundle
+from deepfake_cli.nets.weights_trust import require_recorded_hashes
 from deepfake_cli.scoring.ensemble import is_ensemble, model_bundles
 from deepfake_cli.errors import DfdError
 from deepfake_cli.scoring.onnx_serving import choose_runtime

@@ -1,0 +1,225 @@
+"""`dfd serve` (deepfake_cli.serve.web): the real app with the bundled default model, called through
+httpx — in process (Starlette's TestClient) and over a real socket (uvicorn on a free port of
+127.0.0.1). Good and bad uploads, the size limit, the full queue, the timeout, the temporary
+files, the access log and the page. The model is loaded once for the module."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("starlette", reason="dfd serve needs the [serve] extra (starlette, uvicorn, python-multipart)")
+with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx is what the [serve] extra pins
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: E402
+
+from deepfake_cli.serve.web.app import create_app  # noqa: E402
+from deepfake_cli.serve.web.settings import ServiceSettings  # noqa: E402
+from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY  # noqa: E402
+
+MODEL_SHA256 = "8b6de274cb2fbecb734433d20007cd384e1b0e79fa0c93ce1a3212c05ad048e8"
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from deepfake_cli import Detector
+
+    return Detector()
+
+
+@pytest.fixture(scope="module")
+def uploads_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("uploads")
+
+
+@pytest.fixture(scope="module")
+def client(detector, uploads_dir):
+    with TestClient(create_app(ServiceSettings(temp_dir=str(uploads_dir)), detector=detector)) as client:
+        yield client
+
+
+def clip(name: str = "astronaut.mp4", data: bytes | None = None, field: str = "file") -> dict:
+    return {field: (name, ASTRONAUT.read_bytes() if data is None else data, "application/octet-stream")}
+
+
+def left_behind(folder: Path, wait: float = 2.0) -> list[Path]:
+    """What is still in the uploads folder (waiting a little for work that ends after its answer)."""
+    deadline = time.monotonic() + wait
+    while list(folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(folder.iterdir())
+
+
+def test_probes_and_the_model(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    model = client.get("/v1/model").json()
+    assert (model["name"], model["model_sha256"], model["runtime"]) == ("default", MODEL_SHA256, "onnx")
+    assert model["threshold"] == pytest.approx(0.39535480215367197)
+    assert model["limits"]["max_upload_bytes"] == 200 * 1024 * 1024
+
+
+def test_predict_gives_the_cli_s_result_object_for_the_upload(client, detector, uploads_dir):
+    response = client.post("/v1/predict", files=clip())
+    assert response.status_code == 200, response.text
+    record = response.json()
+    assert (record["verdict"], record["probability"]) == ("real", pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6))
+    assert record["path"] == "astronaut.mp4" and record["model_sha256"] == MODEL_SHA256
+    local = detector.predict(ASTRONAUT)  # what `dfd predict --json` gives, key for key
+    assert sorted(record) == sorted(local)
+    assert {k: v for k, v in record.items() if k not in ("path", "seconds")} == \
+           {k: v for k, v in local.items() if k not in ("path", "seconds")}
+    assert left_behind(uploads_dir) == []
+
+
+def test_bad_uploads_get_4xx_and_the_server_still_scores_the_next_good_one(client, uploads_dir):
+    cases = [
+        (clip(data=b""), 400, "is empty"),
+        (clip("notes.mp4", b"just some text, renamed"), 422, "notes.mp4: cannot be opened as a video"),
+        (clip("notes.txt", b"just some text"), 415, "not a video or image type"),
+        (clip(field="video"), 400, "no 'file' field in the form (fields: 'video')"),
+        (clip("../../etc/passwd.mp4", b"\x00" * 64), 422, "passwd.mp4: "),
+    ]
+    for files, status, message in cases:
+        response = client.post("/v1/predict", files=files)
+        assert response.status_code == status and message in response.json()["error"], response.text
+        assert str(uploads_dir) not in response.text  # no server path in an answer
+    not_multipart = client.post("/v1/predict", content=b"raw bytes", headers={"content-type": "video/mp4"})
+    assert not_multipart.status_code == 415 and "multipart/form-data" in not_multipart.json()["error"]
+    unreadable = client.post("/v1/predict", files=clip("broken.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 999))
+    record = unreadable.json()
+    assert unreadable.status_code == 422 and record["exit_code"] == 3 and record["verdict"] is None
+    assert record["schema_version"] == 1 and record["path"] == "broken.mp4"
+    good = client.post("/v1/predict", files=clip())
+    assert good.status_code == 200 and good.json()["verdict"] == "real"
+    assert left_behind(uploads_dir) == []
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_read(detector, tmp_path):
+    settings = ServiceSettings(max_upload_bytes=10_000, temp_dir=str(tmp_path))
+    with TestClient(create_app(settings, detector=detector)) as small:
+        declared = small.post("/v1/predict", files=clip())  # Content-Length says 334 kB
+        assert declared.status_code == 413 and "at most 10000" in declared.json()["error"]
+        sent = []
+
+        def body():  # no Content-Length: refused at the byte past the limit
+            yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mp4\"\r\n\r\n"
+            for _ in range(100):
+                sent.append(1)
+                yield b"\x00" * 4096
+
+        chunked = small.post("/v1/predict", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert chunked.status_code == 413 and "larger than this server takes" in chunked.json()["error"]
+        assert small.post("/v1/predict", files=clip("tiny.png", b"\x89PNG" + b"\x00" * 100)).status_code == 422
+    assert left_behind(tmp_path) == []
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_recovers(detector, tmp_path):
+    app = create_app(ServiceSettings(queue_size=0, temp_dir=str(tmp_path)), detector=detector)
+    with TestClient(app) as client:
+        worker = app.state.service.worker
+        assert worker.try_admit()  # the one place is taken (a request being scored)
+        busy = client.post("/v1/predict", files=clip())
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "2" and "busy" in busy.json()["error"]
+        worker.release()
+        assert client.post("/v1/predict", files=clip()).status_code == 200
+    assert left_behind(tmp_path) == []
+
+
+def test_a_request_past_its_timeout_gets_504_and_its_files_are_deleted(detector, tmp_path):
+    app = create_app(ServiceSettings(timeout_s=1.0, temp_dir=str(tmp_path)), detector=detector)
+    with TestClient(app) as client:
+        worker = app.state.service.worker
+        blocker = worker._executor.submit(time.sleep, 2.5)  # the model's thread is busy with another clip
+        late = client.post("/v1/predict", files=clip())
+        assert late.status_code == 504 and "longer than 1 s" in late.json()["error"]
+        blocker.result()
+        assert left_behind(tmp_path) == []
+        assert worker.admitted == 0
+        after = client.post("/v1/predict", files=clip("notes.mp4", b"text"))  # quick, through the model's thread
+        assert after.status_code == 422 and after.json()["exit_code"] == 3
+
+
+def test_one_access_log_line_per_request(client, caplog):
+    with caplog.at_level(logging.INFO, logger="dfd.serve.access"):
+        client.post("/v1/predict", files=clip())
+        client.get("/healthz")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "dfd.serve.access"]
+    assert [(line["method"], line["path"], line["status"]) for line in lines] == [
+        ("POST", "/v1/predict", 200), ("GET", "/healthz", 200)]
+    assert lines[0]["verdict"] == "real" and lines[0]["bytes_in"] > ASTRONAUT.stat().st_size
+    assert lines[0]["bytes_out"] > 0 and lines[0]["seconds"] > 0
+
+
+def test_the_page_loads_nothing_from_the_network_and_fits_a_phone(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
+    assert 'name="viewport" content="width=device-width' in page.text
+    texts = [page.text] + [client.get(f"/static/{name}").text for name in ("app.js", "style.css")]
+    for text in texts:
+        assert not re.search(r"(src|href)=[\"']?(https?:)?//", text) and "@import" not in text
+        assert not re.search(r"fetch\([\"']https?:", text)
+    assert "/v1/predict" in texts[1] and "upload.onprogress" in texts[1]
+    assert client.get("/static/secret.py").status_code == 404
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_over_a_real_socket(detector, tmp_path):
+    """uvicorn on a free port of 127.0.0.1: the verdict, and an oversize upload refused before it is sent whole."""
+    import uvicorn
+
+    app = create_app(ServiceSettings(max_upload_bytes=1_000_000, temp_dir=str(tmp_path)), detector=detector)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=60) as http:
+            assert http.get("/readyz").status_code == 200
+            good = http.post("/v1/predict", files=clip())
+            assert good.status_code == 200
+            assert good.json()["probability"] == pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6)
+            big = http.post("/v1/predict", files=clip("big.mp4", b"\x00" * 5_000_000))
+            assert big.status_code == 413
+            assert http.post("/v1/predict", files=clip()).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert left_behind(tmp_path) == []
+
+
+def test_serve_refuses_a_model_that_is_not_there(tmp_path):
+    from typer.testing import CliRunner
+
+    from deepfake_cli.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--model", "no-such-model", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "no model bundle 'no-such-model'" in result.output
+
+
+@pytest.mark.slow
+def test_report_gives_the_html_evidence_page(client):
+    pytest.importorskip("keras", reason="the report's heatmaps need the [train] extra")
+    response = client.post("/v1/report", files=clip())
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert "<html" in response.text.lower() and "astronaut.mp4" in response.text
+    assert "dfd-upload-" not in response.text  # the private folder's name is not shown
+    assert client.post("/v1/report", files=clip("notes.mp4", b"text")).status_code == 422

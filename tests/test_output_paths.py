@@ -105,6 +105,22 @@ def test_a_read_only_or_full_file_system_is_refused(read_only, full):
     assert sorted(p.name for p in full.iterdir()) == ["filler"]  # the probe is gone
 
 
+def test_an_immutable_result_file_is_refused(tmp_path):
+    """`chattr +i`: the file cannot be appended to (--skip-done) or replaced, as root too."""
+    out = tmp_path / "out.csv"
+    out.write_text("path,verdict\n")
+    try:
+        flagged = subprocess.run(["chattr", "+i", str(out)], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        flagged = False
+    if not flagged:
+        pytest.skip("chattr +i is not available here")
+    try:
+        refused(rf"^--csv {out} cannot be written \(Operation not permitted\)$", csv=out)
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], capture_output=True, timeout=30)
+
+
 @pytest.mark.parametrize("option", ["--csv", "--jsonl", "--report", "--heatmap", "--annotate"])
 def test_predict_refuses_a_bad_output_path_before_loading_the_model(read_only, tmp_path, monkeypatch, option):
     from deepfake_cli.serve.batch import BatchPrediction

@@ -91,7 +91,7 @@ def test_the_plain_install_predicts_from_another_directory(tmp_path):
     result = json.loads(run.stdout)
     result = result[0] if isinstance(result, list) else result
     assert (result["verdict"], result["probability"]) == ("real", pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6))
-    assert run.stderr.strip().splitlines()[-1] == "LOADED "  # nothing of the extra was even tried
+    assert run.stderr.splitlines()[-1].strip() == "LOADED"  # nothing of the extra was even tried
     models = plain_dfd("models", cwd=tmp_path)
     assert models.returncode == 0, models.stderr[-3000:]
     assert "FaceForensics++: research only" in " ".join(models.stdout.split())
@@ -127,7 +127,7 @@ def test_the_store_commands_run_on_the_plain_install(tmp_path):
     for step in steps:
         run = plain_dfd(*step, cwd=tmp_path)
         assert run.returncode == 0, (step, run.stderr[-3000:])
-        assert run.stderr.strip().splitlines()[-1] == "LOADED ", step
+        assert run.stderr.splitlines()[-1].strip() == "LOADED", step
     crop = json.loads(plain_dfd("crop", "--store", store, "--json", "--force", "--size", 32).stdout)
     assert crop["cropped"] == 4 and crop["device"] == "cpu"
     cuda = plain_dfd("crop", "--store", store, "--device", "cuda", "--force")

@@ -275,3 +275,52 @@ def open_store(store: Optional[Path], write: bool, wait: bool = False, create: b
         yield opened
     finally:
         opened.close()  # a writer commits the index here, which can fail (disk full): a StoreError
+
+
+def warn_of_weak_validation(path: Path) -> None:
+    """Warn (on stderr, --quiet too) when the model's own validation figures cannot be trusted: a
+    tiny validation set, or an AUC within noise of 0.5 (nets.card.validation_warnings)."""
+    from deepfake_cli.nets.card import card_of, validation_warnings
+    from deepfake_cli.scoring.ensemble import is_ensemble
+
+    if is_ensemble(path):
+        return
+    for warning in validation_warnings(card_of(path)):
+        Console(stderr=True).print(f"[yellow]warning:[/] model {escape(str(path))}: {escape(warning)}",
+                                   highlight=False, soft_wrap=True)
+
+
+class EpochProgress:
+    """A training command's on_epoch: its epoch line, after a progress bar inside the epoch (batches
+    done, rate, time left) that train.loop draws through :meth:`on_batch` after each batch (Rich
+    redraws it at most 10 times a second)."""
+
+    def __init__(self, err: Console, quiet: bool, line):
+        self.bar = RichReporter(err, quiet)
+        self.line = line
+        self.started = False
+
+    def on_batch(self, done: int, total: int, loss: float) -> None:
+        if not self.started:
+            self.bar.start(total, "batches")
+            self.started = True
+        self.bar.advance(f"loss {loss:.4f}")
+
+    def __call__(self, info: dict) -> None:
+        self.bar.finish()
+        self.started = False
+        self.line(info)
+
+
+def write_model_cards(bundle_dirs: list[Path], out: Console, err: Console, quiet: bool) -> None:
+    """Write each trained bundle's model card (nets.card: config.json's card, MODEL_CARD.md) and warn
+    when its validation figures cannot be trusted (a tiny validation set, an AUC within noise of 0.5)."""
+    from deepfake_cli.nets.card import MODEL_CARD_FILE, validation_warnings, write_card
+
+    for bundle_dir in bundle_dirs:
+        card = write_card(bundle_dir)
+        for warning in validation_warnings(card):  # shown under --quiet too: it weakens the model
+            Console(stderr=True).print(f"[yellow]warning:[/] {escape(str(bundle_dir))}: {escape(warning)}",
+                                       highlight=False, soft_wrap=True)
+        if not quiet:
+            out.print(f"wrote {escape(str(bundle_dir / MODEL_CARD_FILE))}", highlight=False, soft_wrap=True)

@@ -27,6 +27,12 @@ def extract(
                                "and the LSTM read the --fpv ones (0: none; train-cnn then uses the --fpv frames)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with path,label[,split,method,compression,group,dataset]."),
     seed: int = typer.Option(0, "--seed", help="Seed for random sampling and identity-group splits."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of the identity groups without an "
+                                       "official split (or one in --labels) that go to validation."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", help="And to test (the rest train)."),
+    relabel: bool = typer.Option(False, "--relabel", help="Record the label and split the inputs give now for "
+                                 "videos already in the store (without it, a change is reported and kept as "
+                                 "recorded)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again videos that failed before."),
     wait: bool = WaitOption,
     shard: Optional[str] = ShardOption,
@@ -41,7 +47,8 @@ def extract(
     if not paths and labels is None:
         raise OptionsError("give video files or folders, or --labels file.csv")
     options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, spread=spread, labels_csv=labels,
-                             retry_failed=retry_failed, shard=parse_shard(shard))
+                             retry_failed=retry_failed, shard=parse_shard(shard), val_fraction=val_fraction,
+                             test_fraction=test_fraction, relabel=relabel)
     options.check()  # before the store is opened: a bad option creates no store
     with open_store(store, write=True, wait=wait, create=True) as opened:
         summary = run_extract(opened, paths or [], options, RichReporter(err, quiet))
@@ -55,13 +62,38 @@ def extract(
         if shard:
             rows[f"left to other shards ({shard} is this one)"] = summary.other_shards
         rows |= {f"label {k}": v for k, v in sorted(summary.by_label.items())}
+        if relabel:
+            rows["relabelled (--relabel)"] = summary.relabelled
         out.print(summary_table("extract", rows))
+        out.print(split_table(summary.split_counts()))
+        for warning in split_warnings(summary.split_counts()):
+            err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
         for path, error in summary.failures:
             out.print(f"[red]failed[/] {escape(error)}", highlight=False, soft_wrap=True)
-        if summary.found and not summary.added and not summary.failed and not summary.other_shards:
+        if (summary.found and not summary.added and not summary.failed and not summary.other_shards
+                and not summary.changes):
             out.print("Nothing to do: every video is already in the store.")
     if summary.failed and not summary.added and not summary.already_done:
         raise typer.Exit(EXIT_ERROR)
+
+
+
+def split_table(counts: dict[str, dict[str, int]]) -> Table:
+    """Videos per split and label (what training, validation and test will see)."""
+    labels = sorted({label for row in counts.values() for label in row})
+    table = Table("split", *labels, "videos", title="videos by split")
+    for split, row in counts.items():
+        table.add_row(split, *(str(row.get(label, 0)) for label in labels), str(sum(row.values())))
+    return table
+
+
+def split_warnings(counts: dict[str, dict[str, int]]) -> list[str]:
+    """What the splits cannot measure: a validation or test split missing a label that train has."""
+    labels = set(counts.get("train", {}))
+    return [f"the {split} split has no {label} video ({split}: "
+            + (", ".join(f"{n} {lab}" for lab, n in sorted(counts[split].items())) if split in counts else "empty")
+            + "): its AUC cannot be measured; set --val-fraction/--test-fraction, or give splits in --labels"
+            for split in ("val", "test") for label in sorted(labels) if not counts.get(split, {}).get(label)]
 
 
 @handled

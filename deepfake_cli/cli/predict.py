@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from deepfake_cli.cli.common import (Device, JsonOption, ModelsDirOption, QuietOption, RichReporter, Runtime, consoles,
-                                     handled, import_keras_quietly, print_json)
+                                     handled, import_keras_quietly, print_json, warn_of_weak_validation)
 from deepfake_cli.errors import BUG_NOTE, OptionsError
 
 
@@ -95,6 +95,7 @@ def predict(
                                               report=report))
     for note in ([batch.note] if batch.note else []) + batch.resume_notes:  # shown under --quiet too
         Console(stderr=True).print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    warn_of_weak_validation(batch.model_dir)  # a tiny validation set, an AUC within noise of 0.5
     if batch.needs_keras:
         import_keras_quietly()  # heatmaps take the Keras model's gradients, whatever serves the scores
     if skip_done is not None:

@@ -7,8 +7,32 @@ from typing import Optional
 
 import typer
 
+from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
+
 from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, StoreOption, consoles, handled,
-                                     import_keras_quietly, open_store, print_json)
+                                     import_keras_quietly, open_store, print_json, warn_of_weak_validation)
+
+
+def print_table_that_fits(out: Console, table: Table) -> None:
+    """The table when it fits the terminal; else (80 columns, piped output, CI logs, where Rich
+    would cut every figure to "0.…") the same figures as a list: each row's name, then its
+    column: value pairs, wrapped to the width."""
+    if Measurement.get(out, out.options.update_width(10_000), table).maximum <= out.width:
+        out.print(table)
+        return
+    import textwrap
+
+    headers = [str(c.header) for c in table.columns]
+    cells = [list(c.cells) for c in table.columns]
+    out.print(f"[bold]{escape(str(table.title or ''))}[/]", highlight=False)
+    for row in range(table.row_count):
+        out.print(f"  {escape(str(cells[0][row]))}", highlight=False, soft_wrap=True)
+        pairs = [f"{h} {cells[i][row]}" for i, h in enumerate(headers) if i]
+        for line in textwrap.wrap("  ".join(pairs), width=max(20, out.width - 4)):
+            out.print(f"    {escape(line)}", highlight=False)
 
 
 @handled
@@ -27,17 +51,27 @@ def evaluate(
     from deepfake_cli.serve.model_choice import locate_model
 
     out, _ = consoles(quiet)
+    path = locate_model(model, models_dir)
     with open_store(store, write=False) as opened:
-        evaluation = run_evaluate(opened, locate_model(model, models_dir))
+        evaluation = run_evaluate(opened, path)
+    warn_of_weak_validation(path)
     written = write_report(out_dir, evaluation.results, evaluation.rows) if out_dir else []
     if as_json:
         print_json({"results": evaluation.results, "files": [str(p) for p in written]})
         return
     if not quiet:
-        out.print(metrics_table("overall (by split / level / model)", evaluation.results["overall"]))
+        print_table_that_fits(out, metrics_table("overall (by split / level / model)", evaluation.results["overall"]))
         for by in ("dataset", "method", "compression"):
             if evaluation.results.get(by):
-                out.print(metrics_table(f"by {by} ({evaluation.results['breakdown_rows']})",
-                                        evaluation.results[by]))
+                print_table_that_fits(out, metrics_table(f"by {by} ({evaluation.results['breakdown_rows']})",
+                                                         evaluation.results[by]))
+        for split, band in evaluation.results.get("uncertain", {}).items():
+            per = ", ".join(f"{d}: {r['uncertain']:.0%} uncertain" + (
+                f", real called fake {r['real_called_fake']:.0%}" if r["real_called_fake"] is not None else "")
+                for d, r in band["per_dataset"].items())
+            accuracy = "-" if band["accuracy_outside"] is None else f"{band['accuracy_outside']:.1%}"
+            out.print(f"{split}: {band['uncertain']:.0%} of videos uncertain (P in [{band['band'][0]:.3f}, "
+                      f"{band['band'][1]:.3f})), accuracy outside {accuracy}; {per}", highlight=False)
         for path in written:
             out.print(f"wrote {path}")
+

@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, RichReporter, ShardOption, StoreOption,
-                                     WaitOption, command_line, consoles, handled, import_keras_quietly,
-                                     model_or_positional, native_chatter_hidden, open_store, print_json, render_summary)
+from deepfake_cli.cli.common import (EpochProgress, JsonOption, ModelsDirOption, QuietOption, RichReporter, ShardOption,
+                                     StoreOption, WaitOption, command_line, consoles, handled, import_keras_quietly,
+                                     model_or_positional, native_chatter_hidden, open_store, print_json, render_summary,
+                                     write_model_cards)
 from deepfake_cli.data.shards import parse_shard
 from deepfake_cli.nets.models import LSTM_UNITS
 
@@ -141,12 +142,14 @@ def train_cnn(
 
             summary = train_bagging(opened, model_dir_to_write(model, models_dir), options, bagging, resume=resume,
                                     on_epoch=on_epoch, command=command_line())
+            write_model_cards([Path(m["bundle"]) for m in summary["members"]], out, err, quiet or as_json)
             if not as_json and not quiet:
                 _print_ensemble_table(out, summary)
                 return
         else:
             summary = run_train(opened, model_dir_to_write(model, models_dir), options, resume=resume,
-                                on_epoch=on_epoch, command=command_line())
+                                on_epoch=EpochProgress(err, quiet, on_epoch), command=command_line())
+            write_model_cards([model_dir_to_write(model, models_dir)], out, err, quiet or as_json)
     render_summary(out, "train-cnn", summary, quiet, as_json)
 
 
@@ -262,8 +265,11 @@ def train_lstm(
                       highlight=False)
 
     with open_store(store, write=False) as opened:
-        summary = run_train(opened, locate_model(model, models_dir, packaged=False), options, resume=resume,
-                            on_epoch=on_epoch, command=command_line(), reporter=RichReporter(err, quiet))
+        bundle_dir = locate_model(model, models_dir, packaged=False)
+        summary = run_train(opened, bundle_dir, options, resume=resume,
+                            on_epoch=EpochProgress(err, quiet, on_epoch), command=command_line(),
+                            reporter=RichReporter(err, quiet))
+    write_model_cards([bundle_dir], out, err, quiet or as_json)
     render_summary(out, "train-lstm", summary | summary["calibration"], quiet, as_json)
 
 
@@ -339,7 +345,7 @@ def crossval(
 
     with open_store(store, write=False) as opened:
         report = run_crossval(opened, out, options, folds=folds, seed=seed, cross_dataset=cross_dataset,
-                              only=only, on_fold=on_fold, on_epoch=on_epoch)
+                              only=only, on_fold=on_fold, on_epoch=EpochProgress(err, quiet, on_epoch))
     if calibrate_model is not None:
         from deepfake_cli.serve.model_choice import locate_model
         from deepfake_cli.train.crossval import apply_calibration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from stat import S_ISREG
 
@@ -31,6 +31,9 @@ class ExtractOptions:
     labels_csv: Path | None = None
     retry_failed: bool = False
     shard: Shard | None = None  # only this 1/N of the videos (by content hash)
+    val_fraction: float = 0.1  # of the identity groups without an official split: validation
+    test_fraction: float = 0.1  # and test
+    relabel: bool = False  # record the label and split the inputs now give to videos already stored
 
     def check(self) -> None:
         """OptionsError (exit 2, a ValueError too) naming the option that is out of range."""
@@ -40,6 +43,15 @@ class ExtractOptions:
             raise OptionsError("--fpv must be at least 1")
         if self.spread < 0:
             raise OptionsError("--spread must be 0 (none) or a number of frames")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise OptionsError("--val-fraction and --test-fraction must each lie in [0, 1) and leave some "
+                               f"videos to train (got {self.val_fraction} and {self.test_fraction})")
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        """(train, val, test) shares of the identity groups that have no official split."""
+        return 1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction
 
 
 @dataclass
@@ -56,13 +68,30 @@ class ExtractSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     by_dataset: Counter = field(default_factory=Counter)
     by_label: Counter = field(default_factory=Counter)
+    # the split and label of every video found that the store holds (added now or before): (split, label) -> n
+    splits: Counter = field(default_factory=Counter)
+    # videos already stored with another label or split than the inputs give now: (path, (label, split)
+    # stored, (label, split) given); recorded anew with --relabel
+    changes: list[tuple[str, tuple[str, str], tuple[str, str]]] = field(default_factory=list)
+    relabelled: int = 0
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["failures"] = [{"path": p, "error": e} for p, e in self.failures]
         d["by_dataset"] = dict(self.by_dataset)
         d["by_label"] = dict(self.by_label)
+        d["splits"] = self.split_counts()
+        d["changes"] = [{"path": p, "stored": {"label": a[0], "split": a[1]}, "given": {"label": b[0], "split": b[1]}}
+                        for p, a, b in self.changes]
         return d
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        """{split: {label: videos}}, splits in the order train, val, test."""
+        order = {"train": 0, "val": 1, "test": 2}
+        counts: dict[str, dict[str, int]] = {}
+        for (split, label), n in sorted(self.splits.items(), key=lambda kv: (order.get(kv[0][0], 3), kv[0])):
+            counts.setdefault(split, {})[label] = n
+        return counts
 
 
 def frame_roles(kept: np.ndarray, frame_count: int, options: ExtractOptions) -> np.ndarray:
@@ -83,21 +112,45 @@ def extract(store: Store, paths: list[Path], options: ExtractOptions, reporter: 
     """Add every video under `paths` to the store; videos already there are skipped."""
     options.check()
     reporter = reporter or Reporter()
-    records = assign_splits(discover(paths, options.labels_csv), seed=options.seed)
+    discovered = discover(paths, options.labels_csv)
+    explicit_split = {id(r): bool(r.split) for r in discovered}  # given by the inputs, not assigned here
+    records = assign_splits(discovered, seed=options.seed, fractions=options.fractions)
     summary = ExtractSummary(found=len(records))
     known = {(e.path, e.size, e.mtime): e for e in store.entries()}
     reporter.start(len(records), "extract")
-    for record in records:
-        _extract_one(store, record, options, known, summary, reporter)
+    for before, record in zip(discovered, records):
+        _extract_one(store, record, options, known, summary, reporter, explicit_split[id(before)])
         reporter.advance(record.path.name)
     reporter.finish()
+    if summary.changes and not options.relabel:
+        reporter.warn(f"{len(summary.changes)} video(s) are recorded with another label or split than the inputs "
+                      "give now (first: " + _change_text(summary.changes[0]) + "): kept as recorded; rerun with "
+                      "--relabel to record the new ones")
     if summary.other_sampling:
         reporter.warn(f"{summary.other_sampling} videos were already in the store with another --fpv, --sampling "
                       "or --spread; they are kept as they are (extract into a new store to sample them again)")
     return summary
 
 
-def _already_done(summary: ExtractSummary, stored: VideoEntry, options: ExtractOptions) -> None:
+def _change_text(change: tuple[str, tuple[str, str], tuple[str, str]]) -> str:
+    path, (label, split), (new_label, new_split) = change
+    return f"{path}: {label}/{split} recorded, {new_label}/{new_split} given"
+
+
+def _already_done(summary: ExtractSummary, stored: VideoEntry, options: ExtractOptions, store: Store,
+                  record: VideoRecord, explicit_split: bool) -> None:
+    """A video the store holds: counted; a label (or a split the inputs give) that differs from the
+    recorded one is reported, and with --relabel recorded (its frames segment rewritten with the new
+    entry, so that an index rebuilt from the segments keeps it too)."""
+    given = (record.label, record.split if explicit_split else stored.split)
+    if stored.ok and given != (stored.label, stored.split):
+        summary.changes.append((str(record.path), (stored.label, stored.split), given))
+        if options.relabel:
+            stored = replace(stored, label=given[0], split=given[1])
+            store.write_frames(stored, store.read_frames(stored.video_id))
+            summary.relabelled += 1
+    if stored.ok:
+        summary.splits[(stored.split, stored.label)] += 1
     summary.already_done += 1
     if stored.ok and (stored.fpv, stored.sampling, stored.spread) != (options.fpv, options.sampling, options.spread):
         summary.other_sampling += 1
@@ -110,7 +163,7 @@ def _cannot_read(summary: ExtractSummary, record: VideoRecord, reason: str | Non
 
 
 def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, known: dict,
-                 summary: ExtractSummary, reporter: Reporter) -> None:
+                 summary: ExtractSummary, reporter: Reporter, explicit_split: bool = False) -> None:
     try:
         path = record.path.resolve()
         stat = path.stat()
@@ -122,7 +175,7 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
         return
     cached = known.get((str(path), stat.st_size, stat.st_mtime))
     if cached is not None and (cached.ok or not options.retry_failed):
-        _already_done(summary, cached, options)
+        _already_done(summary, store.entry(cached.video_id), options, store, record, explicit_split)
         return
     try:
         sha = file_sha256(path)
@@ -145,7 +198,7 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
             reporter.warn(f"{record.path}: same content as {previous.path}, skipped")
             return
         if previous.ok or not options.retry_failed:
-            _already_done(summary, previous, options)
+            _already_done(summary, previous, options, store, record, explicit_split)
             return
     try:
         info, kept, pixels = sample_frames(path, options.fpv, options.sampling, seed=options.seed,
@@ -173,3 +226,4 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
     summary.frames += len(kept)
     summary.by_dataset[record.dataset] += 1
     summary.by_label[record.label] += 1
+    summary.splits[(record.split, record.label)] += 1

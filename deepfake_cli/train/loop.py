@@ -203,11 +203,27 @@ def improved(metrics: dict, best: dict | None) -> bool:
     return auc == best["val_auc"] and metrics["val_loss"] < best["val_loss"]
 
 
+class BatchProgress(keras.callbacks.Callback):
+    """Calls ``report(batches done, batches in the epoch, loss so far)`` after each training batch."""
+
+    def __init__(self, report: Callable[[int, int, float], None], total: int):
+        super().__init__()
+        self.report = report
+        self.total = total
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.report(batch + 1, self.total, float((logs or {}).get("loss", math.nan)))
+
+
 def train_one_epoch(loop: Loop, index: int, state: dict) -> tuple[float, float]:
-    """One pass over the training data; returns (loss, seconds)."""
+    """One pass over the training data; returns (loss, seconds). Progress inside the epoch: when
+    ``loop.on_epoch`` also has an ``on_batch(done, total, loss)`` method, it is called after each
+    batch (the command line draws a bar from it; training itself is the same either way)."""
     loop.train.set_epoch((loop.seed, index, state["phase_epoch"]))
     clock = time.perf_counter()
-    history = loop.model.fit(loop.train, epochs=1, verbose=0)
+    on_batch = getattr(loop.on_epoch, "on_batch", None)
+    callbacks = [BatchProgress(on_batch, len(loop.train))] if on_batch is not None else None
+    history = loop.model.fit(loop.train, epochs=1, verbose=0, callbacks=callbacks)
     return float(history.history["loss"][-1]), time.perf_counter() - clock
 
 

@@ -80,9 +80,12 @@ def test_json_is_an_array_for_one_input_and_carries_the_identity_keys():
 
 
 def test_the_model_digest_is_the_one_sha256sum_gives():
-    lines = "".join(f"{digest}  {name}\n" for name, digest in sorted(
-        (p.name, __import__("hashlib").sha256(p.read_bytes()).hexdigest()) for p in PACKAGED_MODEL.glob("*.weights.h5")))
-    assert __import__("hashlib").sha256(lines.encode()).hexdigest() == MODEL_SHA256
+    import hashlib
+
+    files = sorted(PACKAGED_MODEL.glob("*.weights.h5"))
+    lines = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in files)
+    assert [p.name for p in files] == ["cnn.weights.h5", "lstm.weights.h5"]
+    assert hashlib.sha256(lines.encode()).hexdigest() == MODEL_SHA256
 
 
 def test_an_error_record_has_null_for_what_is_missing(two_results):

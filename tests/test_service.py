@@ -5,10 +5,13 @@ files, the access log and the page. The model is loaded once for the module."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import warnings
@@ -178,11 +181,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_over_a_real_socket(detector, tmp_path):
-    """uvicorn on a free port of 127.0.0.1: the verdict, and an oversize upload refused before it is sent whole."""
+@contextlib.contextmanager
+def running(app):
+    """``app`` served by uvicorn on a free port of 127.0.0.1, in a thread: its base URL."""
     import uvicorn
 
-    app = create_app(ServiceSettings(max_upload_bytes=1_000_000, temp_dir=str(tmp_path)), detector=detector)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -191,19 +194,82 @@ def test_over_a_real_socket(detector, tmp_path):
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=60) as http:
-            assert http.get("/readyz").status_code == 200
-            good = http.post("/v1/predict", files=clip())
-            assert good.status_code == 200
-            assert good.json()["probability"] == pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6)
-            big = http.post("/v1/predict", files=clip("big.mp4", b"\x00" * 5_000_000))
-            assert big.status_code == 413
-            assert http.post("/v1/predict", files=clip()).status_code == 200
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_over_a_real_socket(detector, tmp_path):
+    """uvicorn on a free port of 127.0.0.1: the verdict, and an oversize upload refused."""
+    app = create_app(ServiceSettings(max_upload_bytes=1_000_000, temp_dir=str(tmp_path)), detector=detector)
+    with running(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+        assert http.get("/readyz").status_code == 200
+        good = http.post("/v1/predict", files=clip())
+        assert good.status_code == 200
+        assert good.json()["probability"] == pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6)
+        big = http.post("/v1/predict", files=clip("big.mp4", b"\x00" * 5_000_000))
+        assert big.status_code == 413
+        assert http.post("/v1/predict", files=clip()).status_code == 200
     assert left_behind(tmp_path) == []
+
+
+HARNESS = """<!doctype html><title>waiting</title>
+<iframe id="page" src="/" style="border:0;width:100%;height:100%;position:fixed;inset:0"></iframe>
+<script>
+// what a person does: choose the clip on the page, then wait for the verdict
+document.getElementById("page").onload = async () => {
+  const doc = document.getElementById("page").contentDocument;
+  const blob = await (await fetch("/harness/clip")).blob();
+  const chosen = new DataTransfer();
+  chosen.items.add(new File([blob], "astronaut.mp4", {type: "video/mp4"}));
+  const input = doc.getElementById("file");
+  input.files = chosen.files;
+  input.dispatchEvent(new Event("change"));
+  const started = Date.now();
+  while (doc.getElementById("result").hidden && doc.getElementById("error").hidden && Date.now() - started < 60000) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  document.title = "verdict: " + doc.getElementById("verdict").textContent + " | " +
+    doc.getElementById("numbers").textContent + " | error: " + doc.getElementById("error").textContent;
+};
+</script>"""
+
+
+def chromium() -> str | None:
+    return next((found for name in ("chromium-headless-shell", "chromium", "chromium-browser")
+                 if (found := shutil.which(name))), None)
+
+
+@pytest.mark.slow
+def test_the_page_in_headless_chromium_gives_the_verdict_at_phone_width(detector, tmp_path):
+    """The page driven in headless Chromium at a phone's width (412 px): the clip chosen, the verdict
+    shown; the screenshot is docs/images/serve-page.png's kind."""
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no Chromium to drive the page in (apt-get install chromium-headless-shell)")
+    from starlette.responses import HTMLResponse, Response
+    from starlette.routing import Route
+
+    app = create_app(ServiceSettings(temp_dir=str(tmp_path)), detector=detector)
+    app.router.routes += [  # test-only routes: the harness page, and the clip it chooses
+        Route("/harness", lambda request: HTMLResponse(HARNESS)),
+        Route("/harness/clip", lambda request: Response(ASTRONAUT.read_bytes(), media_type="video/mp4"))]
+    shot = tmp_path / "page.png"
+    with running(app) as base:
+        common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                  "--virtual-time-budget=60000", "--window-size=412,1400"]
+        dom = subprocess.run([*common, "--dump-dom", f"{base}/harness"], capture_output=True, text=True, timeout=180)
+        subprocess.run([*common, f"--screenshot={shot}", f"{base}/harness"], capture_output=True, timeout=180)
+    title = re.search(r"<title>(.*?)</title>", dom.stdout, re.S)
+    assert title is not None, dom.stderr[-2000:]
+    assert "verdict: Likely real" in title.group(1) and "P(fake) = 0.372 against the threshold 0.395" in title.group(1)
+    import cv2
+
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[1] == 412
+    green = (image[..., 1] > 100) & (image[..., 0] < 80) & (image[..., 2] < 80)  # the verdict and its bar, in green
+    assert green.mean() > 0.001
 
 
 def test_serve_refuses_a_model_that_is_not_there(tmp_path):

@@ -98,7 +98,7 @@
       bar.setAttribute("width", (w * 0.8).toFixed(2));
       bar.setAttribute("y", (100 - 100 * s).toFixed(2));
       bar.setAttribute("height", (100 * s).toFixed(2));
-      bar.setAttribute("fill", s >= threshold ? "#b3261e" : "#1e7b34");
+      bar.setAttribute("fill", "#5b6b8c");  // one colour: the threshold is the clip's, not a frame's
       const title = document.createElementNS(ns, "title");
       title.textContent = "face " + (i + 1) + ": " + s.toFixed(3);
       bar.appendChild(title);

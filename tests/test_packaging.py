@@ -45,12 +45,13 @@ def test_the_wheel_installs_and_predicts_from_another_directory(tmp_path):
     package = Path(where.stdout.strip())
     assert package.is_relative_to(venv) and (package / "serve" / "default_model" / "cnn.weights.h5").is_file(), where
     shipped = ["serve/default_model/cnn.onnx", "serve/default_model/lstm.onnx", "serve/default_model/onnx.json",
+               "serve/default_model/MODEL_CARD.md",  # the model card: its training data's terms
                "faces/mtcnn_nets/pnet.onnx", "faces/mtcnn_nets/rnet.onnx", "faces/mtcnn_nets/onet.onnx"]
     assert [name for name in shipped if not (package / name).is_file()] == []  # what the fast start needs
     run = subprocess.run([str(venv / "bin" / "dfd"), "predict", str(clip), "--json"], cwd=elsewhere,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(run.stdout)
+    [result] = json.loads(run.stdout)  # --json: an array, whatever the number of inputs
     # the same verdict as from the source tree (tests/helpers.py, tests/test_architecture.py), to 1e-6
     assert (result["verdict"], result["faces"]) == ("real", 25)
     assert result["probability"] == pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6)

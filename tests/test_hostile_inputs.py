@@ -391,7 +391,7 @@ def test_predict_on_every_hostile_input(hostile, model, tmp_path):
             assert r["probability"] == pytest.approx(probability, abs=1e-6) and r["faces"] == faces, r
         else:
             assert r["exit_code"] == (3 if expected == "unreadable" else 4), r
-            assert r["verdict"] == "" and r["probability"] is None, r  # never a made-up score
+            assert r["verdict"] is None and r["probability"] is None, r  # never a made-up score
             assert file_name in r["error"], r
     assert set(JUDGED) == {name for name, expected in EXPECTED.items() if expected == "ok"}
 
@@ -631,7 +631,7 @@ def test_predict_scores_a_video_whose_header_lies_and_says_so(model, tmp_path):
 def test_strict_turns_a_warning_into_exit_6(model, tmp_path):
     image = tmp_path / "face.png"
     cv2.imwrite(str(image), face_frames(1, 200)[0])
-    lenient = json.loads(invoke("predict", image, *model, "--json").stdout)
+    [lenient] = json.loads(invoke("predict", image, *model, "--json").stdout)
     assert lenient["verdict"] == "fake" and lenient["probability"] == pytest.approx(0.43657539351667696, abs=1e-6)
     assert lenient["faces"] == 1 and any("single image" in w for w in lenient["warnings"])
     assert lenient["track_reports"][0]["scored"] and lenient["track_reports"][0]["frames_seen"] == 1
@@ -663,8 +663,8 @@ def test_native_decoder_warnings_stay_off_the_terminal(hostile, model):
 
 
 def test_predict_writes_heatmaps_of_the_reported_track(hostile, model, tmp_path):
-    result = json.loads(invoke("predict", hostile / "good.mp4", *model, "--heatmap", tmp_path / "maps",
-                               "--json").stdout)
+    [result] = json.loads(invoke("predict", hostile / "good.mp4", *model, "--heatmap", tmp_path / "maps",
+                                 "--json").stdout)
     written = [Path(p) for p in result["heatmaps"]]
     assert len(written) == result["faces"] + 1 and all(p.is_file() for p in written)
     face = cv2.imread(str(written[0]))
@@ -676,7 +676,7 @@ def test_the_clip_report_is_self_contained_and_renders(hostile, model, tmp_path)
     import re
 
     page = tmp_path / "report.html"
-    result = json.loads(invoke("predict", hostile / "good.mp4", *model, "--report", page, "--json").stdout)
+    [result] = json.loads(invoke("predict", hostile / "good.mp4", *model, "--report", page, "--json").stdout)
     assert result["report"] == str(page)
     text = page.read_text()
     assert f">{result['verdict']}</span>" in text and f"{result['probability']:.3f}" in text

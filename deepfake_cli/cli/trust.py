@@ -43,7 +43,7 @@ def check_model(
     recorded: dict[str, str] = {}
     if trust:
         if any(unhashed_weights(b) for b in bundles):
-            import_keras_quietly()  # it loads the files it is asked to trust
+            import_keras_quietly("dfd check-model --trust")  # it loads the files it is asked to trust
         for bundle in bundles:
             recorded.update({str(bundle.path / name): sha for name, sha in trust_weights(bundle.path).items()})
     status = {str(b.path / name): why for b in (load_bundle(b.path) for b in bundles)

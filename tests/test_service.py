@@ -69,6 +69,7 @@ def test_probes_and_the_model(client):
     assert (model["name"], model["model_sha256"], model["runtime"]) == ("default", MODEL_SHA256, "onnx")
     assert model["threshold"] == pytest.approx(0.39535480215367197)
     assert model["limits"]["max_upload_bytes"] == 200 * 1024 * 1024
+    assert "uncertain" in model and "terms" in model["card"]  # the band (null: none) and the model card's terms
 
 
 def test_predict_gives_the_cli_s_result_object_for_the_upload(client, detector, uploads_dir):

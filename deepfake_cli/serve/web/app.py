@@ -90,6 +90,7 @@ class Service:
         body = {"schema_version": SCHEMA_VERSION, "dfd_version": dfd_version(), "name": detector.model.name,
                 "model_sha256": detector.model.sha256, "runtime": detector.runtime,
                 "threshold": detector.threshold,
+                "uncertain": list(getattr(config, "uncertain", None) or []) or None,  # [lo, hi): verdict "uncertain"
                 "thresholds_at_fpr": {str(k): float(v) for k, v in (config.thresholds_at_fpr or {}).items()},
                 "card": model_card(detector.path),
                 "limits": {"max_upload_bytes": self.settings.max_upload_bytes, "queue_size": self.settings.queue_size,

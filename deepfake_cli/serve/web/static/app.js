@@ -5,6 +5,8 @@
   const $ = (id) => document.getElementById(id);
   const drop = $("drop"), input = $("file");
   let current = null;  // the File last sent
+  let band = null;  // the model's uncertainty band [lo, hi), from /v1/model, when it has one
+  let modelThreshold = null;
 
   function show(id, on) { $(id).hidden = !on; }
   function fail(message) { $("error").textContent = message; show("error", true); }
@@ -60,15 +62,13 @@
   function render(r) {
     const verdict = $("verdict");
     verdict.className = "verdict " + (r.verdict || "");
-    verdict.textContent = r.verdict ? (r.verdict === "fake" ? "Likely fake" : "Likely real")
-                                    : (r.verdict === null ? "No verdict" : r.verdict);
-    if (r.verdict && r.verdict !== "fake" && r.verdict !== "real") verdict.textContent = "Verdict: " + r.verdict;
+    const words = { fake: "Likely fake", real: "Likely real", uncertain: "Uncertain: too close to call" };
+    verdict.textContent = r.verdict ? (words[r.verdict] || "Verdict: " + r.verdict) : "No verdict";
     const p = r.probability, t = r.threshold;
     $("gauge-fill").style.width = p == null ? "0" : pct(p);
     $("gauge-fill").style.background = r.verdict === "fake" ? "var(--fake)" : (r.verdict === "real" ? "var(--real)" : "#888");
     $("gauge-threshold").style.left = t == null ? "0" : "calc(" + pct(t) + " - 1px)";
-    const band = r.uncertain_band || r.band || null;  // a model with an uncertainty band gives [low, high]
-    if (Array.isArray(band) && band.length === 2) {
+    if (Array.isArray(band) && band.length === 2 && r.threshold === modelThreshold) {  // not under --threshold
       $("gauge-band").style.left = pct(band[0]);
       $("gauge-band").style.width = pct(band[1] - band[0]);
       show("gauge-band", true);
@@ -77,6 +77,7 @@
     }
     $("numbers").textContent = p == null ? "" :
       "P(fake) = " + p.toFixed(3) + " against the threshold " + t.toFixed(3) + " (" + r.faces + " faces in " + r.frames + " frames)";
+    $("judged").textContent = judged(r);
     const list = $("warnings");
     list.textContent = "";
     for (const w of r.warnings || []) { const li = document.createElement("li"); li.textContent = w; list.appendChild(li); }
@@ -85,6 +86,20 @@
       r.dfd_version + ", schema " + r.schema_version + (r.tracks > 1 ? "; " + r.tracks + " face tracks scored" : "");
     show("report-button", Boolean(r.verdict));
     show("result", true);
+  }
+
+  function judged(r) {  // which part of the clip the verdict judged (the result's windows, when it has them)
+    const w = r.windows || [];
+    if (!w.length) return "";
+    const first = w[0], last = w[w.length - 1];
+    let text = "Judged frames " + first.first_frame + "–" + last.last_frame + (r.clip_frames ? " of " + r.clip_frames : "");
+    if (first.start_s != null && last.end_s != null) text += " (" + first.start_s.toFixed(1) + "–" + last.end_s.toFixed(1) + " s)";
+    const top = r.most_suspicious_window == null ? null : w[r.most_suspicious_window];
+    if (w.length > 1 && top) {
+      text += "; the most suspicious part: frame " + top.first_frame +
+        (top.start_s != null ? " at " + top.start_s.toFixed(1) + " s" : "") + ", P(fake) " + top.probability.toFixed(3);
+    }
+    return text + ".";
   }
 
   function drawFrames(scores, threshold) {
@@ -137,6 +152,8 @@
 
   fetch("/v1/model").then((r) => r.ok ? r.json() : null).then((m) => {
     if (!m) return;
+    band = m.uncertain;
+    modelThreshold = m.threshold;
     let text = "Model " + m.name + ", threshold " + m.threshold.toFixed(3) + "; uploads up to " +
       Math.round(m.limits.max_upload_bytes / 1048576) + " MB.";
     if (m.card && m.card.terms) text += " Terms: " + [].concat(m.card.terms).join("; ");

@@ -279,7 +279,7 @@ def test_predict_imports_no_training_code(stored, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["exit_code"] == 0, report["output"]
-    assert 0.0 < json.loads(report["output"])["probability"] < 1.0
+    assert 0.0 < json.loads(report["output"])[0]["probability"] < 1.0  # --json: an array
     assert "deepfake_cli.scoring.scorer" in report["modules"] and "deepfake_cli.serve.predict" in report["modules"]
     assert [m for m in TRAINING_MODULES if m in report["modules"]] == []
 
@@ -506,8 +506,8 @@ def test_predict_on_onnx_imports_neither_tensorflow_nor_torch(stored, onnx_bundl
     keras_run = CliRunner().invoke(app, ["predict", str(clip), "--model", str(onnx_dir), "--json",
                                          "--runtime", "keras", "--device", "cpu"])
     assert keras_run.exit_code == 0, keras_run.output
-    assert json.loads(report["output"])["probability"] == pytest.approx(
-        json.loads(keras_run.stdout)["probability"], abs=1e-4)
+    assert json.loads(report["output"])[0]["probability"] == pytest.approx(
+        json.loads(keras_run.stdout)[0]["probability"], abs=1e-4)
 
 
 def test_many_inputs_share_cnn_batches_and_keep_their_order(stored, onnx_bundle, tmp_path, monkeypatch):

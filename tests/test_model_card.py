@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from deepfake_cli.cli.app import app
-from deepfake_cli.cli.report import print_table_that_fits
+from deepfake_cli.cli.common import print_table_that_fits
 from deepfake_cli.nets.bundle import BundleConfig, read_config
 from deepfake_cli.nets.card import (MODEL_CARD_FILE, auc_standard_error, build_card, card_of, validation_warnings,
                                     write_card)

@@ -22,6 +22,7 @@ from typing import Literal, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -202,6 +203,25 @@ def summary_table(title: str, rows: dict) -> Table:
             value = f"{value:.4g}"
         table.add_row(key, str(value))
     return table
+
+
+def print_table_that_fits(out: Console, table: Table) -> None:
+    """The table when it fits the terminal; else (80 columns, piped output, CI logs, where Rich
+    would cut every figure to "0.…") the same figures as a list: each row's name, then its
+    column: value pairs, wrapped to the width."""
+    if Measurement.get(out, out.options.update_width(10_000), table).maximum <= out.width:
+        out.print(table)
+        return
+    import textwrap
+
+    headers = [str(c.header) for c in table.columns]
+    cells = [list(c.cells) for c in table.columns]
+    out.print(f"[bold]{escape(str(table.title or ''))}[/]", highlight=False)
+    for row in range(table.row_count):
+        out.print(f"  {escape(str(cells[0][row]))}", highlight=False, soft_wrap=True)
+        pairs = [f"{h} {cells[i][row]}" for i, h in enumerate(headers) if i]
+        for line in textwrap.wrap("  ".join(pairs), width=max(20, out.width - 4)):
+            out.print(f"    {escape(line)}", highlight=False)
 
 
 def print_json(data) -> None:

@@ -17,8 +17,8 @@ from rich.table import Table
 
 from deepfake_cli.cli.common import (EpochProgress, JsonOption, ModelsDirOption, QuietOption, RichReporter, ShardOption,
                                      StoreOption, WaitOption, command_line, consoles, handled, import_keras_quietly,
-                                     model_or_positional, native_chatter_hidden, open_store, print_json, render_summary,
-                                     write_model_cards)
+                                     model_or_positional, native_chatter_hidden, open_store, print_json,
+                                     print_table_that_fits, render_summary, write_model_cards)
 from deepfake_cli.data.shards import parse_shard
 from deepfake_cli.nets.models import LSTM_UNITS
 
@@ -158,7 +158,7 @@ def _print_ensemble_table(out: Console, summary: dict) -> None:
 
     columns = ("n", "auc", "acc", "logloss", "threshold")  # all of them: --json
     rows = {name: {c: m[c] for c in columns} for name, m in summary["val"].items()}
-    out.print(metrics_table(f"validation ({summary['val_videos']} videos): members and ensemble", rows))
+    print_table_that_fits(out, metrics_table(f"validation ({summary['val_videos']} videos): members and ensemble", rows))
     out.print(f"wrote {escape(summary['ensemble'])} ({summary['method']}; threshold {summary['threshold']:.3f}, "
               f"temperature {summary['temperature']:.3f})", highlight=False, soft_wrap=True)
 

@@ -174,6 +174,9 @@ def test_the_page_loads_nothing_from_the_network_and_fits_a_phone(client):
         assert not re.search(r"fetch\([\"']https?:", text)
     assert "/v1/predict" in texts[1] and "upload.onprogress" in texts[1]
     assert client.get("/static/secret.py").status_code == 404
+    missing, wrong_method = client.get("/v1/nothing"), client.get("/v1/predict")
+    assert (missing.status_code, wrong_method.status_code) == (404, 405)
+    assert missing.json() == {"error": "GET /v1/nothing: Not Found"} and "error" in wrong_method.json()
 
 
 def free_port() -> int:

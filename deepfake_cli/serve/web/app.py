@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -179,6 +180,11 @@ def model_card(bundle_dir: Path) -> dict | None:
     return None
 
 
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own refusals (no such route, a wrong method) as JSON, like every other error."""
+    return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", exc.headers)
+
+
 async def _server_fault(request: Request, exc: Exception) -> Response:
     log.exception("bug while answering %s %s", request.method, request.url.path, exc_info=exc)
     return error(500, f"internal error ({type(exc).__name__}); the server's log has the details")
@@ -208,7 +214,8 @@ def create_app(settings: ServiceSettings | None = None, detector=None) -> Starle
         Route("/v1/predict", service.predict, methods=["POST"]),
         Route("/v1/report", service.report, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: _server_fault})
+    handlers = {HTTPException: _http_error, Exception: _server_fault}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.service = service
     app.add_middleware(AccessLog)
     return app

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from deepfake_cli.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
@@ -146,11 +147,9 @@ async def receive_upload(request, folder: Path, limit: int) -> Upload:
                                        f"{limit / 1024 / 1024:.0f} MB)")
             parser.write(chunk)
         parser.finalize()
-    except UploadError:
+    except (UploadError, ClientDisconnect):
         raise
     except Exception as exc:  # python-multipart's parse errors: a malformed body
-        if type(exc).__name__ == "ClientDisconnect":
-            raise
         raise UploadError(400, f"the multipart body cannot be parsed: {exc}") from None
     finally:
         receiver.close()

@@ -132,3 +132,61 @@ def test_a_crossval_run_scores_every_video_out_of_fold_and_resumes(tmp_path):
         again = run_crossval(store, out, options, folds=2)  # both folds done: nothing retrained
         assert (out / "fold-0" / SCORES_FILE).stat().st_mtime_ns == stamp
         assert again["within"] == report["within"]
+
+
+def test_the_uncertain_band_holds_the_scores_that_cannot_be_told_apart():
+    from deepfake_cli.scoring.uncertainty import band_report, uncertain_band
+
+    # reals at 0.1..0.5, fakes at 0.4..0.9: the overlap 0.4-0.5 cannot be called either way
+    real = np.linspace(0.1, 0.5, 41)
+    fake = np.linspace(0.4, 0.9, 51)
+    p = np.concatenate([real, fake])
+    y = np.concatenate([np.zeros_like(real), np.ones_like(fake)])
+    lo, hi = uncertain_band(p, y, threshold=0.45, level=0.9)
+    assert 0.3 < lo <= 0.45 <= hi < 0.6
+    ids = [str(i) for i in range(len(p))]
+    report = band_report(dict(zip(ids, p)), dict(zip(ids, y.astype(int))), {v: "d" for v in ids}, (lo, hi))
+    assert 0 < report["uncertain"] < 0.5 and report["accuracy_outside"] >= 0.9
+    assert report["per_dataset"]["d"]["real_called_fake"] < 0.15  # reals above hi: at most 1 in 10 calls
+    # a perfect separation leaves no band; no separation leaves one side open
+    assert uncertain_band(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1]), 0.5) == (0.2, 0.8)
+    lo, hi = uncertain_band(np.array([0.4, 0.6, 0.4, 0.6]), np.array([0, 0, 1, 1]), 0.5)
+    assert (lo, hi) == (0.0, 1.0)
+
+
+def test_clip_rules_are_compared_on_the_same_held_out_videos():
+    from deepfake_cli.train.scoring_rules import RULES, compare_rules, rule_scores
+
+    # sequence frames say nothing; the spread frames' maximum tells fakes apart
+    folds = {"fold-0": {"a": {"sequence": [0.5, 0.5], "spread": [0.1, 0.1, 0.9]},
+                        "b": {"sequence": [0.5, 0.5], "spread": [0.1, 0.2, 0.6]}},
+             "fold-1": {"c": {"sequence": [0.5, 0.5], "spread": [0.05, 0.05, 0.8]},
+                        "d": {"sequence": [0.5], "spread": [0.35, 0.35, 0.35]},
+                        "e": {"sequence": [0.7]}}}  # no spread frames: scored on its sequence
+    label = {"a": 1, "b": 0, "c": 1, "d": 0, "e": 1}
+    result = compare_rules(folds, label, {v: "x" for v in label})
+    assert set(result["rules"]) == {f"{f} {a}" for f, a in RULES}
+    assert result["chosen"] == ["spread", "max"]
+    assert rule_scores(folds["fold-1"], ("spread", "max"))["e"] == 0.7
+    assert result["rules"]["sequence mean"]["mean"] < result["rules"]["spread max"]["mean"]
+
+
+@pytest.mark.slow
+def test_crossval_chooses_a_clip_rule_and_writes_it_with_the_band(tmp_path):
+    from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
+    from deepfake_cli.train.crossval import apply_calibration
+    from deepfake_cli.train.scoring_rules import FRAME_SCORES_FILE
+
+    store_path = synthetic_store(tmp_path / "s.h5", n_videos=12, n_val=2)
+    options = CNNTrainOptions(**RECIPE)
+    with Store.open(store_path) as store:
+        report = run_crossval(store, tmp_path / "cv", options, folds=2, choose_rule=True)
+        assert (tmp_path / "cv" / "fold-0" / FRAME_SCORES_FILE).is_file()
+        assert len(report["rule"]["rules"]) == 6 and report["rule"]["chosen"][0] in ("sequence", "spread")
+        lo, hi = report["uncertain"]["band"]
+        assert 0.0 <= lo <= report["thresholds"]["max_real_fpr_0.1"]["threshold"] <= hi <= 1.0
+        train_cnn(store, tmp_path / "model", options)
+    written = apply_calibration(report, tmp_path / "model")
+    config = load_bundle(tmp_path / "model").config
+    assert config.uncertain == [lo, hi] == written["uncertain"]
+    assert config.video_aggregation == report["rule"]["chosen"][1]

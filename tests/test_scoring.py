@@ -573,3 +573,47 @@ def test_the_shipped_default_model_is_served_by_onnxruntime():
     assert served.exit_code == keras.exit_code == 0 and served.faces == keras.faces == 25
     assert served.probability == pytest.approx(keras.probability, abs=1e-4)
     np.testing.assert_allclose(served.frame_scores, keras.frame_scores, atol=1e-4)
+
+
+def test_a_bundle_that_judges_the_whole_clip_is_served_as_evaluate_measures_it(tmp_path):
+    """A CNN bundle scoring frames spread over the whole clip (sampling uniform, the store's
+    --spread frames), aggregated by its maximum and calibrated: evaluate (from the stored spread
+    faces' features) and predict (from the clip) give the same probability, and predict says
+    which frames it judged, each a window of its own, and which one drove the score."""
+    spread, length = 8, 24
+    clips = tmp_path / "clips"
+    for label, shift in (("real", 0), ("fake", 6)):
+        (clips / label).mkdir(parents=True)
+        write_face_clip(clips / label / f"{label}.mp4", shift=shift, fake=label == "fake", frames=length)
+    store_path = tmp_path / "dfd.h5"
+    with Store.open(store_path, write=True) as store:
+        assert extract(store, [clips], ExtractOptions(fpv=FPV, spread=spread)).added == 2
+        assert crop(store, CropOptions(size=FACE_SIZE, device="cpu")).cropped == 2
+        face = store.faces_settings(store.entries()[0].video_id)
+    bundle_dir = tmp_path / "models" / "tiny"
+    config = BundleConfig(name="tiny", backbone=BACKBONE, input_size=INPUT_SIZE, feature_dim=1280, face=face,
+                          fpv=spread, sampling="uniform", temperature=TEMPERATURE, video_aggregation="max",
+                          threshold=0.5, uncertain=[0.0, 1.0],
+                          lstm={"units": 8, "dropout": 0.1, "seq_len": spread, "feature_model": "tiny", "trained": False})
+    save_config(bundle_dir, config)
+    classifier, _ = build_classifier(BACKBONE, INPUT_SIZE)
+    save_weights_atomic(classifier, bundle_dir / "cnn.weights.h5", weights_tag("cnn", config))
+    with Store.open(store_path, write=True) as store:
+        assert export_features(store, bundle_dir)["exported"] == 2
+        evaluation = evaluate(store, bundle_dir)
+        stored = {e.path: store.read_features(e.video_id, "tiny") for e in store.entries()}
+    measured = {r["path"]: r["score"] for r in evaluation.rows if r["level"] == "video" and r["model"] == "cnn-calibrated"}
+    bands = evaluation.results["uncertain"]
+    assert bands and all(b["uncertain"] == 1.0 for b in bands.values())  # every video is in the band [0, 1)
+    predictor = Predictor(load_bundle(bundle_dir), device="cpu")
+    for path, probability in measured.items():
+        result = predictor.predict(Path(path))
+        assert result.exit_code == 0, result.error
+        assert result.probability == pytest.approx(probability, abs=1e-5)
+        assert result.verdict == "uncertain"  # the band [0, 1) holds every probability
+        expected_frames = np.linspace(0, length - 1, spread).round().astype(int).tolist()
+        assert result.frame_indices == stored[path].frame_indices.tolist() == expected_frames
+        assert result.clip_frames == length and [w["first_frame"] for w in result.windows] == expected_frames
+        top = result.windows[result.most_suspicious_window]
+        assert top["probability"] == pytest.approx(result.probability, abs=1e-5)  # max: the top window is the clip
+        assert top["start_s"] == pytest.approx(top["first_frame"] / 10.0, abs=1e-3)  # 10 frames a second

@@ -316,6 +316,10 @@ def crossval(
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this fold (fold-0, without-dfdc, "
                                              "...); repeatable. The report covers every fold done so far."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
+    choose_rule: bool = typer.Option(False, "--choose-rule", help="Score each fold's held-out videos under every "
+                                     "clip rule (the --fpv or the --spread frames; mean, median or max), choose "
+                                     "the best out of fold, report under it and fit the uncertain band "
+                                     "(implied by --calibrate-model, which writes them)."),
     calibrate_model: Optional[str] = typer.Option(None, "--calibrate-model", help="Write the out-of-fold "
                                                   "temperature and the threshold that keeps every dataset's "
                                                   "real-video FPR under 10 % into this bundle (trained by "
@@ -345,7 +349,8 @@ def crossval(
 
     with open_store(store, write=False) as opened:
         report = run_crossval(opened, out, options, folds=folds, seed=seed, cross_dataset=cross_dataset,
-                              only=only, on_fold=on_fold, on_epoch=EpochProgress(err, quiet, on_epoch))
+                              only=only, on_fold=on_fold, on_epoch=EpochProgress(err, quiet, on_epoch),
+                              choose_rule=choose_rule or calibrate_model is not None)
     if calibrate_model is not None:
         from deepfake_cli.serve.model_choice import locate_model
         from deepfake_cli.train.crossval import apply_calibration
@@ -375,3 +380,13 @@ def crossval(
         tpr = ", ".join(f"{d} {r:.0%}" for d, r in cut["fake_tpr"].items())
         out_console.print(f"threshold {name} {cut['threshold']:.3f}: real called fake {fpr}; fakes caught {tpr}",
                           highlight=False)
+    if "rule" in report:
+        rules = ", ".join(f"{name} {row['mean']:.3f}" for name, row in report["rule"]["rules"].items())
+        out_console.print(f"clip rules (mean over datasets of the pooled out-of-fold AUC): {rules}; chosen: "
+                          + " ".join(report["rule"]["chosen"]), highlight=False)
+    if "uncertain" in report:
+        band = report["uncertain"]
+        per = ", ".join(f"{d} {r['uncertain']:.0%} uncertain" for d, r in band["per_dataset"].items())
+        accuracy = "-" if band["accuracy_outside"] is None else f"{band['accuracy_outside']:.0%}"
+        out_console.print(f"uncertain band [{band['band'][0]:.3f}, {band['band'][1]:.3f}): {band['uncertain']:.0%} "
+                          f"of videos ({per}); accuracy outside it {accuracy}", highlight=False)

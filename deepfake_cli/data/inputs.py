@@ -38,6 +38,23 @@ def letterboxed(frames, size: int) -> np.ndarray:
     return np.stack([letterbox(f, size) for f in frames])
 
 
+def scored_role(entry, fpv: int, sampling: str) -> int:
+    """The stored role (store.ROLE_*) whose frames are the ones a model sampling ``fpv`` frames
+    by ``sampling`` scores in a clip, as `predict` picks them (video.choose_indices): the
+    --spread frames for a model that scores frames spread over the whole clip ("uniform",
+    ``fpv`` = the store's --spread) unless the --fpv frames are those already; else the --fpv
+    frames (what every model scored before)."""
+    if sampling == "uniform" and entry.spread == fpv and fpv > 0 and not (entry.sampling == "uniform"
+                                                                           and entry.fpv == fpv):
+        return ROLE_SPREAD
+    return ROLE_SEQUENCE
+
+
+def frames_scored(role: int) -> str:
+    """How features' settings name the stored frames they were computed on."""
+    return "spread" if role == ROLE_SPREAD else "sequence"
+
+
 def has_images(store: Store, video_id: str, kind: str) -> bool:
     """Whether the store holds what a ``kind`` model reads for this video."""
     return store.has(video_id, STAGE[kind])

@@ -41,10 +41,10 @@ CNN_CHECKPOINTS = "cnn"  # checkpoints/cnn: train-cnn's per-epoch state
 LSTM_CHECKPOINTS = "lstm"  # checkpoints/lstm: train-lstm's
 CLASSES = ("real", "fake")  # score = P(CLASSES[1])
 FEATURE_LAYER = "pooled features before the classifier head"
-AGGREGATIONS = ("mean",)
+AGGREGATIONS = ("mean", "median", "max")  # scoring.metrics.aggregate_video_scores; crossval chooses
 INPUTS = ("face", "frame")  # what the CNN looks at (deepfake_cli.data.inputs reads each from the store)
 # Keys added after format 1 was first written: a config without them takes the default.
-OPTIONAL_KEYS = ("test_time_flip", "weights_sha256", "input", "card")
+OPTIONAL_KEYS = ("test_time_flip", "weights_sha256", "input", "card", "uncertain")
 
 
 class BundleError(DfdError):
@@ -80,6 +80,7 @@ class BundleConfig:
     video_aggregation: str = "mean"
     test_time_flip: bool = False  # score each face and its mirror image, average features and scores
     thresholds_at_fpr: dict = field(default_factory=dict)  # {"0.01": threshold, ...} when calibrated
+    uncertain: list = field(default_factory=list)  # [lo, hi]: calibrated P in [lo, hi) is "uncertain" (crossval)
     weights_sha256: dict = field(default_factory=dict)  # {"cnn.weights.h5": hex digest, ...} as trained
     lstm: dict = field(default_factory=_default_lstm)
     split_ids: dict = field(default_factory=dict)  # {"train": [video ids], "val": [video ids]}
@@ -157,6 +158,9 @@ def _check_values(config: BundleConfig, source: str) -> None:
         problems.append("temperature must be positive")
     if config.input not in INPUTS:
         problems.append(f"input must be one of {list(INPUTS)}")
+    if config.uncertain and (len(config.uncertain) != 2 or not 0.0 <= config.uncertain[0] <= config.threshold
+                             <= config.uncertain[1] <= 1.0):
+        problems.append("uncertain must be [lo, hi] with 0 <= lo <= threshold <= hi <= 1")
     if config.video_aggregation not in AGGREGATIONS:
         problems.append(f"video_aggregation must be one of {list(AGGREGATIONS)}")
     try:

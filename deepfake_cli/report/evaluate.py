@@ -1,10 +1,13 @@
 """`dfd evaluate`: the numbers a researcher reports, from exported features.
 
 Frame level: each face's CNN score. Video level: the CNN alone (its frame scores aggregated
-as the bundle's video_aggregation says, uncalibrated) and CNN + BiLSTM (the probability
-`predict` reports: the LSTM over the ordered feature sequence, temperature-calibrated; both
-come from deepfake_cli.scoring.scorer, so this is the served figure). Splits are the ones the bundle was trained with (its config records
-the train and val video ids); every other video counts under its stored split.
+as the bundle's video_aggregation says, uncalibrated) and the probability `predict` reports
+("cnn+lstm": the LSTM over the ordered feature sequence; "cnn-calibrated", for a bundle
+without an LSTM: the CNN's aggregate), temperature-calibrated. Both come from
+deepfake_cli.scoring.scorer, so this is the served figure. With a bundle that has an uncertain
+band, the share of videos in it, the accuracy outside it and each dataset's real videos called
+fake. Splits are the ones the bundle was trained with (its config records the train and val
+video ids); every other video counts under its stored split.
 
 The figure is the served one only when the stored features are the bundle's current CNN's, and
 the stored faces were found by the face rule `predict` serves the bundle by (faces.track_rule:
@@ -26,9 +29,12 @@ from deepfake_cli.scoring.ensemble import is_ensemble, load_ensemble, member_pro
 from deepfake_cli.scoring.metrics import binary_metrics, breakdown
 from deepfake_cli.scoring.scorer import Scorer
 from deepfake_cli.scoring.stored_scores import check_features_current
+from deepfake_cli.scoring.uncertainty import band_report
 from deepfake_cli.data.store import Store
 
 SPLIT_ORDER = ("train", "val", "test")
+# the video probability `predict` reports: CNN + BiLSTM, or (a bundle without an LSTM) the CNN's aggregate, calibrated
+SERVED_LSTM, SERVED_CNN = "cnn+lstm", "cnn-calibrated"
 
 
 class EvaluateError(DfdError):
@@ -58,6 +64,7 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
     model_name = bundle.feature_model_name
     trained = {split: set(ids) for split, ids in (config.split_ids or {}).items() if split in ("train", "val")}
     scorer = Scorer(bundle, cnn=False)
+    served = SERVED_LSTM if scorer.lstm is not None else SERVED_CNN
     entries = [e for e in store.entries()
                if e.ok and e.label in ("real", "fake") and store.has(e.video_id, f"features.{model_name}")]
     check_features_current(store, bundle, [e.video_id for e in entries], model_name)
@@ -73,15 +80,29 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
         for index, score in zip(feats.frame_indices, feats.scores):
             rows.append(base | {"level": "frame", "model": "cnn", "frame": int(index), "score": float(score)})
         rows.append(base | {"level": "video", "model": "cnn", "score": scorer.cnn_score(feats.scores)})
-        if scorer.lstm is not None:  # what `predict` reports for this video
-            rows.append(base | {"level": "video", "model": "cnn+lstm",
-                                "score": scorer.probability(feats.features, feats.scores)})
+        # what `predict` reports for this video: the LSTM's, or the CNN's score, calibrated
+        rows.append(base | {"level": "video", "model": served, "score": scorer.probability(feats.features, feats.scores)})
     if not rows:
         raise EvaluateError(f"no labelled video in {store.path} has features of model {model_name!r}: "
                             f"run `dfd export-features --model {model_name}` first")
-    lstm = any(r["model"] == "cnn+lstm" for r in rows)
-    cuts = {("frame", "cnn"): 0.5, ("video", "cnn"): 0.5, ("video", "cnn+lstm"): float(config.threshold)}
-    return Evaluation(results=_results(rows, cuts, "cnn+lstm" if lstm else "cnn"), rows=rows)
+    cuts = {("frame", "cnn"): 0.5, ("video", "cnn"): 0.5, ("video", served): float(config.threshold)}
+    results = _results(rows, cuts, served)
+    if config.uncertain:
+        results["uncertain"] = uncertain_by_split(rows, list(config.uncertain), served)
+    return Evaluation(results=results, rows=rows)
+
+
+def uncertain_by_split(rows: list[dict], band: list[float], served: str) -> dict:
+    """Per split, the share of videos whose served probability falls in the bundle's uncertain
+    band, the accuracy of the calls outside it and each dataset's real videos called fake."""
+    videos = [r for r in rows if r["level"] == "video" and r["model"] == served]
+    out = {}
+    for split in sorted({r["split"] for r in videos}):
+        mine = [r for r in videos if r["split"] == split]
+        out[split] = band_report({r["video_id"]: r["score"] for r in mine},
+                                 {r["video_id"]: int(r["label"] == "fake") for r in mine},
+                                 {r["video_id"]: r["dataset"] for r in mine}, tuple(band))
+    return out
 
 
 def check_face_rule(store: Store, bundle: Bundle, entries: list) -> None:

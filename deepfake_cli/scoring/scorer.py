@@ -111,8 +111,11 @@ def calibrate(probability: float, temperature: float) -> float:
     return float(apply_temperature(logit(probability), temperature))
 
 
-def verdict(probability: float, threshold: float) -> str:
-    """'fake' when the calibrated probability is at or above the threshold, else 'real'."""
+def verdict(probability: float, threshold: float, uncertain: list | tuple | None = None) -> str:
+    """'fake' when the calibrated probability is at or above the threshold, else 'real'; with an
+    ``uncertain`` band [lo, hi) (a bundle's, fitted out of fold), 'uncertain' inside it."""
+    if uncertain and len(uncertain) == 2 and uncertain[0] <= probability < uncertain[1]:
+        return "uncertain"
     return "fake" if called_fake(probability, threshold) else "real"
 
 

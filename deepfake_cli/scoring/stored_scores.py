@@ -14,7 +14,7 @@ import numpy as np
 from deepfake_cli.errors import DfdError
 from deepfake_cli.nets.bundle import Bundle
 from deepfake_cli.files import file_sha256
-from deepfake_cli.data.inputs import has_images, stored_images
+from deepfake_cli.data.inputs import frames_scored, has_images, scored_role, stored_images
 from deepfake_cli.scoring.scorer import Scorer
 from deepfake_cli.data.store import Store
 
@@ -29,9 +29,21 @@ def export_settings(bundle: Bundle) -> dict:
 
 
 def same_features(stored: dict, wanted: dict) -> bool:
-    """Whether stored features were computed by the same CNN weights, scored the same way."""
+    """Whether stored features were computed by the same CNN weights, scored the same way, on the
+    same frames (features stored before the frames were recorded are of the --fpv ones)."""
     return (stored.get("cnn_sha256") == wanted["cnn_sha256"]
-            and bool(stored.get("test_time_flip", False)) == wanted["test_time_flip"])
+            and bool(stored.get("test_time_flip", False)) == wanted["test_time_flip"]
+            and stored.get("frames", "sequence") == wanted.get("frames", "sequence"))
+
+
+def bundle_role(store: Store, video_id: str, bundle: Bundle) -> int:
+    """The stored frames (store.ROLE_*) of a video that the bundle scores, as predict samples them."""
+    return scored_role(store.entry(video_id), int(bundle.config.fpv or 0), bundle.config.sampling)
+
+
+def video_export_settings(store: Store, video_id: str, bundle: Bundle, settings: dict | None = None) -> dict:
+    """export_settings of the bundle for one video: which of its stored frames are scored."""
+    return (settings or export_settings(bundle)) | {"frames": frames_scored(bundle_role(store, video_id, bundle))}
 
 
 class StaleFeaturesError(DfdError):
@@ -57,7 +69,8 @@ def check_features_current(store: Store, bundle: Bundle, video_ids: list[str], m
     wanted = export_settings(bundle)
     stage = f"features.{model_name}"
     stale = [v for v in video_ids if store.has(v, stage)
-             and not features_current(bundle, store.features_settings(v, model_name), wanted)]
+             and not features_current(bundle, store.features_settings(v, model_name),
+                                      video_export_settings(store, v, bundle, wanted))]
     if stale:
         raise StaleFeaturesError(
             f"{len(stale)} of {len(video_ids)} videos' features of {model_name!r} in {store.path} were made by "
@@ -78,24 +91,27 @@ class StoredScores:
         """(features (n, D), frame scores (n,)) of a video, or None when it has nothing to score."""
         name = self.bundle.feature_model_name
         store = self.store
-        if store.has(video_id, f"features.{name}") and self._current(store.features_settings(video_id, name)):
+        if store.has(video_id, f"features.{name}") and self._current(video_id, store.features_settings(video_id, name)):
             stored = store.read_features(video_id, name)
             return (stored.features, stored.scores) if len(stored.scores) else None
         kind = self.bundle.config.input
         if not has_images(store, video_id, kind):
             return None
-        _, images = stored_images(store, video_id, kind, int(self.bundle.config.input_size))
+        _, images = stored_images(store, video_id, kind, int(self.bundle.config.input_size),
+                                  role=bundle_role(store, video_id, self.bundle))
         if not len(images):
             return None
         if self._frames is None:
             self._frames = Scorer(self.bundle, lstm=False)
         return self._frames.frames(images)
 
-    def _current(self, stored: dict) -> bool:
+    def _current(self, video_id: str, stored: dict) -> bool:
         """Whether stored features are this bundle's (see :func:`features_current`)."""
         if self._settings is None and self.bundle.cnn_weights.is_file():
             self._settings = export_settings(self.bundle)
-        return features_current(self.bundle, stored, self._settings)
+        wanted = None if self._settings is None else video_export_settings(self.store, video_id, self.bundle,
+                                                                           self._settings)
+        return features_current(self.bundle, stored, wanted)
 
     def _scorer(self) -> Scorer:
         if self._sequence is None:

@@ -23,6 +23,7 @@ from deepfake_cli.nets.bundle import Bundle, load_bundle
 from deepfake_cli.faces.detectors import default_engine, make_detector, resolve_device
 from deepfake_cli.scoring.ensemble import Ensemble, is_ensemble, load_ensemble
 from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
+from deepfake_cli.serve.judged import judged_windows, most_suspicious
 from deepfake_cli.serve.evidence import (ensemble_warnings, evidence_warnings, judge_tracks, other_face_warnings,
                                          sequence_warnings)
 from deepfake_cli.faces.face_crops import faces_from_track
@@ -54,6 +55,11 @@ class PredictResult:
     track_probabilities: list[float] = field(default_factory=list)
     track_reports: list[dict] = field(default_factory=list)  # every track seen (TrackReport), scored or not
     frame_scores: list[float] = field(default_factory=list)  # CNN P(fake) per face of the reported track
+    frame_indices: list[int] = field(default_factory=list)  # the clip's frame number of each of those faces
+    clip_frames: int = 0  # frames in the whole clip (decoded count)
+    duration_s: float | None = None  # the clip's length (None for an image)
+    windows: list[dict] = field(default_factory=list)  # judged.judged_windows: what was judged, and how it scored
+    most_suspicious_window: int | None = None  # index into windows: the one that drove (or would drive) a fake call
     warnings: list[str] = field(default_factory=list)  # what weakens or qualifies the verdict
     heatmaps: list[str] = field(default_factory=list)  # --heatmap: the images written
     report: str = ""  # --report: the HTML page written
@@ -162,6 +168,8 @@ class Predictor:
             detectors[self.detector_key] = make_detector(name, device=resolved, detect_max_side=max_side, engine=engine)
         self.detector = None if self.frame_model else detectors[self.detector_key]
         self.threshold = choose_threshold(self.config.threshold, self.config.thresholds_at_fpr, threshold, max_fpr)
+        # the band of calibrated P too close to call (fitted with the model's threshold: not with another one)
+        self.uncertain = list(self.config.uncertain) if threshold is None and max_fpr is None else []
         self.describer = FaceDescriber()  # who a face is: a track never passes to another person at a cut
         self._mapper: ActivationMapper | None = None  # --heatmap: built on first use
 
@@ -290,9 +298,10 @@ class Predictor:
         start = sum(len(c.crops) for c in crops[:worst])
         result.frame_scores = [round(float(s), 6) for s in scores[start:start + result.faces]]
         result.cnn_probability = float(np.mean(result.frame_scores))
-        result.verdict = verdict(result.probability, self.threshold)
+        result.verdict = verdict(result.probability, self.threshold, self.uncertain)
         reported = crops[worst]
         reported_frames = kept[np.asarray(reported.frame_positions, np.int64)]
+        self._describe_judged(result, prepared.info, reported_frames)
         cams = None
         if heatmap is not None or report is not None or (annotate is not None and annotate_heatmap):
             if self._mapper is None:  # gradients need the Keras model, whatever serves the scores
@@ -310,13 +319,25 @@ class Predictor:
                             result, fps=prepared.info.fps or 5.0, cams=cams if annotate_heatmap else None)
         return result
 
+    def _describe_judged(self, result: PredictResult, info, frame_indices: np.ndarray) -> None:
+        """Which frames of the clip the verdict judged, their times, and its windows (judged.py)."""
+        fps = float(getattr(info, "fps", 0.0) or 0.0)
+        result.clip_frames = int(getattr(info, "frame_count", 0) or 0)
+        result.duration_s = round(result.clip_frames / fps, 3) if fps > 0 and result.clip_frames > 1 else None
+        result.frame_indices = [int(i) for i in frame_indices]
+        per_frame = self.config.sampling == "uniform" and self.scorer.lstm is None
+        result.windows = judged_windows(result.frame_indices, result.frame_scores, per_frame=per_frame, fps=fps,
+                                        clip_probability=result.probability, calibrate=self.scorer.calibrated,
+                                        aggregation=self.config.video_aggregation)
+        result.most_suspicious_window = most_suspicious(result.windows)
+
     def _frames_verdict(self, result: PredictResult, features: np.ndarray, scores: np.ndarray, frames: int,
                         single_image: bool) -> None:
         """A frame model's verdict: the sampled frames, letterboxed, are the sequence it scores."""
         result.probability = self.scorer.probability(features, scores)
         result.frame_scores = [round(float(s), 6) for s in scores]
         result.cnn_probability = float(np.mean(scores))
-        result.verdict = verdict(result.probability, self.threshold)
+        result.verdict = verdict(result.probability, self.threshold, self.uncertain)
         result.warnings.append(f"a frame model: it scored the {frames} whole frames and ran no face "
                                "detector, so a clip without a visible face is scored too")
         result.warnings += sequence_warnings(frames, single_image, self.bundle.seq_len)

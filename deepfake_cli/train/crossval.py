@@ -42,6 +42,8 @@ from deepfake_cli.scoring.stored_scores import StoredScores
 from deepfake_cli.train import TrainingDataError
 from deepfake_cli.train.calibrate import fit_calibration
 from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
+from deepfake_cli.scoring.uncertainty import band_report, uncertain_band
+from deepfake_cli.train.scoring_rules import compare_rules, fold_frame_scores, rule_name, rule_scores
 
 SCORES_FILE = "scores.json"
 REPORT_FILE = "crossval.json"
@@ -130,7 +132,7 @@ def score_fold(store: Store, bundle_dir: Path, video_ids: list[str]) -> dict[str
 
 
 def run_crossval(store: Store, out_dir: Path, options: CNNTrainOptions, folds: int = 3, seed: int = 0,
-                 cross_dataset: bool = False, only: list[str] | None = None,
+                 cross_dataset: bool = False, only: list[str] | None = None, choose_rule: bool = False,
                  on_fold: Callable[[str, dict], None] | None = None,
                  on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train and score every fold not yet done (``only``: these fold names), then summarise all
@@ -159,7 +161,7 @@ def run_crossval(store: Store, out_dir: Path, options: CNNTrainOptions, folds: i
                                             "images_per_second": summary["images_per_second"]}, indent=1) + "\n")
         if on_fold is not None:
             on_fold(name, {"videos": len(scores)})
-    report = summarize(store, out_dir, plan, recipe)
+    report = summarize(store, out_dir, plan, recipe, choose_rule=choose_rule)
     atomic_write_text(out_dir / REPORT_FILE, json.dumps(report, indent=1) + "\n")
     return report
 
@@ -189,8 +191,9 @@ def subsets(entries: dict[str, VideoEntry]) -> dict[str, Callable[[VideoEntry], 
     return out
 
 
-def summarize(store: Store, out_dir: Path, plan: dict[str, list[str]], recipe: dict) -> dict:
-    """The report of every finished fold under ``out_dir`` (see the module doc)."""
+def summarize(store: Store, out_dir: Path, plan: dict[str, list[str]], recipe: dict, choose_rule: bool = False) -> dict:
+    """The report of every finished fold under ``out_dir`` (see the module doc). ``choose_rule``:
+    first choose the clip scoring rule out of fold (train.scoring_rules) and report under it."""
     done = {}
     for name in plan:
         path = out_dir / name / SCORES_FILE
@@ -200,10 +203,21 @@ def summarize(store: Store, out_dir: Path, plan: dict[str, list[str]], recipe: d
                 done[name] = data["scores"]
     entries = {e.video_id: e for e in store.entries()}
     label = {v: int(entries[v].label == "fake") for fold in done.values() for v in fold}
+    chosen = None
+    if choose_rule and any(k.startswith("fold-") for k in done):
+        frame_scores = {name: fold_frame_scores(store, out_dir / name, sorted(done[name])) for name in done}
+        chosen = compare_rules({k: v for k, v in frame_scores.items() if k.startswith("fold-")}, label,
+                               {v: entries[v].dataset for fold in done.values() for v in fold})
+        rule = tuple(chosen["chosen"])
+        done = {name: rule_scores(frame_scores[name], rule) for name in done}
+        spreads = [e.spread for e in entries.values() if e.spread > 0]
+        chosen["fpv"] = max(set(spreads), key=spreads.count) if spreads else 0
     folds = {k: v for k, v in done.items() if k.startswith("fold-")}
     oof = {v: s for fold in folds.values() for v, s in fold.items()}
     report: dict = {"recipe": recipe, "folds_done": sorted(done), "folds_planned": list(plan),
                     "videos_scored": len(oof), "within": {}, "cross_dataset": {}, "thresholds": {}}
+    if chosen is not None:
+        report["rule"] = chosen
     for name, keep in subsets({v: entries[v] for v in oof}).items():
         per_fold = []
         for scores in folds.values():
@@ -226,6 +240,9 @@ def summarize(store: Store, out_dir: Path, plan: dict[str, list[str]], recipe: d
         calibrated = {v: float(apply_temperature(logit(s), temperature)) for v, s in oof.items()}
         report["calibration"] = {"temperature": temperature, "thresholds_at_fpr": fitted["thresholds_at_fpr"]}
         report["thresholds"] = oof_thresholds({v: entries[v] for v in oof}, calibrated, label)
+        capped = report["thresholds"][f"max_real_fpr_{MAX_REAL_FPR:g}"]["threshold"]
+        band = uncertain_band(np.array([calibrated[v] for v in ids]), np.array([label[v] for v in ids]), capped)
+        report["uncertain"] = band_report(calibrated, label, {v: entries[v].dataset for v in oof}, band)
     return report
 
 
@@ -244,10 +261,21 @@ def apply_calibration(report: dict, bundle_dir: Path, which: str = f"max_real_fp
     config.temperature = float(report["calibration"]["temperature"])
     config.threshold = float(report["thresholds"][which]["threshold"])
     config.thresholds_at_fpr = dict(report["calibration"]["thresholds_at_fpr"])
+    written = {}
+    if "rule" in report:  # the clip rule chosen out of fold: which frames, and their aggregation
+        frames, aggregation = report["rule"]["chosen"]
+        config.video_aggregation = aggregation
+        if frames == "spread" and report["rule"].get("fpv"):
+            config.sampling, config.fpv = "uniform", int(report["rule"]["fpv"])
+        written["clip_rule"] = rule_name((frames, aggregation))
+    if "uncertain" in report:
+        config.uncertain = [float(x) for x in report["uncertain"]["band"]]
+        written["uncertain"] = config.uncertain
     config.metrics["crossval"] = {"source": source, "threshold_rule": which, "within": report["within"],
-                                  "cross_dataset": report["cross_dataset"], "thresholds": report["thresholds"]}
+                                  "cross_dataset": report["cross_dataset"], "thresholds": report["thresholds"],
+                                  "clip_rules": report.get("rule"), "uncertain": report.get("uncertain")}
     save_config(bundle_dir, config)
-    return {"temperature": config.temperature, "threshold": config.threshold, "rule": which}
+    return {"temperature": config.temperature, "threshold": config.threshold, "rule": which} | written
 
 
 def real_fpr(entries: dict[str, VideoEntry], scores: dict[str, float], label: dict[str, int],

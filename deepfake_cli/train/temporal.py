@@ -31,7 +31,8 @@ from deepfake_cli.train.pseudo import check_options, mix_shares
 from deepfake_cli.train.pseudo_clips import pseudo_fake_clips
 from deepfake_cli.train.runtime import seed_everything
 from deepfake_cli.scoring.scorer import Scorer
-from deepfake_cli.scoring.stored_scores import check_features_current, export_settings, same_features
+from deepfake_cli.scoring.stored_scores import (bundle_role, check_features_current, export_settings, same_features,
+                                               video_export_settings)
 from deepfake_cli.data.shards import Shard
 from deepfake_cli.data.store import DamagedSegmentError, Features, Store
 from deepfake_cli.train.loop import (Checkpoints, Loop, Phase, class_weights, prepare_state, record_command, run_phases,
@@ -107,12 +108,12 @@ def evaluate_sequences(model, dataset: SequenceDataset) -> dict:
 
 
 # ---------------------------------------------------------------------- export
-def export_targets(store: Store, model_name: str, settings: dict, force: bool, counts: dict,
+def export_targets(store: Store, model_name: str, settings: Callable[[str], dict], force: bool, counts: dict,
                    input_kind: str = "face") -> list[str]:
     """Video ids to export; counts the ones left out by reason.
 
-    Features of another version of the CNN (a retrained bundle) or of another test-time flip
-    setting are recomputed ("stale").
+    Features of another version of the CNN (a retrained bundle), of another test-time flip
+    setting or of other frames are recomputed ("stale"); ``settings(video_id)``: what they should be.
     """
     todo = []
     for entry in store.entries():
@@ -122,7 +123,7 @@ def export_targets(store: Store, model_name: str, settings: dict, force: bool, c
         elif not has_images(store, vid, input_kind):
             counts["missing_faces"] += 1
         elif store.has(vid, f"features.{model_name}") and not force:
-            if same_features(store.features_settings(vid, model_name), settings):
+            if same_features(store.features_settings(vid, model_name), settings(vid)):
                 counts["skipped"] += 1
             else:
                 counts["stale"] += 1
@@ -144,13 +145,17 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
               "damaged": 0, "faces": 0}
     settings = export_settings(bundle)
     kind = bundle.config.input
-    todo = export_targets(store, name, settings, force, counts, kind)
+    def video_settings(vid: str) -> dict:
+        return video_export_settings(store, vid, bundle, settings)
+
+    todo = export_targets(store, name, video_settings, force, counts, kind)
     if shard is not None:
         todo = [vid for vid in todo if shard.holds(vid)]
     reporter.start(len(todo), "features")
     for vid in todo:
         try:
-            indices, crops = stored_images(store, vid, kind, int(bundle.config.input_size))
+            indices, crops = stored_images(store, vid, kind, int(bundle.config.input_size),
+                                           role=bundle_role(store, vid, bundle))
         except DamagedSegmentError as exc:
             counts["damaged"] += 1
             reporter.warn(f"{store.entry(vid).path}: its {STAGE[kind]} in {exc.segment} are damaged ({exc.reason}); "
@@ -160,7 +165,7 @@ def export_features(store: Store, bundle_dir: Path, model_name: str | None = Non
             continue
         if len(crops):
             feats, scores = scorer.frames(crops)
-            store.write_features(vid, name, Features(indices, feats, scores, settings=settings))
+            store.write_features(vid, name, Features(indices, feats, scores, settings=video_settings(vid)))
             counts["exported"] += 1
             counts["faces"] += len(crops)
         else:

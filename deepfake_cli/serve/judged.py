@@ -1,0 +1,52 @@
+"""What a verdict judged: which frames of the clip, at what times, grouped into windows.
+
+A window is a stretch of the clip the model scores as one piece: for a bundle that samples
+consecutive frames (the CNN + BiLSTM of 25 frames), the run of scored frames; for a bundle
+that samples frames spread over the whole clip (``sampling: uniform``, each face scored alone
+and the clip's score aggregated from theirs), every scored frame. Each window gets its own
+calibrated probability, on the scale of the clip's and of the threshold; the most suspicious
+one is the window that drove a fake verdict, or would have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deepfake_cli.scoring.metrics import aggregate_video_scores
+
+
+def seconds(frame: int, fps: float) -> float | None:
+    """The time of a frame in seconds, or None when the clip's frame rate is unknown (an image)."""
+    return round(frame / fps, 3) if fps and fps > 0 else None
+
+
+def judged_windows(frame_indices: list[int], frame_scores: list[float], *, per_frame: bool, fps: float,
+                   clip_probability: float, calibrate, aggregation: str = "mean") -> list[dict]:
+    """The windows of a clip's reported face track (see the module doc): first and last frame,
+    their times, the faces in it and its calibrated probability. ``per_frame``: every face is a
+    window, scored as ``calibrate(its frame score)``; else one window of every face, scored
+    ``clip_probability``. ``calibrate``: the bundle's temperature scaling."""
+    if not frame_indices:
+        return []
+    if per_frame:
+        groups = [[i] for i in range(len(frame_indices))]
+    else:
+        groups = [list(range(len(frame_indices)))]
+    windows = []
+    for members in groups:
+        first, last = int(frame_indices[members[0]]), int(frame_indices[members[-1]])
+        if per_frame:
+            probability = calibrate(aggregate_video_scores([frame_scores[i] for i in members], aggregation))
+        else:
+            probability = clip_probability
+        windows.append({"first_frame": first, "last_frame": last, "start_s": seconds(first, fps),
+                        "end_s": seconds(last + 1, fps), "faces": len(members),
+                        "probability": round(float(probability), 6)})
+    return windows
+
+
+def most_suspicious(windows: list[dict]) -> int | None:
+    """The index of the window with the highest probability (the first of equals), or None."""
+    if not windows:
+        return None
+    return int(np.argmax([w["probability"] for w in windows]))

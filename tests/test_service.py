@@ -108,6 +108,26 @@ def test_bad_uploads_get_4xx_and_the_server_still_scores_the_next_good_one(clien
     assert left_behind(uploads_dir) == []
 
 
+def test_a_generated_real_and_fake_pair_and_a_faceless_image(client, detector, tmp_path):
+    """Tiny generated clips (tests.helpers): the service's verdicts are the local ones (real, then
+    fake, with the default model), and a frame without a face is 422 with exit code 4."""
+    import cv2
+    import numpy as np
+
+    from tests.helpers import write_face_clip
+
+    for fake, expected in ((False, "real"), (True, "fake")):
+        path = write_face_clip(tmp_path / f"{expected}.mp4", shift=0, fake=fake, frames=6)
+        served = client.post("/v1/predict", files=clip(path.name, path.read_bytes())).json()
+        local = detector.predict(path)
+        assert served["verdict"] == local["verdict"] == expected
+        assert served["probability"] == pytest.approx(local["probability"], abs=1e-6)
+        assert served["warnings"] == local["warnings"] and any("only 6 frames" in w for w in served["warnings"])
+    ok, png = cv2.imencode(".png", np.full((120, 160, 3), 128, np.uint8))
+    blank = client.post("/v1/predict", files=clip("blank.png", png.tobytes()))
+    assert blank.status_code == 422 and blank.json()["exit_code"] == 4 and "no face" in blank.json()["error"]
+
+
 def test_an_upload_over_the_limit_is_refused_before_it_is_read(detector, tmp_path):
     settings = ServiceSettings(max_upload_bytes=10_000, temp_dir=str(tmp_path))
     with TestClient(create_app(settings, detector=detector)) as small:

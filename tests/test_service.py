@@ -72,6 +72,41 @@ def test_probes_and_the_model(client):
     assert "uncertain" in model and "terms" in model["card"]  # the band (null: none) and the model card's terms
 
 
+def test_the_model_is_loaded_once_when_the_app_starts_and_readyz_says_when(monkeypatch, tmp_path):
+    import deepfake_cli.serve.detector as detector_module
+
+    loads = []
+
+    class Counted(detector_module.Detector):
+        def __init__(self, *args, **kwargs):
+            loads.append(args)
+            time.sleep(0.5)  # a slow load: /readyz answers "loading" meanwhile
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(detector_module, "Detector", Counted)
+    with TestClient(create_app(ServiceSettings(temp_dir=str(tmp_path)))) as client:
+        assert client.get("/healthz").status_code == 200
+        early = client.get("/readyz")
+        assert early.status_code == 503 and early.json() == {"status": "loading"} and "retry-after" in early.headers
+        first = client.post("/v1/predict", files=clip())  # queued behind the load: waits for it
+        assert first.status_code == 200 and client.get("/readyz").json() == {"status": "ready"}
+        assert client.post("/v1/predict", files=clip()).status_code == 200
+    assert len(loads) == 1
+
+
+def test_a_model_that_cannot_be_loaded_is_said_by_readyz_and_every_request(tmp_path):
+    settings = ServiceSettings(model=str(tmp_path / "not-a-model"), temp_dir=str(tmp_path))
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["status"] == "failed" and "not-a-model" in ready.json()["error"]
+        refused = client.post("/v1/predict", files=clip())
+        assert refused.status_code == 503 and "cannot be loaded" in refused.json()["error"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_predict_gives_the_cli_s_result_object_for_the_upload(client, detector, uploads_dir):
     response = client.post("/v1/predict", files=clip())
     assert response.status_code == 200, response.text

@@ -149,7 +149,7 @@ def test_the_uncertain_band_holds_the_scores_that_cannot_be_told_apart():
     assert 0 < report["uncertain"] < 0.5 and report["accuracy_outside"] >= 0.9
     assert report["per_dataset"]["d"]["real_called_fake"] < 0.15  # reals above hi: at most 1 in 10 calls
     # a perfect separation leaves no band; no separation leaves one side open
-    assert uncertain_band(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1]), 0.5) == (0.2, 0.8)
+    assert uncertain_band(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1]), 0.5) == (0.5, 0.5)
     lo, hi = uncertain_band(np.array([0.4, 0.6, 0.4, 0.6]), np.array([0, 0, 1, 1]), 0.5)
     assert (lo, hi) == (0.0, 1.0)
 

@@ -182,6 +182,33 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_read(detector, tmp_pat
     assert left_behind(tmp_path) == []
 
 
+def test_a_client_that_disconnects_mid_upload_leaves_no_file(detector, tmp_path):
+    """Raw ASGI: the body's first chunk, then the client is gone."""
+    import asyncio
+
+    app = create_app(ServiceSettings(temp_dir=str(tmp_path)), detector=detector)
+    head = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"clip.mp4\"\r\n\r\n" + b"\x00" * 4096
+    messages = [{"type": "http.request", "body": head, "more_body": True}, {"type": "http.disconnect"}]
+    seen_in_the_middle = []
+    sent = []
+
+    async def receive():
+        if len(messages) == 1:  # the first chunk is written: the upload's file exists now
+            seen_in_the_middle.extend(p for p in tmp_path.rglob("*") if p.is_file())
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/predict", "raw_path": b"/v1/predict", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"multipart/form-data; boundary=b")], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80), "state": {}}
+    asyncio.run(app(scope, receive, send))
+    assert [p.name for p in seen_in_the_middle] == ["upload.mp4"]  # it was on disk, under our name for it
+    assert sent[0]["status"] == 499 and list(tmp_path.iterdir()) == []  # and is gone
+
+
 def test_a_full_queue_answers_503_with_retry_after_and_recovers(detector, tmp_path):
     app = create_app(ServiceSettings(queue_size=0, temp_dir=str(tmp_path)), detector=detector)
     with TestClient(app) as client:

@@ -358,6 +358,18 @@ def test_the_page_in_headless_chromium_gives_the_verdict_at_phone_width(detector
     assert green.mean() > 0.001
 
 
+def test_serve_without_the_serve_extra_names_its_pip_line_and_exits_2():
+    import sys
+
+    from tests.test_install import PLAIN  # a dfd in which the named modules cannot be imported
+
+    run = subprocess.run([sys.executable, "-c", PLAIN, "starlette,uvicorn,python_multipart", "serve"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "dfd serve needs the 'serve' extra" in run.stderr and "pip install 'deepfake-cli[serve]'" in run.stderr
+    assert run.stderr.splitlines()[-1].strip() == "LOADED"  # nothing of the extra was even tried
+
+
 def test_serve_refuses_a_model_that_is_not_there(tmp_path):
     from typer.testing import CliRunner
 

@@ -104,6 +104,7 @@ def test_docs_output_lists_every_key_real_output_has_and_no_other(two_results):
         assert sorted(record) == sorted(keys), "docs/output.md and the result object differ"
     track_keys = documented("### track_reports")
     assert sorted(two_results[0]["track_reports"][0]) == sorted(track_keys)
+    assert two_results[0]["windows"] and sorted(two_results[0]["windows"][0]) == sorted(documented("### windows"))
     columns = re.search(r"Columns, in\s+this order: (.*?) — ", DOC.read_text(), re.S).group(1)
     assert [c.strip(" `\n") for c in columns.replace("\n", " ").split(",")] == CSV_COLUMNS
     assert set(CSV_COLUMNS) <= set(keys)

@@ -317,7 +317,8 @@ document.getElementById("page").onload = async () => {
     await new Promise((r) => setTimeout(r, 100));
   }
   document.title = "verdict: " + doc.getElementById("verdict").textContent + " | " +
-    doc.getElementById("numbers").textContent + " | error: " + doc.getElementById("error").textContent;
+    doc.getElementById("numbers").textContent + " | " + doc.getElementById("judged").textContent +
+    " | error: " + doc.getElementById("error").textContent;
 };
 </script>"""
 
@@ -350,6 +351,7 @@ def test_the_page_in_headless_chromium_gives_the_verdict_at_phone_width(detector
     title = re.search(r"<title>(.*?)</title>", dom.stdout, re.S)
     assert title is not None, dom.stderr[-2000:]
     assert "verdict: Likely real" in title.group(1) and "P(fake) = 0.372 against the threshold 0.395" in title.group(1)
+    assert "Judged frames 12–36 of 50 (0.5–1.5 s)." in title.group(1)  # which part of the clip: its window
     import cv2
 
     image = cv2.imread(str(shot))

@@ -328,7 +328,6 @@ def chromium() -> str | None:
                  if (found := shutil.which(name))), None)
 
 
-@pytest.mark.slow
 def test_the_page_in_headless_chromium_gives_the_verdict_at_phone_width(detector, tmp_path):
     """The page driven in headless Chromium at a phone's width (412 px): the clip chosen, the verdict
     shown; the screenshot is docs/images/serve-page.png's kind."""

@@ -10,14 +10,19 @@ import numpy as np
 from deepfake_cli.errors import DfdError
 
 
+VERDICT_COLOURS = {"fake": (0, 0, 255), "real": (0, 200, 0), "uncertain": (0, 165, 255)}  # BGR
+
+
 class AnnotateError(DfdError):
     """The annotated video cannot be written."""
 
 
 def write_annotated(out: Path, frames: list[np.ndarray], faces, scores: np.ndarray, result,
                     fps: float, cams: np.ndarray | None = None) -> None:
-    """The frames dfd looked at, with the scored face box, its per-frame CNN score (label and a
-    bar along the bottom edge) and the video verdict; every label is kept inside the frame.
+    """The frames dfd looked at, with the scored face boxed in the colour of the clip's verdict,
+    the CNN's score of each face (label and a grey bar along the bottom edge: not on the
+    threshold's scale, so no threshold is drawn there) and the verdict; every label is kept
+    inside the frame.
     With ``cams`` (the faces' class activation maps, crop pixels) each map is warped back onto
     its face in the frame."""
     height, width = frames[0].shape[:2]
@@ -28,6 +33,7 @@ def write_annotated(out: Path, frames: list[np.ndarray], faces, scores: np.ndarr
     unit = max(1, min(width, height) // 360)  # line width and font scale grow with the frame
     scale, thickness = 0.5 * unit, unit
     bar = max(6, height // 60)
+    colour = VERDICT_COLOURS.get(result.verdict, (255, 255, 255))  # the box says the clip's verdict, as printed
     for position, frame in enumerate(frames):
         image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
         if position in by_position and cams is not None:
@@ -35,13 +41,10 @@ def write_annotated(out: Path, frames: list[np.ndarray], faces, scores: np.ndarr
         if position in by_position:
             i = by_position[position]
             x1, y1, x2, y2 = (int(v) for v in faces.boxes[i])
-            colour = (0, 0, 255) if scores[i] >= result.threshold else (0, 200, 0)
             cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2 * thickness)
-            put_label(image, f"frame P(fake) {scores[i]:.2f}", x1, y1, colour, scale, thickness)
-            filled = int(round(float(scores[i]) * width))
-            cv2.rectangle(image, (0, height - bar), (filled, height - 1), colour, -1)
-        cv2.line(image, (int(result.threshold * width), height - 2 * bar), (int(result.threshold * width), height - 1),
-                 (255, 255, 255), thickness)
+            put_label(image, f"face score {scores[i]:.2f}", x1, y1, colour, scale, thickness)
+            filled = int(round(float(scores[i]) * width))  # the CNN's score of this face: not the clip's scale
+            cv2.rectangle(image, (0, height - bar), (filled, height - 1), (200, 200, 200), -1)
         put_label(image, f"video: {result.verdict} P(fake)={result.probability:.2f}", 0, 0, (255, 255, 255),
                   scale, thickness, above=False)
         writer.write(image)

@@ -28,20 +28,45 @@ def png_data_uri(image_rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(data.tobytes()).decode("ascii")
 
 
-def score_curve(frame_indices, scores, threshold: float) -> np.ndarray:
-    """RGB image: the reported face's CNN P(fake) per frame, with the decision threshold."""
+def score_curve(result, band: list | None = None) -> np.ndarray:
+    """RGB image: what the verdict judged, on a scale the lines drawn apply to. Several windows
+    (frames spread over the clip, each scored alone): each one's calibrated P(fake) against
+    the threshold, with the uncertain band shaded. One window (a face sequence the BiLSTM reads
+    as a whole): the CNN's score of each face, which is not on the threshold's scale, so no
+    threshold line is drawn and the clip's probability is named in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 2.6), dpi=100)
-    ax.plot(frame_indices, scores, marker="o", markersize=3, linewidth=1.2, label="CNN P(fake) of the face")
-    ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"video threshold {threshold:.2f}")
+    windows = list(result.windows)
+    timed = bool(windows) and all(w["start_s"] is not None for w in windows)
+    if len(windows) > 1:
+        x = [w["start_s"] if timed else w["first_frame"] for w in windows]
+        ax.plot(x, [w["probability"] for w in windows], marker="o", markersize=3, linewidth=1.2,
+                label="P(fake) of each judged frame (calibrated)")
+        if band and band[1] > band[0]:
+            ax.axhspan(band[0], band[1], color="tab:orange", alpha=0.15, label="uncertain")
+        ax.axhline(result.threshold, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"threshold {result.threshold:.2f}")
+        if result.most_suspicious_window is not None:
+            top = windows[result.most_suspicious_window]
+            ax.plot([top["start_s"] if timed else top["first_frame"]], [top["probability"]], "o", color="tab:red",
+                    markersize=7, fillstyle="none", label="most suspicious")
+        ax.set_title(f"clip: {result.verdict}, P(fake) {result.probability:.2f}", fontsize=9)
+    else:
+        x = [i / (result.clip_frames / result.duration_s) for i in result.frame_indices] if (
+            result.duration_s and result.clip_frames) else list(result.frame_indices)
+        timed = bool(result.duration_s)
+        ax.plot(x, result.frame_scores, marker="o", markersize=3, linewidth=1.2, color="tab:gray",
+                label="CNN score of each face (uncalibrated)")
+        ax.set_title(f"clip: {result.verdict}, P(fake) {result.probability:.2f} from the sequence as a whole "
+                     f"(threshold {result.threshold:.2f}); the face scores are not on that scale", fontsize=8)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("frame")
+    ax.set_xlabel("time (s)" if timed else "frame")
     ax.set_ylabel("P(fake)")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -54,7 +79,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 980px; color: #222; }
 h1 { font-size: 1.3em; word-break: break-all; } h2 { font-size: 1.05em; margin-top: 1.6em; }
 .verdict { display: inline-block; padding: .3em .8em; border-radius: .3em; color: #fff; font-weight: bold; }
-.fake { background: #c0392b; } .real { background: #27ae60; }
+.fake { background: #c0392b; } .real { background: #27ae60; } .uncertain { background: #d68910; }
 table { border-collapse: collapse; font-size: .9em; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
 img { max-width: 100%; } .warn { color: #a35c00; } .small { color: #666; font-size: .85em; }
 """
@@ -77,7 +102,9 @@ def write_clip_report(out: Path, result, info, bundle_config, frame_indices, cro
              f"</title><style>{STYLE}</style></head><body>",
              f"<h1>{html.escape(result.path)}</h1>",
              f"<p><span class='verdict {verdict}'>{verdict}</span> P(fake) = <b>{result.probability:.3f}</b> "
-             f"(threshold {result.threshold:.3f}) &middot; {result.faces} faces in {result.frames} frames</p>",
+             f"(threshold {result.threshold:.3f}) &middot; {result.faces} faces in {result.frames} frames"
+             + (f" of {result.clip_frames}" if result.clip_frames > 1 else "")
+             + (f" ({result.duration_s:.1f} s)" if result.duration_s else "") + "</p>",
              "<p class='small'>Model " + html.escape(bundle_config.name) + " (" + html.escape(bundle_config.backbone)
              + f", {bundle_config.input_size} px)"
              + (f"; on its validation videos (n = {validation.get('n')}): AUC {validation.get('auc', float('nan')):.3f}, "
@@ -87,8 +114,12 @@ def write_clip_report(out: Path, result, info, bundle_config, frame_indices, cro
     if result.warnings:
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
                                                        for w in result.warnings) + "</ul>")
-    parts.append("<h2>Score per frame</h2>")
-    parts.append(f"<img alt='per-frame score' src='{png_data_uri(score_curve(frame_indices, result.frame_scores, result.threshold))}'>")
+    band = list(getattr(bundle_config, "uncertain", []) or [])
+    if band:
+        parts.append(f"<p class='small'>Uncertain: P(fake) from {band[0]:.3f} up to {band[1]:.3f}, where the model's "
+                     "calls on videos it was not trained on were right less than 4 times in 5.</p>")
+    parts.append("<h2>What was judged</h2>")
+    parts.append(f"<img alt='scores over the clip' src='{png_data_uri(score_curve(result, band))}'>")
     if crops is not None and len(crops):
         pairs = [np.concatenate([c, overlay(c, m)], axis=1) for c, m in zip(crops, cams)]
         parts.append("<h2>Faces scored, and where the CNN saw evidence</h2>"

@@ -236,6 +236,9 @@ def test_bagging_trains_members_on_different_identity_resamples(workspace):
     assert [c["training"]["cnn_options"]["bootstrap"] for c in configs] == [1, 2]
     assert configs[0]["split_ids"]["val"] == configs[1]["split_ids"]["val"]
     assert configs[0]["split_ids"]["train"] != configs[1]["split_ids"]["train"]  # two different resamples
+    # each member carries its model card, written before the ensemble recorded the members' config.json
+    assert all(c["card"]["validation"] and (models / f"bag-bag{k}" / "MODEL_CARD.md").is_file()
+               for k, c in zip((1, 2), configs))
     [served] = json.loads(workspace["dfd"]("predict", str(workspace["root"] / "clips" / "c03.mp4"), "-m", "bag",
                                            "--device", "cpu", "--json", *workspace["common"][2:]))
     assert len(served["members"]) == 2

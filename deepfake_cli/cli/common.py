@@ -332,13 +332,15 @@ class EpochProgress:
         self.line(info)
 
 
-def write_model_cards(bundle_dirs: list[Path], out: Console, err: Console, quiet: bool) -> None:
+def write_model_cards(bundle_dirs: list[Path], out: Console, err: Console, quiet: bool, write: bool = True) -> None:
     """Write each trained bundle's model card (nets.card: config.json's card, MODEL_CARD.md) and warn
-    when its validation figures cannot be trusted (a tiny validation set, an AUC within noise of 0.5)."""
-    from deepfake_cli.nets.card import MODEL_CARD_FILE, validation_warnings, write_card
+    when its validation figures cannot be trusted (a tiny validation set, an AUC within noise of 0.5).
+    ``write=False``: the cards are written already (the members of an ensemble, which records their
+    config.json: train.bagging writes them before building it); only the warnings and lines."""
+    from deepfake_cli.nets.card import MODEL_CARD_FILE, card_of, validation_warnings, write_card
 
     for bundle_dir in bundle_dirs:
-        card = write_card(bundle_dir)
+        card = write_card(bundle_dir) if write else card_of(bundle_dir)
         for warning in validation_warnings(card):  # shown under --quiet too: it weakens the model
             Console(stderr=True).print(f"[yellow]warning:[/] {escape(str(bundle_dir))}: {escape(warning)}",
                                        highlight=False, soft_wrap=True)

@@ -142,7 +142,8 @@ def train_cnn(
 
             summary = train_bagging(opened, model_dir_to_write(model, models_dir), options, bagging, resume=resume,
                                     on_epoch=on_epoch, command=command_line())
-            write_model_cards([Path(m["bundle"]) for m in summary["members"]], out, err, quiet or as_json)
+            write_model_cards([Path(m["bundle"]) for m in summary["members"]], out, err, quiet or as_json,
+                              write=False)
             if not as_json and not quiet:
                 _print_ensemble_table(out, summary)
                 return

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from deepfake_cli.nets.card import write_card
 from deepfake_cli.train.calibrate import calibrate_bundle
 from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
 from deepfake_cli.train.ensemble_fit import build_ensemble
@@ -43,6 +44,7 @@ def train_bagging(store: Store, ensemble_dir: Path, options: CNNTrainOptions, co
         summary = train_cnn(store, directory, replace(options, bootstrap=k), resume=resume, on_epoch=tagged,
                             command=command)
         calibration = calibrate_bundle(store, directory)
+        write_card(directory)  # before the ensemble records the members' config.json
         members.append({"bundle": str(directory), "best_val_auc": summary["best_val_auc"],
                         "epochs_run": summary["epochs_run"], "threshold": calibration["threshold"]})
     built = build_ensemble(store, ensemble_dir, member_dirs(ensemble_dir, count), "average", seed=options.seed,

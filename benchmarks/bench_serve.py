@@ -5,9 +5,12 @@ Starts `dfd serve` (the real command, its own process) on a free port of 127.0.0
 many client threads (loopback only; bounded by --requests and --max-seconds per level). Every
 request is counted as a verdict (200), a refusal (503, the queue full: answered at once), another
 status, or unanswered (no response: a connection error or a client timeout), which should be 0.
+With --retry, a client refused with 503 waits the Retry-After the server sent and tries again
+(as a well-behaved client does), until its verdict or the level's time is up: then every request
+should end with its verdict, and latency counts the waits.
 
     python -m benchmarks.bench_serve [--clip examples/astronaut.mp4] [--requests 200]
-        [--concurrency 1,4,16] [--workers 1] [--queue 8] [--max-seconds 300]
+        [--concurrency 1,4,16] [--workers 1] [--queue 8] [--max-seconds 300] [--retry]
 """
 
 from __future__ import annotations
@@ -62,9 +65,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def level(base: str, clip: Path, requests: int, concurrency: int, max_seconds: float) -> dict:
+def level(base: str, clip: Path, requests: int, concurrency: int, max_seconds: float, retry: bool = False) -> dict:
     data = clip.read_bytes()
     outcomes: list[tuple[int | None, float]] = []
+    retries: list[int] = []
     lock = threading.Lock()
     deadline = time.monotonic() + max_seconds
 
@@ -72,11 +76,18 @@ def level(base: str, clip: Path, requests: int, concurrency: int, max_seconds: f
         if time.monotonic() > deadline:
             return
         start = time.perf_counter()
-        try:
-            with httpx.Client(base_url=base, timeout=600) as http:
-                status = http.post("/v1/predict", files={"file": (clip.name, data, "video/mp4")}).status_code
-        except httpx.HTTPError:
-            status = None
+        while True:
+            try:
+                with httpx.Client(base_url=base, timeout=600) as http:
+                    response = http.post("/v1/predict", files={"file": (clip.name, data, "video/mp4")})
+                status = response.status_code
+            except httpx.HTTPError:
+                status = None
+            if not (retry and status == 503 and time.monotonic() < deadline):
+                break
+            with lock:
+                retries.append(1)
+            time.sleep(float(response.headers.get("retry-after", "1")))
         with lock:
             outcomes.append((status, time.perf_counter() - start))
 
@@ -90,7 +101,7 @@ def level(base: str, clip: Path, requests: int, concurrency: int, max_seconds: f
             "other": sum(1 for status, _ in outcomes if status not in (200, 503, None)),
             "unanswered": sum(1 for status, _ in outcomes if status is None),
             "verdicts_per_s": len(ok) / wall, "p50": percentile(ok, 50), "p95": percentile(ok, 95),
-            "p99": percentile(ok, 99), "refusal_p50": percentile(refused, 50)}
+            "p99": percentile(ok, 99), "refusal_p50": percentile(refused, 50), "retries": len(retries)}
 
 
 def main() -> None:
@@ -101,6 +112,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--queue", type=int, default=8)
     parser.add_argument("--max-seconds", type=float, default=300.0, help="per concurrency level")
+    parser.add_argument("--retry", action="store_true", help="retry a 503 after its Retry-After")
     args = parser.parse_args()
 
     port = free_port()
@@ -124,10 +136,11 @@ def main() -> None:
         print(f"{'conc':>4} {'sent':>5} {'200':>5} {'503':>5} {'other':>5} {'unans':>5} {'verdicts/s':>10} "
               f"{'p50 s':>7} {'p95 s':>7} {'p99 s':>7} {'503 p50 s':>9}")
         for concurrency in (int(c) for c in args.concurrency.split(",")):
-            r = level(base, args.clip, args.requests, concurrency, args.max_seconds)
+            r = level(base, args.clip, args.requests, concurrency, args.max_seconds, args.retry)
             print(f"{r['concurrency']:>4} {r['sent']:>5} {r['ok']:>5} {r['refused_503']:>5} {r['other']:>5} "
                   f"{r['unanswered']:>5} {r['verdicts_per_s']:>10.2f} {r['p50']:>7.2f} {r['p95']:>7.2f} "
-                  f"{r['p99']:>7.2f} {r['refusal_p50']:>9.3f}", flush=True)
+                  f"{r['p99']:>7.2f} {r['refusal_p50']:>9.3f}" + (f"  ({r['retries']} retries after a 503)"
+                                                                  if args.retry else ""), flush=True)
         print(f"server peak memory (all processes): {peak_memory_mb(server.pid):.0f} MB")
         healthy = httpx.post(f"{base}/v1/predict", files={"file": (args.clip.name, args.clip.read_bytes())},
                              timeout=600).status_code

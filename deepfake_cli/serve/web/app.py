@@ -143,15 +143,19 @@ class Service:
             except ModelUnavailable as exc:
                 return error(503, str(exc), busy)
             except ImportError as exc:  # the report's heatmaps need Keras (the [train] extra)
+                if not report:
+                    raise
                 return error(501, f"the report needs TensorFlow and Keras for its heatmaps, which this install "
                                   f"lacks ({exc}): pip install 'deepfake-cli[train]'")
+            except ReportUnavailable as exc:
+                return error(501, str(exc))
             except DfdError as exc:
                 return error(422 if exc.exit_code in CLIENT_ERRORS else 500, str(exc).replace(str(upload.path),
                                                                                               upload.filename))
             request.state.verdict, request.state.probability = record["verdict"], record["probability"]
             request.state.error = record["error"]
             status = status_of(record)
-            if report and status == 200:
+            if report and status == 200 and page is not None:
                 return HTMLResponse(page)
             return JSONResponse(record, status_code=status)
         finally:
@@ -160,8 +164,15 @@ class Service:
                 self.worker.release()
 
 
+class ReportUnavailable(Exception):
+    """This server's model cannot make the report (an ensemble: reports show one model's evidence): 501."""
+
+
 def score_upload(detector, upload: Upload, report: Path | None) -> tuple[dict, str | None]:
     """On the model's thread: the upload's result object, and its HTML report page when asked for."""
+    if report is not None and getattr(detector.predictor, "ensemble", None) is not None:
+        raise ReportUnavailable("this server's model is an ensemble, and a report shows one model's evidence: "
+                                "serve one of its members (dfd serve --model MEMBER) for reports")
     result = detector.result(upload.path, report=report)
     page = None
     if report is not None and report.is_file():

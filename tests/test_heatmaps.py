@@ -85,3 +85,48 @@ def test_overlay_and_grid_shapes():
     cold = overlay(crop, np.full((16, 16), -3.0, np.float32))
     assert hot.dtype == np.uint8 and hot[..., 0].mean() > cold[..., 0].mean()  # red: towards fake
     assert grid([crop] * 7, columns=5).shape == (32, 80, 3)
+
+
+def test_neutral_pixels_stay_as_they_are_and_the_scale_diverges():
+    from deepfake_cli.report.heatmaps import colour_bar, diverging_colours
+
+    crop = np.random.default_rng(0).integers(0, 255, (16, 16, 3)).astype(np.uint8)
+    cam = np.zeros((16, 16), np.float32)
+    cam[:4] = 3.0  # only the top rows push towards fake
+    out = overlay(crop, cam)
+    np.testing.assert_array_equal(out[4:], crop[4:])  # the background is left alone
+    assert out[:4, :, 0].mean() > crop[:4, :, 0].mean() or out[:4, :, 2].mean() < crop[:4, :, 2].mean()
+    ends = diverging_colours(np.array([0.0, 0.5, 1.0]))
+    assert ends[0][2] > ends[0][0] and ends[2][0] > ends[2][2] and ends[1].min() > 240  # blue, white, red
+    bar = colour_bar(100, 5)
+    assert bar.shape == (5, 100, 3) and bar[0, 0, 2] > bar[0, 0, 0] and bar[0, -1, 0] > bar[0, -1, 2]
+
+
+@pytest.mark.slow
+def test_onnx_class_activation_maps_match_keras_and_load_no_tensorflow(tmp_path):
+    """export-onnx writes cam.onnx; the mapper predict uses then runs on onnxruntime and gives
+    the Keras maps."""
+    import shutil
+    import subprocess
+    import sys
+
+    from deepfake_cli.nets.bundle import load_bundle
+    from deepfake_cli.report.heatmaps import OnnxActivationMapper, activation_mapper
+    from deepfake_cli.train.onnx_export import export_onnx
+    from tests.helpers import ROOT
+
+    bundle_dir = tmp_path / "default"
+    shutil.copytree(ROOT / "deepfake_cli" / "serve" / "default_model", bundle_dir)
+    record = export_onnx(bundle_dir)
+    assert record["cam.onnx"]["max_abs_diff"] < 1e-4
+    bundle = load_bundle(bundle_dir)
+    mapper = activation_mapper(bundle)
+    assert isinstance(mapper, OnnxActivationMapper)
+    crops = np.random.default_rng(1).integers(0, 255, (3, 160, 160, 3)).astype(np.uint8)
+    np.testing.assert_allclose(mapper(crops), ActivationMapper(bundle.build_feature_model(), 160)(crops), atol=1e-3)
+    code = ("import sys; from pathlib import Path; from deepfake_cli.nets.bundle import load_bundle; "
+            "from deepfake_cli.report.heatmaps import activation_mapper; import numpy as np; "
+            f"m = activation_mapper(load_bundle(Path({str(bundle_dir)!r}))); m(np.zeros((1, 160, 160, 3), np.uint8)); "
+            "print(sorted(k for k in ('tensorflow', 'keras', 'torch') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -70,12 +70,13 @@ def put_label(image: np.ndarray, text: str, x: int, y: int, colour, scale: float
 
 def heatmap_on_frame(image_bgr: np.ndarray, cam: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """The frame with a face's CAM (crop pixels; ``matrix``: frame -> crop) blended onto the face."""
-    from deepfake_cli.report.heatmaps import overlay
+    from deepfake_cli.report.heatmaps import CAM_RANGE, diverging_colours
 
     height, width = image_bgr.shape[:2]
-    size = cam.shape[0]
     inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float32))
-    coloured = overlay(np.zeros((size, size, 3), np.uint8), cam, alpha=1.0)[:, :, ::-1]  # BGR colours only
-    warped = cv2.warpAffine(coloured, inverse, (width, height))
-    mask = cv2.warpAffine(np.ones((size, size), np.float32), inverse, (width, height))[..., None] * 0.45
+    signed = np.clip(cam / CAM_RANGE, -1, 1).astype(np.float32)
+    coloured = diverging_colours((signed + 1) / 2)[:, :, ::-1]  # BGR
+    warped = cv2.warpAffine(np.ascontiguousarray(coloured), inverse, (width, height))
+    # tinted in proportion to the push, as in the report: the background and neutral pixels stay as they are
+    mask = cv2.warpAffine(0.6 * np.abs(signed), inverse, (width, height))[..., None]
     return (image_bgr * (1 - mask) + warped * mask).astype(np.uint8)

@@ -94,7 +94,7 @@ def _table(rows: list[tuple], header: tuple | None = None) -> str:
 def write_clip_report(out: Path, result, info, bundle_config, frame_indices, crops: np.ndarray | None,
                       cams: np.ndarray | None) -> Path:
     """Write the page for one predicted clip (``result``: a PredictResult; ``info``: its VideoInfo)."""
-    from deepfake_cli.report.heatmaps import grid, overlay
+    from deepfake_cli.report.heatmaps import CAM_RANGE, colour_bar, grid, overlay
 
     validation = bundle_config.metrics.get("val_video_calibrated", {})
     verdict = html.escape(result.verdict)
@@ -123,8 +123,10 @@ def write_clip_report(out: Path, result, info, bundle_config, frame_indices, cro
     if crops is not None and len(crops):
         pairs = [np.concatenate([c, overlay(c, m)], axis=1) for c, m in zip(crops, cams)]
         parts.append("<h2>Faces scored, and where the CNN saw evidence</h2>"
-                     "<p class='small'>Each crop beside its class activation map: red pushed the score towards "
-                     "fake, blue towards real.</p>")
+                     "<p class='small'>Each crop beside its class activation map: red pushed the CNN's score towards "
+                     "fake, blue towards real, untinted pixels hardly moved it.</p>"
+                     f"<p class='small'>real &larr; <img alt='colour scale' src='{png_data_uri(colour_bar())}' "
+                     f"style='vertical-align: middle'> &rarr; fake (&plusmn;{CAM_RANGE:g} logit per position)</p>")
         parts.append(f"<img alt='faces and heatmaps' src='{png_data_uri(grid(pairs))}'>")
     parts.append("<h2>Face tracks</h2>")
     parts.append(_table([(r["track"], r["frames_seen"], f"{r['face_side']:.0f} px", "yes" if r["scored"] else "no",

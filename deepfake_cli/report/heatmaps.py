@@ -58,11 +58,56 @@ class ActivationMapper:
         return np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in cams])
 
 
-def overlay(crop: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """RGB uint8: the crop under its map in the JET colours (red: towards fake, blue: towards real)."""
-    level = np.clip((cam / CAM_RANGE + 1) / 2, 0, 1)
-    colours = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
-    return cv2.addWeighted(crop.astype(np.uint8), 1 - alpha, colours, alpha, 0)
+class OnnxActivationMapper:
+    """The same maps from the bundle's ``cam.onnx`` (`dfd export-onnx` writes it: the backbone up
+    to its last feature maps, then the head's unit at every position), on onnxruntime: no
+    TensorFlow. :func:`activation_mapper` picks it when the file is current."""
+
+    def __init__(self, path: Path, input_size: int):
+        from deepfake_cli.scoring.onnx_serving import OnnxModel
+
+        self.model, self.input_size = OnnxModel(path), int(input_size)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        cams = np.asarray(self.model.predict_on_batch(model_input(crops, self.input_size)), np.float32)
+        cams = cams.reshape(cams.shape[:3])  # (n, h, w, 1) -> (n, h, w)
+        size = crops.shape[1]
+        return np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in cams])
+
+
+def activation_mapper(bundle, keras_model=None):
+    """The bundle's class activation mapper: on onnxruntime when its ``cam.onnx`` is current, else
+    from its Keras model (``keras_model``, or built from the bundle: loads TensorFlow)."""
+    from deepfake_cli.scoring.onnx_serving import CAM_ONNX, onnx_problem
+
+    if not onnx_problem(bundle, [CAM_ONNX]):
+        return OnnxActivationMapper(bundle.path / CAM_ONNX, int(bundle.config.input_size))
+    return ActivationMapper(keras_model if keras_model is not None else bundle.build_feature_model(),
+                            int(bundle.config.input_size))
+
+
+def diverging_colours(level: np.ndarray) -> np.ndarray:
+    """RGB uint8 of ``level`` in [0, 1]: blue (0, towards real) through white (0.5) to red (1, towards fake)."""
+    t = np.clip(level, 0, 1)[..., None] * 2 - 1  # -1 .. 1
+    blue, white, red = np.array([33, 102, 172.]), np.array([247, 247, 247.]), np.array([178, 24, 43.])
+    colours = np.where(t < 0, white + (blue - white) * -t, white + (red - white) * t)
+    return colours.astype(np.uint8)
+
+
+def overlay(crop: np.ndarray, cam: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """RGB uint8: the crop under its map in a diverging scale (red: towards fake, blue: towards
+    real), each pixel tinted in proportion to how much it pushes the score: where the map is
+    near 0 (background, most of a face) the crop shows as it is."""
+    signed = np.clip(cam / CAM_RANGE, -1, 1)
+    colours = diverging_colours((signed + 1) / 2).astype(np.float32)
+    weight = (alpha * np.abs(signed))[..., None]
+    return (crop.astype(np.float32) * (1 - weight) + colours * weight).round().astype(np.uint8)
+
+
+def colour_bar(width: int = 360, height: int = 14) -> np.ndarray:
+    """RGB uint8 strip of the overlays' scale, from -CAM_RANGE (blue, left) to +CAM_RANGE (red, right)."""
+    level = np.repeat(np.linspace(0, 1, width)[None], height, axis=0)
+    return diverging_colours(level)
 
 
 def write_heatmaps(out_dir: Path, stem: str, crops: np.ndarray, cams: np.ndarray, frame_indices,
@@ -75,11 +120,18 @@ def write_heatmaps(out_dir: Path, stem: str, crops: np.ndarray, cams: np.ndarray
         pair = np.concatenate([crop, overlay(crop, cam)], axis=1)
         pairs.append(pair)
         path = out_dir / f"{stem}_frame{int(frame):05d}_p{float(score):.2f}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(pair, cv2.COLOR_RGB2BGR))
+        write_png(path, pair)
         written.append(path)
     strip = out_dir / f"{stem}_heatmaps.png"
-    cv2.imwrite(str(strip), cv2.cvtColor(grid(pairs), cv2.COLOR_RGB2BGR))
+    write_png(strip, grid(pairs))
     return written + [strip]
+
+
+def write_png(path: Path, image_rgb: np.ndarray) -> None:
+    """An RGB image as PNG; a HeatmapError naming the file when it cannot be written (OpenCV
+    returns False rather than raising)."""
+    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+        raise HeatmapError(f"cannot write {path} (name too long, folder not writable, or disk full)")
 
 
 def grid(images: list[np.ndarray], columns: int = 5) -> np.ndarray:

@@ -26,7 +26,8 @@ from deepfake_cli.files import file_sha256
 ONNX_RECORD = "onnx.json"
 CNN_ONNX = "cnn.onnx"
 LSTM_ONNX = "lstm.onnx"
-ONNX_SOURCES = {CNN_ONNX: CNN_WEIGHTS, LSTM_ONNX: LSTM_WEIGHTS}  # ONNX file -> the Keras weights it is made from
+CAM_ONNX = "cam.onnx"  # image -> class activation map (report.heatmaps): optional, for --report/--heatmap
+ONNX_SOURCES = {CNN_ONNX: CNN_WEIGHTS, LSTM_ONNX: LSTM_WEIGHTS, CAM_ONNX: CNN_WEIGHTS}  # ONNX file -> its Keras weights
 RUNTIMES = ("auto", "onnx", "keras")
 
 
@@ -35,15 +36,16 @@ def needed_onnx_files(bundle: Bundle) -> list[str]:
     return [CNN_ONNX] + ([LSTM_ONNX] if bundle.has_lstm else [])
 
 
-def onnx_problem(bundle: Bundle) -> str:
-    """Why this bundle cannot be served by onnxruntime ('' when it can)."""
+def onnx_problem(bundle: Bundle, files: list[str] | None = None) -> str:
+    """Why this bundle cannot be served by onnxruntime ('' when it can); ``files``: these ONNX
+    files instead of what scoring needs (needed_onnx_files)."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         return "onnxruntime is not installed"
     recorded = onnx_record(bundle.path)
     record_file = bundle.path / ONNX_RECORD
-    for name in needed_onnx_files(bundle):
+    for name in needed_onnx_files(bundle) if files is None else files:
         entry = recorded.get(name)
         path = bundle.path / name
         if not path.is_file():

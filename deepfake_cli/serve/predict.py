@@ -32,7 +32,7 @@ from deepfake_cli.serve.model_choice import locate_model, model_runtime
 from deepfake_cli.scoring.scorer import NonFiniteScoreError, Scorer, verdict
 from deepfake_cli.report.annotate import write_annotated
 from deepfake_cli.report.clip_report import write_clip_report
-from deepfake_cli.report.heatmaps import ActivationMapper, write_heatmaps
+from deepfake_cli.report.heatmaps import ActivationMapper, activation_mapper, write_heatmaps
 from deepfake_cli.faces.identity import FaceDescriber
 from deepfake_cli.data.inputs import letterboxed
 from deepfake_cli.faces.track_rule import face_tracks, served_rule
@@ -304,9 +304,8 @@ class Predictor:
         self._describe_judged(result, prepared.info, reported_frames)
         cams = None
         if heatmap is not None or report is not None or (annotate is not None and annotate_heatmap):
-            if self._mapper is None:  # gradients need the Keras model, whatever serves the scores
-                keras_model = self.scorer.feature_model if self.runtime == "keras" else self.bundle.build_feature_model()
-                self._mapper = ActivationMapper(keras_model, int(self.config.input_size))
+            if self._mapper is None:  # on onnxruntime when the bundle has a current cam.onnx, else Keras
+                self._mapper = activation_mapper(self.bundle, self.scorer.feature_model if self.runtime == "keras" else None)
             cams = self._mapper(reported.crops)
             if heatmap is not None:
                 written = write_heatmaps(heatmap, evidence_name or path.stem, reported.crops, cams, reported_frames, result.frame_scores)

@@ -19,7 +19,7 @@ import numpy as np
 
 from deepfake_cli.nets.bundle import BundleError, load_bundle, now_iso
 from deepfake_cli.files import atomic_write, atomic_write_text, file_sha256
-from deepfake_cli.scoring.onnx_serving import (CNN_ONNX, LSTM_ONNX, ONNX_RECORD, ONNX_SOURCES, OnnxModel,
+from deepfake_cli.scoring.onnx_serving import (CAM_ONNX, CNN_ONNX, LSTM_ONNX, ONNX_RECORD, ONNX_SOURCES, OnnxModel,
                                        needed_onnx_files, weights_sha256)
 from deepfake_cli.scoring.scorer import model_input
 
@@ -89,6 +89,7 @@ def export_onnx(bundle_dir: Path, faces: np.ndarray | None = None) -> dict:
     keras_features = [np.asarray(x, np.float32) for x in feature_model.predict_on_batch(images)]
     onnx_features = OnnxModel(bundle.path / CNN_ONNX).predict_on_batch(images)
     record[CNN_ONNX] = _entry(bundle, CNN_ONNX, _difference(keras_features, onnx_features))
+    record[CAM_ONNX] = _export_cam(bundle, feature_model, images)
 
     if LSTM_ONNX in needed_onnx_files(bundle):
         lstm = bundle.build_lstm()
@@ -103,13 +104,34 @@ def export_onnx(bundle_dir: Path, faces: np.ndarray | None = None) -> dict:
     too_far = {name: e["max_abs_diff"] for name, e in record.items() if isinstance(e, dict)
                and e["max_abs_diff"] > TOLERANCE}
     if too_far:
-        for name in (CNN_ONNX, LSTM_ONNX):
+        for name in (CNN_ONNX, LSTM_ONNX, CAM_ONNX):
             (bundle.path / name).unlink(missing_ok=True)
         raise OnnxExportError(f"{bundle.path}: the ONNX export differs from Keras by "
                               + ", ".join(f"{d:.2g} ({n})" for n, d in too_far.items())
                               + f", more than {TOLERANCE}: nothing was kept, predict keeps using Keras")
     atomic_write_text(bundle.path / ONNX_RECORD, json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _export_cam(bundle, feature_model, images: np.ndarray) -> dict:
+    """``cam.onnx``: the class activation maps report.heatmaps.ActivationMapper computes (the
+    backbone's last feature maps, the head's unit applied at every position), so `predict
+    --report/--heatmap` runs on onnxruntime; checked against the Keras mapper."""
+    import keras
+
+    from deepfake_cli.report.heatmaps import ActivationMapper
+
+    mapper = ActivationMapper(feature_model, int(bundle.config.input_size))
+    maps = mapper.maps
+    channels = int(maps.output.shape[-1])
+    head = keras.layers.Dense(1, name="cam_head")
+    cam_model = keras.Model(maps.inputs, head(maps.output), name="cam")
+    head.set_weights([mapper.weights.reshape(channels, 1), np.array([mapper.bias], np.float32)])
+    _export(cam_model, bundle.path / CAM_ONNX, images)
+    expected = np.asarray(cam_model.predict_on_batch(images), np.float32)
+    got = np.asarray(OnnxModel(bundle.path / CAM_ONNX).predict_on_batch(images), np.float32)
+    scale = max(1.0, float(np.abs(expected).max()))
+    return _entry(bundle, CAM_ONNX, float(np.abs(expected - got).max()) / scale)
 
 
 def _entry(bundle, name: str, difference: float) -> dict:

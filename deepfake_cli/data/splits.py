@@ -2,7 +2,9 @@
 
 At extract time, ``assign_splits`` groups the dataset records that share a face (identity)
 and keeps each group within one of train/val/test (official splits kept), so no identity
-leaks from training into evaluation; the store records each video's split and group.
+leaks from training into evaluation; the store records each video's split and group. The
+groups without an official split are split per label (a group counts for its majority label),
+so val and test get videos of each label as soon as there are enough.
 
 At training time, ``training_splits`` reads those back from the index. Only videos that were read successfully and carry a real/fake label take part. The stored
 split decides; videos with no stored split count as training videos. When a dataset has no
@@ -32,6 +34,7 @@ class SplitRecord(Protocol):
     """What assign_splits needs of a record (datasets.VideoRecord has it)."""
 
     path: object
+    label: str
     split: str
     identities: tuple[str, ...]
     group: str
@@ -191,7 +194,18 @@ def assign_splits(
             official.setdefault(group, Counter())[record.split] += 1
     group_split = {g: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for g, c in official.items()}
     sizes = Counter(g for g in groups if g not in group_split)
-    group_split.update(_split_groups(sizes, seed, fractions))
+    # stratified by label: the groups of each (majority) label fill val and test in the fractions on
+    # their own, so 6 real and 6 fake videos give val and test one of each, not one video of one label
+    labels: dict[str, Counter] = {}
+    for record, group in zip(records, groups):
+        if group in sizes:
+            labels.setdefault(group, Counter())[record.label] += 1
+    strata: dict[str, dict[str, int]] = {}
+    for group, size in sizes.items():
+        majority = min(labels[group].items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        strata.setdefault(majority, {})[group] = size
+    for label in sorted(strata):
+        group_split.update(_split_groups(strata[label], seed, fractions))
     return [
         replace(
             record,

@@ -350,6 +350,9 @@ def test_the_batch_exit_code_policy():
     noface = PredictResult(path="d.mp4", error="d.mp4: no face found", exit_code=4)
     assert BatchOutcome([ok, warned], total=2).exit_code == 0
     assert BatchOutcome([ok, warned], total=2, strict=True).exit_code == 6
+    unsure = PredictResult(path="e.mp4", verdict="uncertain", probability=0.45, threshold=0.5)
+    assert BatchOutcome([ok, unsure], total=2).exit_code == 0
+    assert BatchOutcome([ok, unsure], total=2, strict=True).exit_code == 6  # too close to call: weak evidence
     assert BatchOutcome([warned, unreadable, noface], total=3, strict=True).exit_code == 4  # the worst
     assert BatchOutcome([ok], total=3, interrupted=True).exit_code == 130
     assert BatchOutcome([], total=0).exit_code == 0

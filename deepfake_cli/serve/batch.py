@@ -97,11 +97,12 @@ class BatchOutcome:
     @property
     def exit_code(self) -> int:
         """The README's exit code of the batch: 130 when interrupted, else the worst input's code
-        (with ``strict``, 6 when every input got a verdict and one carries a warning), else 0."""
+        (with ``strict``, 6 when every input got a verdict and one carries a warning or is
+        "uncertain"), else 0."""
         if self.interrupted:
             return EXIT_INTERRUPTED
         codes = [r.exit_code for r in self.results if r.exit_code]
-        if self.strict and not codes and any(r.warnings for r in self.results):
+        if self.strict and not codes and any(r.warnings or r.verdict == "uncertain" for r in self.results):
             return EXIT_WEAK_EVIDENCE
         return max(codes) if codes else EXIT_OK
 

@@ -86,3 +86,23 @@ def test_a_clip_faked_in_its_last_10_seconds_is_called_fake_there(tmp_path):
     assert driver["first_frame"] >= cut and driver["start_s"] >= 20.0
     alone = predictor.predict(real_part)
     assert alone.exit_code == 0 and alone.verdict != "fake", (alone.probability, alone.threshold)
+
+
+def test_the_annotated_video_is_h264_of_the_whole_clip_and_one_per_input(tmp_path):
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from deepfake_cli.serve.batch import Evidence
+
+    out = tmp_path / "astronaut_annotated.mp4"
+    result = load_predictor(None).predict(ASTRONAUT, annotate=out)
+    assert result.exit_code == 0, result.error
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-i", str(out)], capture_output=True, text=True).stderr
+    assert "Video: h264" in probe
+    frames, _ = read_all(out)
+    assert len(frames) == result.clip_frames == 50  # every frame, not only the 25 judged
+    several = Evidence(annotate=tmp_path / "videos")
+    names = {several.for_input(i, p, several=True, root=tmp_path)["annotate"]
+             for i, p in enumerate([tmp_path / "a" / "x.mp4", tmp_path / "b" / "x.mp4"])}
+    assert names == {tmp_path / "videos" / "a__x.mp4.mp4", tmp_path / "videos" / "b__x.mp4.mp4"}

@@ -27,8 +27,10 @@ def _print_result(r, out: Console, err: Console) -> None:
         errors = Console(stderr=True)  # one line per failed input, --quiet included
         errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if r.verdict:  # also beside an error: a verdict whose evidence files could not be written
-        colour = "red" if r.verdict == "fake" else "green"
+        colour = {"fake": "red", "real": "green"}.get(r.verdict, "yellow")
         seen = f"{r.faces} faces in {r.frames} frames" if r.faces else f"{r.frames} whole frames"
+        if getattr(r, "clip_frames", 0) > 1:  # how much of the clip was judged
+            seen += f" of {r.clip_frames}" + (f" ({r.duration_s:.1f} s)" if r.duration_s else "")
         members = "; " + ", ".join(f"{m['model']} {m['probability']:.3f}" for m in r.members) if r.members else ""
         out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
                   f"threshold {r.threshold:.3f}, {seen}{escape(members)})", highlight=False,
@@ -54,7 +56,9 @@ def predict(
                                                "1 = every frame.",
                                                show_default="the stride the model's faces were cropped with, or 4 "
                                                "for a model that records none"),
-    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the (first) video with face boxes and scores drawn."),
+    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the whole clip as H.264 with the judged face boxed, its "
+                                            "scores and a timeline of the windows judged; several inputs: a folder of "
+                                            "one video each."),
     annotate_heatmap: bool = typer.Option(False, "--annotate-heatmap", help="With --annotate: draw each face's "
                                           "class activation map onto it too."),
     heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="Write the reported face track's crops with "

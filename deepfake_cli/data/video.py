@@ -235,6 +235,23 @@ def _decode_wanted(cap: cv2.VideoCapture, wanted: list[int]) -> tuple[list[int],
     return kept, frames
 
 
+def iter_frames(path: Path):
+    """Every frame of a video in order, RGB and upright, as (index, frame); stops at the first
+    unreadable one. For showing a whole clip (predict --annotate), not for sampling."""
+    cap = _open(Path(path))
+    try:
+        rotation = _rotation(cap)
+        index = 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                return
+            yield index, _upright(bgr, rotation)
+            index += 1
+    finally:
+        cap.release()
+
+
 def read_frames(path: Path, indices: list[int], info: VideoInfo | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode the given frames: (kept indices int64 (n,), RGB frames uint8 (n, H, W, 3)).
 

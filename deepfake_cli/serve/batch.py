@@ -39,7 +39,7 @@ class Evidence:
     """What a batch writes besides the verdicts (`predict`'s --annotate, --annotate-heatmap,
     --heatmap and --report). They show one model's evidence: an ensemble refuses them."""
 
-    annotate: Path | None = None  # the first input as a video with face boxes and scores drawn
+    annotate: Path | None = None  # a video with face boxes, scores and the timeline; for several inputs a folder of them
     annotate_heatmap: bool = False  # with annotate: each face's class activation map drawn onto it
     heatmap: Path | None = None  # a folder: the reported track's crops beside their activation maps
     report: Path | None = None  # an HTML page for one input; for several, a folder of one page each
@@ -61,7 +61,10 @@ class Evidence:
         page = None if self.report is None else (self.report / f"{name}.html" if several else self.report)
         if page is not None:
             page.parent.mkdir(parents=True, exist_ok=True)
-        return {"annotate": self.annotate if i == 0 else None, "heatmap": self.heatmap, "report": page,
+        annotated = None if self.annotate is None else (self.annotate / f"{name}.mp4" if several else self.annotate)
+        if annotated is not None:
+            annotated.parent.mkdir(parents=True, exist_ok=True)
+        return {"annotate": annotated, "heatmap": self.heatmap, "report": page,
                 "annotate_heatmap": self.annotate_heatmap, "evidence_name": name}
 
 

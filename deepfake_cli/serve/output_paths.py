@@ -34,9 +34,9 @@ class OutputPathError(OptionsError):
 def check_output_paths(*, csv: Path | None = None, jsonl: Path | None = None, report: Path | None = None,
                        heatmap: Path | None = None, annotate: Path | None = None, several: bool = False) -> None:
     """Raise OutputPathError for the first of these paths that cannot be written (see the module).
-    ``several``: whether the batch has more than one input (``report`` is then a folder)."""
+    ``several``: whether the batch has more than one input (``report`` and ``annotate`` are then folders)."""
     checks = [(option, path, "file") for option, path in (("--csv", csv), ("--jsonl", jsonl)) if path is not None]
-    checks += [("--annotate", annotate, "file or folders")] if annotate is not None else []
+    checks += [("--annotate", annotate, "folder" if several else "file or folders")] if annotate is not None else []
     checks += [("--report", report, "folder" if several else "file or folders")] if report is not None else []
     checks += [("--heatmap", heatmap, "folder")] if heatmap is not None else []
     for option, path, kind in checks:

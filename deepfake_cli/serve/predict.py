@@ -315,7 +315,8 @@ class Predictor:
                 result.report = str(report)
         if annotate is not None:
             write_annotated(annotate, frame_list, crops[worst], scores[start:start + result.faces],
-                            result, fps=prepared.info.fps or 5.0, cams=cams if annotate_heatmap else None)
+                            result, fps=prepared.info.fps or 5.0, cams=cams if annotate_heatmap else None,
+                            source=None if prepared.single_image else path, kept=kept)
         return result
 
     def _describe_judged(self, result: PredictResult, info, frame_indices: np.ndarray) -> None:

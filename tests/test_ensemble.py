@@ -239,6 +239,10 @@ def test_bagging_trains_members_on_different_identity_resamples(workspace):
     # each member carries its model card, written before the ensemble recorded the members' config.json
     assert all(c["card"]["validation"] and (models / f"bag-bag{k}" / "MODEL_CARD.md").is_file()
                for k, c in zip((1, 2), configs))
+    listed = {r["name"]: r for r in json.loads(workspace["dfd"]("models", "--json", "--models-dir", str(models)))}
+    assert listed["bag"]["backbone"] == "ensemble of bag-bag1, bag-bag2"
+    assert listed["bag"]["validation_auc"] == pytest.approx(bagged["val"]["ensemble (average)"]["auc"])
+    assert any("tiny" in w for w in listed["bag"]["warnings"])  # 8 validation videos
     [served] = json.loads(workspace["dfd"]("predict", str(workspace["root"] / "clips" / "c03.mp4"), "-m", "bag",
                                            "--device", "cpu", "--json", *workspace["common"][2:]))
     assert len(served["members"]) == 2

@@ -26,12 +26,17 @@ def model_rows(models_dir: Path) -> list[dict]:
         row = {"name": "default" if path == default else path.name, "path": str(path), "default": path == default}
         try:
             if is_ensemble(path):
-                members = [m.path for m in load_ensemble(path).members]
+                ensemble = load_ensemble(path)
+                members = [m.path for m in ensemble.members]
                 cards = [card_of(m) for m in members]
+                own = ensemble.config.metrics.get("val", {}).get(f"ensemble ({ensemble.config.method})") or {}
+                validation = {"level": f"video, ensemble ({ensemble.config.method}), calibrated", "auc": own["auc"],
+                              "real": own.get("n_real"), "fake": own.get("n_fake")} if own.get("auc") is not None else {}
                 row |= {"backbone": "ensemble of " + ", ".join(m.name for m in members),
                         "training_data": sorted({d for c in cards for d in c["training_data"]}),
-                        "terms": list(dict.fromkeys(t for c in cards for t in c["terms"])),
-                        "validation_auc": None, "validation": {}, "warnings": []}
+                        "terms": list(dict.fromkeys(t for c in cards for t in c["terms"] + [c["landmark_model"]])),
+                        "validation_auc": validation.get("auc"), "validation": validation,
+                        "warnings": validation_warnings({"validation": validation})}
             else:
                 card = card_of(path)
                 row |= {"backbone": read_config(path).backbone, "training_data": card["training_data"],

@@ -12,6 +12,7 @@ import typer
 from deepfake_cli import __version__
 from deepfake_cli.cli.data import check, compress, crop, explore, extract, merge
 from deepfake_cli.cli.predict import predict
+from deepfake_cli.cli.results import merge_results
 from deepfake_cli.cli.report import evaluate
 from deepfake_cli.cli.serve import serve
 from deepfake_cli.cli.train import crossval, ensemble, export_features, export_onnx, train_cnn, train_lstm
@@ -53,6 +54,7 @@ COMMANDS = [  # (name, function): the order of `dfd --help`, predict (what most 
     ("check", check), ("train-cnn", train_cnn), ("ensemble", ensemble), ("export-features", export_features),
     ("train-lstm", train_lstm), ("evaluate", evaluate), ("crossval", crossval), ("export-onnx", export_onnx),
     ("serve", serve),  # in the "Use a model" group, after predict and models
+    ("merge-results", merge_results),  # joins predict --shard's result files
 ]
 USE_PANEL = "Use a model"
 PANELS = {  # the groups of `dfd --help`, in the order of their first command; a command not named here: USE_PANEL

@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from deepfake_cli.cli.common import (Device, JsonOption, ModelsDirOption, QuietOption, RichReporter, Runtime, consoles,
                                      handled, import_keras_quietly, print_json, warn_of_weak_validation)
+from deepfake_cli.data.shards import parse_shard
 from deepfake_cli.errors import BUG_NOTE, OptionsError
 
 
@@ -80,6 +81,9 @@ def predict(
     runtime: Runtime = typer.Option("auto", "--runtime", help="What runs the models. auto: "
                                 "onnxruntime on the CPU when the model has current ONNX files (dfd export-onnx), "
                                 "else Keras (and for --device cuda)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only this 1/N of the inputs (by content "
+                                        "hash, as extract and crop split videos); join the shards' --csv or "
+                                        "--jsonl files with `dfd merge-results`."),
     models_dir: Path = ModelsDirOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
@@ -94,7 +98,7 @@ def predict(
     batch = BatchPrediction(inputs, model, models_dir=models_dir, runtime=runtime, device=device, threshold=threshold,
                             max_fpr=max_fpr, detect_every=detect_every, csv_path=csv_path,
                             jsonl_path=None if stream else jsonl_path,
-                            skip_done=skip_done, strict=strict,
+                            skip_done=skip_done, strict=strict, shard=parse_shard(shard),
                             evidence=Evidence(annotate=annotate, annotate_heatmap=annotate_heatmap, heatmap=heatmap,
                                               report=report))
     for note in ([batch.note] if batch.note else []) + batch.resume_notes:  # shown under --quiet too

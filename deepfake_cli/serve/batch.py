@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from deepfake_cli.data.shards import Shard
 from deepfake_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_WEAK_EVIDENCE
 from deepfake_cli.serve.model_choice import locate_model, model_runtime, stale_onnx_note
 from deepfake_cli.serve.output_paths import check_output_paths
@@ -125,7 +126,7 @@ class BatchPrediction:
                  runtime: str = "auto", device: str = "auto", threshold: float | None = None,
                  max_fpr: float | None = None, detect_every: int | None = None, evidence: Evidence = Evidence(),
                  csv_path: Path | None = None, jsonl_path: Path | None = None, skip_done: Path | None = None,
-                 strict: bool = False):
+                 strict: bool = False, shard: Shard | None = None):
         self.model_dir = locate_model(None if model is None else str(model), models_dir)
         self.runtime = model_runtime(self.model_dir, runtime, device)
         # why a model exported to ONNX is served by Keras after all ('' when it is not, or not asked)
@@ -133,6 +134,10 @@ class BatchPrediction:
         self.evidence = evidence
         self.csv_path, self.jsonl_path, self.skip_done, self.strict = csv_path, jsonl_path, skip_done, strict
         self.files = expand_inputs(list(inputs))
+        # evidence is named as one unsharded run names it, whichever shard scores the input
+        self.several, self.root = len(self.files) > 1, common_root(self.files)
+        if shard is not None:  # --shard K/N: this 1/N of the inputs, by content hash (data/shards.py)
+            self.files = [f for f in self.files if shard.holds_file(f)]
         self.done: set[str] = set()  # inputs the skip_done file has a verdict for
         self.resume_notes: list[str] = []  # what resuming drops from the result files and does again
         if skip_done is not None:
@@ -141,7 +146,7 @@ class BatchPrediction:
             self.files = [f for f in self.files if str(f) not in self.done]
         # every path written to, checked before any clip is decoded (an OutputPathError, exit 2)
         check_output_paths(csv=csv_path, jsonl=jsonl_path, report=evidence.report, heatmap=evidence.heatmap,
-                           annotate=evidence.annotate, several=len(self.files) > 1)
+                           annotate=evidence.annotate, several=self.several)
         self._predictor_options = {"device": device, "threshold": threshold, "max_fpr": max_fpr,
                                    "detect_every": detect_every}
         self.predictor = None
@@ -175,7 +180,7 @@ class BatchPrediction:
         An exception in one input is that input's error (traceback of a bug in ``bugs``)."""
         predictor = self.load()
         outcome = BatchOutcome(results=[], total=len(self.files), strict=self.strict)
-        several = len(self.files) > 1
+        several = self.several
 
         def bug(path: Path, exc: Exception) -> None:
             outcome.bugs[str(path)] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -183,7 +188,7 @@ class BatchPrediction:
         with ResultWriter(self.csv_path, self.jsonl_path, append=self.skip_done is not None) as writer, \
                 interrupt_on_sigterm() as signals:
             try:
-                root = common_root(self.files)
+                root = self.root
                 for result in predict_many(predictor, self.files,
                                            lambda i, path: self.evidence.for_input(i, path, several, root),
                                            on_exception=bug):

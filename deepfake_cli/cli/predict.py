@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
@@ -84,6 +84,11 @@ def predict(
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only this 1/N of the inputs (by content "
                                         "hash, as extract and crop split videos); join the shards' --csv or "
                                         "--jsonl files with `dfd merge-results`."),
+    engine: Literal["local", "ray"] = typer.Option("local", "--engine", help="What scores the inputs. local: "
+                                                  "this process; ray: --workers Ray actors, each loading the "
+                                                  "model once (the ray extra; joins RAY_ADDRESS's cluster, else "
+                                                  "starts one here)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="With --engine ray: Ray workers (one CPU each)."),
     models_dir: Path = ModelsDirOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
@@ -95,7 +100,12 @@ def predict(
     stream = jsonl_path is not None and str(jsonl_path) == "-"  # --jsonl -: the records on stdout
     if stream and as_json:
         raise OptionsError("give --json (one array at the end) or --jsonl - (one line per input), not both")
-    batch = BatchPrediction(inputs, model, models_dir=models_dir, runtime=runtime, device=device, threshold=threshold,
+    engine_options = {"workers": workers} if engine == "ray" else {}
+    if engine == "ray":  # the same batch, its inputs scored by Ray actors
+        from deepfake_cli.serve.ray_batch import RayBatchPrediction as Batch
+    else:
+        Batch = BatchPrediction
+    batch = Batch(inputs, model, **engine_options, models_dir=models_dir, runtime=runtime, device=device, threshold=threshold,
                             max_fpr=max_fpr, detect_every=detect_every, csv_path=csv_path,
                             jsonl_path=None if stream else jsonl_path,
                             skip_done=skip_done, strict=strict, shard=parse_shard(shard),

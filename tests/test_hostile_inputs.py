@@ -681,7 +681,7 @@ def test_the_clip_report_is_self_contained_and_renders(hostile, model, tmp_path)
     text = page.read_text()
     assert f">{result['verdict']}</span>" in text and f"{result['probability']:.3f}" in text
     sources = re.findall(r"src='([^']*)'", text)
-    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)  # chart, colour bar, faces
     for source in sources:  # every image decodes
         import base64
 

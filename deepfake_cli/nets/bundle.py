@@ -3,15 +3,12 @@
 Layout (``models/<name>/``)::
 
     config.json          everything needed to use the model (see BundleConfig)
-    cnn.weights.h5       frame classifier: feature extractor -> Dropout -> Dense(1, sigmoid)
-    lstm.weights.h5      bidirectional LSTM over per-frame features (after `train_lstm`)
-    cnn.onnx, lstm.onnx  optional: the same two models for onnxruntime, and onnx.json, what they
-                         were made from (`dfd export-onnx`, deepfake_cli.train.onnx_export)
+    cnn.weights.h5       frame classifier (features -> Dropout -> Dense(1, sigmoid)); lstm.weights.h5: the BiLSTM
+    cnn.onnx, lstm.onnx  optional: the models for onnxruntime, cam.onnx, onnx.json (`dfd export-onnx`)
     checkpoints/         per-epoch training state, so a killed run can resume
 
-Models are always rebuilt from the config with the public Keras API and only their
-weights are read from disk (``load_weights``), so opening a bundle never runs code from
-a file. Every file is written to a temporary name and renamed into place.
+Models are rebuilt from the config with the public Keras API and only their weights are read
+(``load_weights``): opening a bundle never runs code from a file. Files are written atomically.
 """
 
 from __future__ import annotations
@@ -158,8 +155,7 @@ def _check_values(config: BundleConfig, source: str) -> None:
         problems.append("temperature must be positive")
     if config.input not in INPUTS:
         problems.append(f"input must be one of {list(INPUTS)}")
-    if config.uncertain and (len(config.uncertain) != 2 or not 0.0 <= config.uncertain[0] <= config.threshold
-                             <= config.uncertain[1] <= 1.0):
+    if config.uncertain and not (len(config.uncertain) == 2 and 0 <= config.uncertain[0] <= config.threshold <= config.uncertain[1] <= 1):
         problems.append("uncertain must be [lo, hi] with 0 <= lo <= threshold <= hi <= 1")
     if config.video_aggregation not in AGGREGATIONS:
         problems.append(f"video_aggregation must be one of {list(AGGREGATIONS)}")

@@ -50,3 +50,17 @@ def most_suspicious(windows: list[dict]) -> int | None:
     if not windows:
         return None
     return int(np.argmax([w["probability"] for w in windows]))
+
+
+def describe_judged(result, info, frame_indices, config, scorer) -> None:
+    """Fill a PredictResult's account of what it judged: the clip's frames and length, the
+    frame numbers of the reported faces, the windows and the most suspicious one."""
+    fps = float(getattr(info, "fps", 0.0) or 0.0)
+    result.clip_frames = int(getattr(info, "frame_count", 0) or 0)
+    result.duration_s = round(result.clip_frames / fps, 3) if fps > 0 and result.clip_frames > 1 else None
+    result.frame_indices = [int(i) for i in frame_indices]
+    per_frame = config.sampling == "uniform" and scorer.lstm is None
+    result.windows = judged_windows(result.frame_indices, result.frame_scores, per_frame=per_frame, fps=fps,
+                                    clip_probability=result.probability, calibrate=scorer.calibrated,
+                                    aggregation=config.video_aggregation)
+    result.most_suspicious_window = most_suspicious(result.windows)

@@ -23,7 +23,7 @@ from deepfake_cli.nets.bundle import Bundle, load_bundle
 from deepfake_cli.faces.detectors import default_engine, make_detector, resolve_device
 from deepfake_cli.scoring.ensemble import Ensemble, is_ensemble, load_ensemble
 from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
-from deepfake_cli.serve.judged import judged_windows, most_suspicious
+from deepfake_cli.serve.judged import describe_judged
 from deepfake_cli.serve.evidence import (ensemble_warnings, evidence_warnings, judge_tracks, other_face_warnings,
                                          sequence_warnings)
 from deepfake_cli.faces.face_crops import faces_from_track
@@ -301,7 +301,7 @@ class Predictor:
         result.verdict = verdict(result.probability, self.threshold, self.uncertain)
         reported = crops[worst]
         reported_frames = kept[np.asarray(reported.frame_positions, np.int64)]
-        self._describe_judged(result, prepared.info, reported_frames)
+        describe_judged(result, prepared.info, reported_frames, self.config, self.scorer)
         cams = None
         if heatmap is not None or report is not None or (annotate is not None and annotate_heatmap):
             if self._mapper is None:  # on onnxruntime when the bundle has a current cam.onnx, else Keras
@@ -318,18 +318,6 @@ class Predictor:
                             result, fps=prepared.info.fps or 5.0, cams=cams if annotate_heatmap else None,
                             source=None if prepared.single_image else path, kept=kept)
         return result
-
-    def _describe_judged(self, result: PredictResult, info, frame_indices: np.ndarray) -> None:
-        """Which frames of the clip the verdict judged, their times, and its windows (judged.py)."""
-        fps = float(getattr(info, "fps", 0.0) or 0.0)
-        result.clip_frames = int(getattr(info, "frame_count", 0) or 0)
-        result.duration_s = round(result.clip_frames / fps, 3) if fps > 0 and result.clip_frames > 1 else None
-        result.frame_indices = [int(i) for i in frame_indices]
-        per_frame = self.config.sampling == "uniform" and self.scorer.lstm is None
-        result.windows = judged_windows(result.frame_indices, result.frame_scores, per_frame=per_frame, fps=fps,
-                                        clip_probability=result.probability, calibrate=self.scorer.calibrated,
-                                        aggregation=self.config.video_aggregation)
-        result.most_suspicious_window = most_suspicious(result.windows)
 
     def _frames_verdict(self, result: PredictResult, features: np.ndarray, scores: np.ndarray, frames: int,
                         single_image: bool) -> None:

@@ -239,8 +239,7 @@ def make_datasets(store: Store, splits: dict, options: CNNTrainOptions,
         draw, video_weights = per_face / per_face.sum(), None
     train = FaceDataset(store, train_items, labels, options.batch_size, input_size,
                         augment=options.augment, shuffle=True, weights=weights, video_weights=video_weights,
-                        draw=draw, shift_augment=options.shift_augment,
-                        pseudo=pseudo, input_kind=options.input,
+                        draw=draw, shift_augment=options.shift_augment, pseudo=pseudo, input_kind=options.input,
                         cache_videos=cache_size(store, splits["train"], options.input, input_size), **loader)
     val = FaceDataset(store, val_items, labels, options.batch_size, input_size, input_kind=options.input, **loader)
     return train, val, weights

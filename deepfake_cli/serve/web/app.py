@@ -164,7 +164,7 @@ class Service:
                 self.worker.release()
 
 
-class ReportUnavailable(Exception):
+class ReportUnavailable(DfdError):
     """This server's model cannot make the report (an ensemble: reports show one model's evidence): 501."""
 
 

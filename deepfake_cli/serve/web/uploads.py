@@ -18,6 +18,7 @@ from typing import IO
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
+from deepfake_cli.errors import DfdError
 from deepfake_cli.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 FIELD = "file"  # the form field that carries the clip: curl -F file=@clip.mp4
@@ -25,7 +26,7 @@ ACCEPTED_SUFFIXES = frozenset(VIDEO_SUFFIXES) | frozenset(IMAGE_SUFFIXES)
 MAX_NAME = 200  # characters of the client's file name kept (for the result's path)
 
 
-class UploadError(Exception):
+class UploadError(DfdError):
     """An upload refused: ``status`` is the HTTP status to answer with, the message says why."""
 
     def __init__(self, status: int, message: str):

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from deepfake_cli.errors import DfdError
 from deepfake_cli.serve.web.settings import ServiceSettings
 
 log = logging.getLogger("dfd.serve")
@@ -97,5 +98,5 @@ class ModelWorker:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class ModelUnavailable(Exception):
+class ModelUnavailable(DfdError):
     """No model to score with (still loading, failed to load, shutting down): 503."""

@@ -137,3 +137,33 @@ def test_slurm_array_killed_task_resubmitted_then_merged_equals_one_process(tmp_
     merged, expected = contents(tmp_path / "merged.h5"), contents(whole)
     assert len(expected) == 8 and merged == expected  # frames and faces byte-equal
     print(f"slurm: 4 tasks (one killed and resubmitted) and the merge in {seconds:.1f} s; one process {one:.1f} s")
+
+
+def test_slurm_predict_array_merged_equals_one_run(tmp_path, cluster):
+    """docs/slurm_predict.sh as `sbatch --array=0-2`, a `dfd merge-results` job after it: the CSV
+    one `dfd predict FOLDER --csv` writes."""
+    from tests.helpers import write_face_clip
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(3):
+        write_face_clip(clips / f"real{i}.mp4", shift=3 * i, fake=False)
+        write_face_clip(clips / f"fake{i}.mp4", shift=3 * i + 1, fake=True)
+    (clips / "notes.mp4").write_text("not a video")  # its row is its error, in one part
+    out = tmp_path / "verdicts"
+    limits = ["--cpus-per-task=1", "--mem=500M", "--time=00:10:00", f"--output={tmp_path}/%A_%a.out"]
+    env = {**cluster, "DFD_PREDICT_OPTIONS": "--device cpu"}
+    start = time.monotonic()
+    array = sbatch(env, "--array=0-2", *limits, ROOT / "docs" / "slurm_predict.sh", clips, out, 3)
+    merge = sbatch(env, f"--dependency=afterok:{array}", f"--output={tmp_path}/merge.out",
+                   "--wrap", f"dfd merge-results {tmp_path / 'all.csv'} {out}/part-*.csv --quiet")
+    wait_for(env, merge)
+    seconds = time.monotonic() - start
+    assert (tmp_path / "all.csv").exists(), (tmp_path / "merge.out").read_text()
+    assert all(len((out / f"part-{k}.csv").read_text().splitlines()) < 8 for k in (1, 2, 3))  # a part each
+    result = CliRunner().invoke(app, ["predict", str(clips), "--device", "cpu", "--csv", str(tmp_path / "one.csv"),
+                                      "--quiet"])
+    assert result.exit_code == 3, result.output
+    assert (tmp_path / "all.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert len((tmp_path / "one.csv").read_text().splitlines()) == 8  # a header, 7 inputs
+    print(f"slurm: predict in 3 tasks and merge-results in {seconds:.1f} s")

@@ -136,14 +136,10 @@ def test_the_store_commands_run_on_the_plain_install(tmp_path):
 
 @pytest.mark.slow
 def test_predict_evidence_on_the_plain_install(tmp_path):
-    """--annotate runs on the plain install; --report and --heatmap too once the model ships its class
-    activation maps as ONNX (cam.onnx, `dfd export-onnx`), else they need the extra: exit 2 naming it."""
+    """--annotate, --report and --heatmap run on the plain install: the default model ships its class
+    activation maps as ONNX (cam.onnx, `dfd export-onnx`)."""
     annotated = plain_dfd("predict", ASTRONAUT, "--annotate", tmp_path / "a.mp4", cwd=tmp_path)
     assert annotated.returncode == 0 and (tmp_path / "a.mp4").stat().st_size > 0, annotated.stderr[-3000:]
     report = plain_dfd("predict", ASTRONAUT, "--report", tmp_path / "r.html", cwd=tmp_path)
-    if (ROOT / "deepfake_cli" / "serve" / "default_model" / "cam.onnx").is_file():
-        assert report.returncode == 0 and (tmp_path / "r.html").is_file(), report.stderr[-3000:]
-    else:
-        assert report.returncode == EXIT_USAGE and install_line() in " ".join(report.stderr.split())
-        assert not (tmp_path / "r.html").exists()
+    assert report.returncode == 0 and (tmp_path / "r.html").is_file(), report.stderr[-3000:]
     assert report.stderr.splitlines()[-1].strip() == "LOADED"

@@ -154,8 +154,16 @@ class BatchPrediction:
 
     @property
     def needs_keras(self) -> bool:
-        """Whether running the batch imports Keras (a Keras runtime, or activation maps)."""
-        return self.runtime == "keras" or self.evidence.needs_gradients
+        """Whether running the batch imports Keras (a Keras runtime, or activation maps of a model
+        without a current cam.onnx, report.heatmaps.activation_mapper)."""
+        return self.runtime == "keras" or (self.evidence.needs_gradients and not self._maps_on_onnx())
+
+    def _maps_on_onnx(self) -> bool:
+        from deepfake_cli.nets.bundle import load_bundle
+        from deepfake_cli.scoring.ensemble import is_ensemble
+        from deepfake_cli.scoring.onnx_serving import CAM_ONNX, onnx_problem
+
+        return not is_ensemble(self.model_dir) and not onnx_problem(load_bundle(self.model_dir), [CAM_ONNX])
 
     def load(self):
         """Open the model's predictor (once); a PredictError for options it cannot serve."""

@@ -67,3 +67,21 @@ def test_ray_batch_equals_the_plain_run(tmp_path, ray_cluster):
     assert ray_cluster.is_initialized()
     result = CliRunner().invoke(app, ["predict", str(clips), "--engine", "ray", "--workers", "3"])
     assert result.exit_code == 2 and "--workers 3 needs 3 CPUs; the Ray cluster has 2" in result.output
+
+
+def test_a_dead_worker_fails_only_the_inputs_it_held(tmp_path, ray_cluster):
+    from deepfake_cli.serve.ray_batch import IN_FLIGHT_PER_WORKER, RayBatchPrediction
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(6):
+        shutil.copy(EXAMPLE, clips / f"clip{i}.mp4")
+    batch = RayBatchPrediction([clips], workers=2, csv_path=tmp_path / "out.csv")
+    first, _ = batch.load()
+    ray_cluster.kill(first)  # as if its node went away
+    outcome = batch.run()
+    assert [r.path for r in outcome.results] == [str(p) for p in sorted(clips.iterdir())]
+    failed = [r for r in outcome.results if r.error]
+    assert 1 <= len(failed) <= IN_FLIGHT_PER_WORKER and all("its Ray worker failed" in r.error for r in failed)
+    assert all(r.verdict == "real" and round(r.probability, 3) == 0.372 for r in outcome.results if not r.error)
+    assert outcome.exit_code == 1 and len((tmp_path / "out.csv").read_text().splitlines()) == 7

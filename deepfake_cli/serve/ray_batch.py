@@ -57,16 +57,22 @@ class _Scorer:
         from deepfake_cli.serve.predict import EnsemblePredictor, PredictError, open_predictor
         from deepfake_cli.serve.schema import model_identity
 
-        self.predictor = open_predictor(Path(model_dir), runtime, **options)
-        if isinstance(self.predictor, EnsemblePredictor) and evidence_wanted:
-            names = ", ".join(b.path.name for b in self.predictor.ensemble.members)
-            raise PredictError("--annotate, --heatmap and --report show one model's evidence: pass one "
-                               f"member of the ensemble ({names}) as --model")
-        self.identity = model_identity(self.predictor)
+        self.error: DfdError | None = None  # why the model cannot serve this batch (a bad option), for load()
+        try:
+            self.predictor = open_predictor(Path(model_dir), runtime, **options)
+            if isinstance(self.predictor, EnsemblePredictor) and evidence_wanted:
+                names = ", ".join(b.path.name for b in self.predictor.ensemble.members)
+                raise PredictError("--annotate, --heatmap and --report show one model's evidence: pass one "
+                                   f"member of the ensemble ({names}) as --model")
+            self.identity = model_identity(self.predictor)
+        except DfdError as exc:
+            self.error = exc
 
     def model(self):
-        """(the model's identity, its threshold)."""
-        return self.identity, float(getattr(self.predictor, "threshold", float("nan")))
+        """(the model's identity, its threshold, None), or (None, None, the DfdError loading it raised)."""
+        if self.error is not None:
+            return None, None, self.error
+        return self.identity, float(getattr(self.predictor, "threshold", float("nan"))), None
 
     def predict(self, path: str, evidence: dict) -> tuple[PredictResult, str | None]:
         """(the input's result, the traceback of a bug in dfd or None), as a plain run gives them."""
@@ -111,14 +117,13 @@ class RayBatchPrediction(BatchPrediction):
         args = (str(self.model_dir), self.runtime, self._predictor_options, self.evidence.wanted)
         self._actors = [actor.remote(*args) for _ in range(self.workers)]
         try:
-            identities = ray.get([a.model.remote() for a in self._actors])
-        except ray.exceptions.RayActorError as exc:
+            self.model, self._threshold, error = ray.get(self._actors[0].model.remote())
+        except BaseException:
             self.close()
-            cause = getattr(exc, "cause", None) or getattr(exc, "actor_init_failed", None)
-            if isinstance(cause, DfdError):
-                raise cause from None
             raise
-        self.model, self._threshold = identities[0]
+        if error is not None:  # the options the plain batch refuses in load(), refused alike
+            self.close()
+            raise error
         return self._actors
 
     def close(self) -> None:

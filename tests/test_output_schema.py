@@ -127,7 +127,7 @@ def test_the_csv_rounds_to_6_decimals_keeps_warnings_and_the_identity_columns(tm
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == CSV_COLUMNS
-    assert rows[0]["probability"] == "0.371783" and rows[0]["threshold"] == "0.395355"
+    assert rows[0]["probability"] == "0.387692" and rows[0]["threshold"] == "0.395355"
     assert (rows[0]["model_sha256"], rows[0]["schema_version"]) == (MODEL_SHA256, str(SCHEMA_VERSION))
     assert rows[1]["probability"] == "" and rows[1]["verdict"] == "" and rows[1]["exit_code"] == "3"
 

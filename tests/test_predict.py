@@ -307,7 +307,7 @@ def test_the_cli_shows_a_bug_in_one_input_with_its_traceback_and_scores_the_rest
     prepare_failing_on("bad.mp4", KeyError("landmark"), monkeypatch)
     result = CliRunner().invoke(app, ["predict", str(bad), str(good)])
     assert result.exit_code == 1, result.output
-    assert f"{good}: real (P(fake) = 0.372" in result.stdout
+    assert f"{good}: real (P(fake) = 0.388" in result.stdout
     assert f"error: {bad}: unexpected KeyError (a bug in dfd): 'landmark'" in result.stderr
     assert "Traceback (most recent call last)" in result.stderr and "this is a bug in dfd" in result.stderr
 

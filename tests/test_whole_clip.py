@@ -66,8 +66,6 @@ def test_the_same_clip_at_480p_and_4k_gets_the_same_verdict(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.xfail(strict=True, reason="the shipped default judges 25 consecutive frames from the middle of the clip "
-                   "(its bundle records sampling consecutive): the fake last 10 s are never seen")
 def test_a_clip_faked_in_its_last_10_seconds_is_called_fake_there(tmp_path):
     """20 s of FF++ 033 (real) then the last 10 s of 033_097 (Deepfakes, the same target): the
     default model calls it fake and names a window in the last 10 s as the one that drove it;

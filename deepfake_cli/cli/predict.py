@@ -29,9 +29,12 @@ def _print_result(r, out: Console, err: Console) -> None:
         errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if r.verdict:  # also beside an error: a verdict whose evidence files could not be written
         colour = {"fake": "red", "real": "green"}.get(r.verdict, "yellow")
-        seen = f"{r.faces} faces in {r.frames} frames" if r.faces else f"{r.frames} whole frames"
-        if getattr(r, "clip_frames", 0) > 1:  # how much of the clip was judged
-            seen += f" of {r.clip_frames}" + (f" ({r.duration_s:.1f} s)" if r.duration_s else "")
+        windowed = len(r.windows) > 1 and r.windows[0]["faces"] > 1  # several windows of consecutive frames
+        seen = (f"{r.faces} faces in {len(r.windows)} windows" if windowed
+                else f"{r.faces} faces in {r.frames} frames" if r.faces else f"{r.frames} whole frames")
+        if r.clip_frames > 1:  # how much of the clip was judged
+            seen += (f" of {r.clip_frames}" + (" frames" if windowed else "")
+                     + (f" ({r.duration_s:.1f} s)" if r.duration_s else ""))
         members = "; " + ", ".join(f"{m['model']} {m['probability']:.3f}" for m in r.members) if r.members else ""
         out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
                   f"threshold {r.threshold:.3f}, {seen}{escape(members)})", highlight=False,
@@ -41,6 +44,17 @@ def _print_result(r, out: Console, err: Console) -> None:
     for warning in r.warnings:  # what weakens the verdict: shown under --quiet too
         Console(stderr=True).print(f"[yellow]note:[/] {escape(r.path)}: {escape(warning)}", highlight=False,
                                    soft_wrap=True)
+
+
+def parse_windows(value: str | None) -> int | None:
+    """--windows: a whole number of at least 1, or 'all' (0); None: the model's own."""
+    if value is None:
+        return None
+    if value.strip().lower() == "all":
+        return 0
+    if not value.strip().isdigit() or int(value) < 1:
+        raise OptionsError(f"--windows must be a whole number of at least 1, or 'all', not {value!r}")
+    return int(value)
 
 
 @handled
@@ -57,6 +71,11 @@ def predict(
                                                "1 = every frame.",
                                                show_default="the stride the model's faces were cropped with, or 4 "
                                                "for a model that records none"),
+    windows: Optional[str] = typer.Option(None, "--windows", help="Judge N windows of the model's sequence length "
+                                          "spread over the clip (each tracked and scored on its own, their "
+                                          "probabilities averaged as the model's video_aggregation says), or 'all' "
+                                          "that fit side by side; for models that read consecutive frames.",
+                                          show_default="the model's (1: the middle of the clip)"),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write the whole clip as H.264 with the judged face boxed, its "
                                             "scores and a timeline of the windows judged; several inputs: a folder of "
                                             "one video each."),
@@ -107,6 +126,7 @@ def predict(
         Batch = BatchPrediction
     batch = Batch(inputs, model, **engine_options, models_dir=models_dir, runtime=runtime, device=device, threshold=threshold,
                             max_fpr=max_fpr, detect_every=detect_every, csv_path=csv_path,
+                            windows=parse_windows(windows),
                             jsonl_path=None if stream else jsonl_path,
                             skip_done=skip_done, strict=strict, shard=parse_shard(shard),
                             evidence=Evidence(annotate=annotate, annotate_heatmap=annotate_heatmap, heatmap=heatmap,

@@ -47,10 +47,10 @@ def as_frame_array(frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
 
 
 def sample_array(frames: Sequence[np.ndarray] | np.ndarray, fpv: int, sampling: str,
-                 fps: float = 0.0) -> tuple[VideoInfo, np.ndarray, np.ndarray]:
+                 fps: float = 0.0, windows: int = 1) -> tuple[VideoInfo, np.ndarray, np.ndarray]:
     """(info, kept indices, kept frames) of in-memory RGB ``frames``, sampled like a file of them."""
     array = as_frame_array(frames)
     count, height, width = array.shape[:3]
     info = VideoInfo(fps=float(fps), frame_count=count, width=width, height=height, rotation=0, codec=MEMORY_CODEC)
-    kept = np.asarray(wanted_indices(count, fpv, sampling), dtype=np.int64)
+    kept = np.asarray(wanted_indices(count, fpv, sampling, windows=windows), dtype=np.int64)
     return info, kept, array[kept]

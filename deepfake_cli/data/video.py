@@ -186,8 +186,23 @@ def probe(path: Path) -> VideoInfo:
                      codec=codec)
 
 
-def choose_indices(frame_count: int, fpv: int, sampling: str, seed: int = 0) -> list[int]:
-    """Pick up to fpv sorted frame indices out of frame_count; all of them when fewer."""
+def clip_windows(frame_count: int, fpv: int, windows: int) -> list[list[int]]:
+    """``windows`` runs of ``fpv`` consecutive frames, one centred in each of ``windows`` equal
+    parts of the clip (one: the middle ``fpv``, what "consecutive" sampling always took); a clip
+    too short for them gives overlapping runs (each part still has its window), one of fewer
+    frames one window of them all. ``windows`` 0: as many as fit side by side (``frame_count // fpv``)."""
+    windows = windows if windows > 0 else max(1, frame_count // max(1, fpv))
+    if frame_count <= fpv or windows <= 1:
+        return [choose_indices(frame_count, fpv, "consecutive")]
+    starts = [min(frame_count - fpv, max(0, round((k + 0.5) * frame_count / windows - fpv / 2))) for k in range(windows)]
+    return [list(range(start, start + fpv)) for start in starts]
+
+
+def choose_indices(frame_count: int, fpv: int, sampling: str, seed: int = 0, windows: int = 1) -> list[int]:
+    """Pick up to fpv sorted frame indices out of frame_count (all of them when fewer); with
+    "consecutive" sampling and ``windows`` > 1, the frames of every window (:func:`clip_windows`)."""
+    if sampling == "consecutive" and windows != 1 and frame_count > fpv:
+        return sorted({i for window in clip_windows(frame_count, fpv, windows) for i in window})
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
     if fpv < 1:
@@ -281,21 +296,22 @@ INDEXED_CONTAINERS = (".mp4", ".m4v", ".mov")  # frame count = the sample table'
 
 
 def frames_by_role(frame_count: int, fpv: int, sampling: str, seed: int = 0,
-                   spread: int = 0) -> tuple[set[int], set[int]]:
-    """(the ``fpv`` frames of ``sampling``, the ``spread`` frames spread uniformly over the video;
-    empty when ``spread`` is 0)."""
-    sequence = set(choose_indices(frame_count, fpv, sampling, seed=seed))
+                   spread: int = 0, windows: int = 1) -> tuple[set[int], set[int]]:
+    """(the ``fpv`` frames of ``sampling`` (of each of ``windows``), the ``spread`` frames spread
+    uniformly over the video; empty when ``spread`` is 0)."""
+    sequence = set(choose_indices(frame_count, fpv, sampling, seed=seed, windows=windows))
     return sequence, set(choose_indices(frame_count, spread, "uniform")) if spread else set()
 
 
-def wanted_indices(frame_count: int, fpv: int, sampling: str, seed: int = 0, spread: int = 0) -> list[int]:
+def wanted_indices(frame_count: int, fpv: int, sampling: str, seed: int = 0, spread: int = 0,
+                   windows: int = 1) -> list[int]:
     """The sorted frames to decode: both sets of :func:`frames_by_role`, in one pass."""
-    sequence, spread_frames = frames_by_role(frame_count, fpv, sampling, seed, spread)
+    sequence, spread_frames = frames_by_role(frame_count, fpv, sampling, seed, spread, windows)
     return sorted(sequence | spread_frames)
 
 
 def sample_frames(path: Path, fpv: int, sampling: str, seed: int = 0,
-                  spread: int = 0) -> tuple[VideoInfo, np.ndarray, np.ndarray]:
+                  spread: int = 0, windows: int = 1) -> tuple[VideoInfo, np.ndarray, np.ndarray]:
     """probe + wanted_indices + read_frames, sampling from the video's real length.
 
     A container's frame count can be wrong (an MKV or AVI whose header claims ten times the
@@ -308,7 +324,7 @@ def sample_frames(path: Path, fpv: int, sampling: str, seed: int = 0,
     """
     path = Path(path)
     info = probe(path)
-    indices = wanted_indices(info.frame_count, fpv, sampling, seed, spread)
+    indices = wanted_indices(info.frame_count, fpv, sampling, seed, spread, windows)
     try:
         kept, frames = read_frames(path, indices, info)
     except VideoError:
@@ -325,7 +341,7 @@ def sample_frames(path: Path, fpv: int, sampling: str, seed: int = 0,
             raise VideoError(path, f"none of the {len(set(indices))} requested frames could be decoded")
         return info, kept, frames
     info = replace(info, frame_count=real, header_frame_count=info.frame_count)
-    kept, frames = read_frames(path, wanted_indices(real, fpv, sampling, seed, spread), info)
+    kept, frames = read_frames(path, wanted_indices(real, fpv, sampling, seed, spread, windows), info)
     return info, kept, frames
 
 

@@ -41,7 +41,7 @@ FEATURE_LAYER = "pooled features before the classifier head"
 AGGREGATIONS = ("mean", "median", "max")  # scoring.metrics.aggregate_video_scores; crossval chooses
 INPUTS = ("face", "frame")  # what the CNN looks at (deepfake_cli.data.inputs reads each from the store)
 # Keys added after format 1 was first written: a config without them takes the default.
-OPTIONAL_KEYS = ("test_time_flip", "weights_sha256", "input", "card", "uncertain")
+OPTIONAL_KEYS = ("test_time_flip", "weights_sha256", "input", "card", "uncertain", "windows")
 
 
 class BundleError(DfdError):
@@ -63,8 +63,7 @@ class BundleConfig:
     format_version: int = FORMAT_VERSION
     weights_origin: str = "none"
     input: str = "face"  # what the CNN looks at: face crops, or whole frames letterboxed (deepfake_cli.data.inputs)
-    # the settings of the stored crops it was trained on (face input): size, align, margin, detector, and the
-    # face rule `predict` serves by (faces.track_rule: detect_every, track_rule; none recorded: the legacy rule)
+    # the stored crops' settings (size, align, margin, detector) and face rule (faces.track_rule) it was trained on
     face: dict = field(default_factory=dict)
     fpv: int = 0
     sampling: str = ""
@@ -78,6 +77,7 @@ class BundleConfig:
     test_time_flip: bool = False  # score each face and its mirror image, average features and scores
     thresholds_at_fpr: dict = field(default_factory=dict)  # {"0.01": threshold, ...} when calibrated
     uncertain: list = field(default_factory=list)  # [lo, hi]: calibrated P in [lo, hi) is "uncertain" (crossval)
+    windows: int = 1  # predict: windows of fpv consecutive frames over the clip (aggregated by video_aggregation)
     weights_sha256: dict = field(default_factory=dict)  # {"cnn.weights.h5": hex digest, ...} as trained
     lstm: dict = field(default_factory=_default_lstm)
     split_ids: dict = field(default_factory=dict)  # {"train": [video ids], "val": [video ids]}

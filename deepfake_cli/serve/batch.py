@@ -126,7 +126,7 @@ class BatchPrediction:
                  runtime: str = "auto", device: str = "auto", threshold: float | None = None,
                  max_fpr: float | None = None, detect_every: int | None = None, evidence: Evidence = Evidence(),
                  csv_path: Path | None = None, jsonl_path: Path | None = None, skip_done: Path | None = None,
-                 strict: bool = False, shard: Shard | None = None):
+                 strict: bool = False, windows: int | None = None, shard: Shard | None = None):
         self.model_dir = locate_model(None if model is None else str(model), models_dir)
         self.runtime = model_runtime(self.model_dir, runtime, device)
         # why a model exported to ONNX is served by Keras after all ('' when it is not, or not asked)
@@ -148,7 +148,7 @@ class BatchPrediction:
         check_output_paths(csv=csv_path, jsonl=jsonl_path, report=evidence.report, heatmap=evidence.heatmap,
                            annotate=evidence.annotate, several=self.several)
         self._predictor_options = {"device": device, "threshold": threshold, "max_fpr": max_fpr,
-                                   "detect_every": detect_every}
+                                   "detect_every": detect_every, "windows": windows}
         self.predictor = None
         self.model: ModelIdentity | None = None  # the loaded model's name and weights digest (set by load)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from deepfake_cli.data.video import clip_windows
 from deepfake_cli.scoring.metrics import aggregate_video_scores
 
 
@@ -52,15 +53,47 @@ def most_suspicious(windows: list[dict]) -> int | None:
     return int(np.argmax([w["probability"] for w in windows]))
 
 
-def describe_judged(result, info, frame_indices, config, scorer) -> None:
+def window_positions(kept: np.ndarray, frame_count: int, config, windows: int) -> list[list[int]]:
+    """Positions into the sampled frames (``kept``: their clip frame numbers) of each window
+    tracked and scored on its own: several for a bundle sampling consecutive frames with
+    ``windows`` other than 1 (video.clip_windows), else one of every sampled frame. A window
+    of which no frame could be decoded is left out."""
+    if config.sampling != "consecutive" or windows == 1 or frame_count <= config.fpv:
+        return [list(range(len(kept)))]
+    where = {int(k): i for i, k in enumerate(kept)}
+    spans = [[where[i] for i in w if i in where] for w in clip_windows(frame_count, int(config.fpv), windows)]
+    return [s for s in spans if s]
+
+
+def choose_per_window(track_window: list[int], probabilities: list[float], choose: str,
+                      aggregation: str) -> tuple[list[int], float]:
+    """(the track chosen in each window, in window order; the clip's probability): per window the
+    main track (its first) or, with ``choose`` "max", the most suspicious; the clip's is the
+    chosen tracks' probabilities aggregated (one window: its own)."""
+    per_window: dict[int, list[int]] = {}
+    for track, window in enumerate(track_window):
+        per_window.setdefault(window, []).append(track)
+    chosen = [tracks[0] if choose == "main" else max(tracks, key=lambda t: probabilities[t])
+              for _, tracks in sorted(per_window.items())]
+    values = [probabilities[t] for t in chosen]
+    return chosen, values[0] if len(values) == 1 else aggregate_video_scores(values, aggregation)
+
+
+def describe_judged(result, info, frame_indices, config, scorer, spans: list | None = None) -> None:
     """Fill a PredictResult's account of what it judged: the clip's frames and length, the
-    frame numbers of the reported faces, the windows and the most suspicious one."""
+    frame numbers of the reported faces, the windows and the most suspicious one. ``spans``:
+    (frame numbers, probability) of each of several windows of consecutive frames."""
     fps = float(getattr(info, "fps", 0.0) or 0.0)
     result.clip_frames = int(getattr(info, "frame_count", 0) or 0)
     result.duration_s = round(result.clip_frames / fps, 3) if fps > 0 and result.clip_frames > 1 else None
     result.frame_indices = [int(i) for i in frame_indices]
-    per_frame = config.sampling == "uniform" and scorer.lstm is None
-    result.windows = judged_windows(result.frame_indices, result.frame_scores, per_frame=per_frame, fps=fps,
-                                    clip_probability=result.probability, calibrate=scorer.calibrated,
-                                    aggregation=config.video_aggregation)
+    if spans:
+        result.windows = [{"first_frame": int(f[0]), "last_frame": int(f[-1]), "start_s": seconds(int(f[0]), fps),
+                           "end_s": seconds(int(f[-1]) + 1, fps), "faces": len(f), "probability": round(float(p), 6)}
+                          for f, p in spans]
+    else:
+        per_frame = config.sampling == "uniform" and scorer.lstm is None
+        result.windows = judged_windows(result.frame_indices, result.frame_scores, per_frame=per_frame, fps=fps,
+                                        clip_probability=result.probability, calibrate=scorer.calibrated,
+                                        aggregation=config.video_aggregation)
     result.most_suspicious_window = most_suspicious(result.windows)

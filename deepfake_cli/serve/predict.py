@@ -14,7 +14,7 @@ silent 0.5.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +23,10 @@ from deepfake_cli.nets.bundle import Bundle, load_bundle
 from deepfake_cli.faces.detectors import default_engine, make_detector, resolve_device
 from deepfake_cli.scoring.ensemble import Ensemble, is_ensemble, load_ensemble
 from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
-from deepfake_cli.serve.judged import describe_judged
+from deepfake_cli.serve.judged import choose_per_window, describe_judged, window_positions
 from deepfake_cli.serve.evidence import (ensemble_warnings, evidence_warnings, judge_tracks, other_face_warnings,
                                          sequence_warnings)
 from deepfake_cli.faces.face_crops import faces_from_track
-from deepfake_cli.files import to_jsonable
 from deepfake_cli.serve.model_choice import locate_model, model_runtime
 from deepfake_cli.scoring.scorer import NonFiniteScoreError, Scorer, verdict
 from deepfake_cli.report.annotate import write_annotated
@@ -37,49 +36,11 @@ from deepfake_cli.faces.identity import FaceDescriber
 from deepfake_cli.data.inputs import letterboxed
 from deepfake_cli.faces.track_rule import face_tracks, served_rule
 from deepfake_cli.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, sample_frames
+from deepfake_cli.serve.result import PredictResult, Prepared  # re-exported: the API's result types
+
 
 class PredictError(DfdError):
     """The inputs or the model cannot be used; the message says why."""
-
-
-@dataclass
-class PredictResult:
-    path: str
-    verdict: str = ""  # real | fake | "" on error
-    probability: float = float("nan")  # calibrated P(fake)
-    threshold: float = float("nan")
-    cnn_probability: float = float("nan")  # mean CNN frame score of the reported (most suspicious) track
-    frames: int = 0
-    faces: int = 0
-    tracks: int = 0
-    track_probabilities: list[float] = field(default_factory=list)
-    track_reports: list[dict] = field(default_factory=list)  # every track seen (TrackReport), scored or not
-    frame_scores: list[float] = field(default_factory=list)  # CNN P(fake) per face of the reported track
-    frame_indices: list[int] = field(default_factory=list)  # the clip's frame number of each of those faces
-    clip_frames: int = 0  # frames in the whole clip (decoded count)
-    duration_s: float | None = None  # the clip's length (None for an image)
-    windows: list[dict] = field(default_factory=list)  # judged.judged_windows: what was judged, and how it scored
-    most_suspicious_window: int | None = None  # index into windows: the one that drove (or would drive) a fake call
-    warnings: list[str] = field(default_factory=list)  # what weakens or qualifies the verdict
-    heatmaps: list[str] = field(default_factory=list)  # --heatmap: the images written
-    report: str = ""  # --report: the HTML page written
-    members: list[dict] = field(default_factory=list)  # an ensemble's members: name, probability, verdict
-    error: str = ""
-    exit_code: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return to_jsonable(asdict(self))
-
-    def tracks_summary(self) -> str:
-        """'2 faces seen, 1 scored (the other: ...)' when more than one face track was seen, else ''."""
-        if len(self.track_reports) < 2:
-            return ""
-        skipped = [r for r in self.track_reports if not r["scored"]]
-        text = f"{len(self.track_reports)} faces seen, {len(self.track_reports) - len(skipped)} scored"
-        if skipped:
-            text += " (not scored: " + "; ".join(r["reason"] for r in skipped) + ")"
-        return text
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
@@ -148,12 +109,14 @@ class Predictor:
 
     def __init__(self, bundle: Bundle, device: str = "auto", threshold: float | None = None,
                  max_fpr: float | None = None, detect_every: int | None = None, detectors: dict | None = None,
-                 runtime: str = "keras"):
+                 runtime: str = "keras", windows: int | None = None):
         if detect_every is not None and (isinstance(detect_every, bool) or not isinstance(detect_every, int)
                                          or detect_every < 1):
             raise PredictError(f"--detect-every must be a whole number of at least 1, not {detect_every!r}")
         self.bundle = bundle
         self.rule = served_rule(bundle.config.face, detect_every)  # how faces are found, and whose verdict
+        # windows of fpv consecutive frames judged over the clip (0: all that fit; the bundle's, else 1)
+        self.windows = int(bundle.config.windows if windows is None else windows)
         self.config = bundle.config
         self.runtime = runtime  # "onnx": the CNN and LSTM on onnxruntime (no TensorFlow)
         self.scorer = Scorer(bundle, runtime=runtime)
@@ -175,16 +138,17 @@ class Predictor:
 
     def _sampled(self, path: Path, cache: dict):
         """(info, kept frame indices, frames) of the clip as this bundle samples it (shared through ``cache``)."""
-        key = ("sampled", self.config.fpv, self.config.sampling)
+        key = ("sampled", self.config.fpv, self.config.sampling, self.windows)
         if key not in cache:
-            info, kept, frames = sample_frames(path, self.config.fpv, self.config.sampling)
+            info, kept, frames = sample_frames(path, self.config.fpv, self.config.sampling, windows=self.windows)
             cache[key] = (info, kept, list(frames))
         return cache[key]
 
-    def _tracks(self, frame_list: list, cache: dict) -> list[list]:
-        """Every face track of the sampled frames (shared through ``cache`` with members that detect alike)."""
+    def _tracks(self, frame_list: list, cache: dict, window: tuple = ()) -> list[list]:
+        """Every face track of the sampled frames of a window (shared through ``cache`` with members
+        that detect alike)."""
         every = self.rule.stride(self.config.sampling == "consecutive")
-        key = ("tracks", self.config.fpv, self.config.sampling, self.detector_key, every, self.rule.identity)
+        key = ("tracks", self.config.fpv, self.config.sampling, self.detector_key, every, self.rule.identity, window)
         if key not in cache:
             cache[key] = face_tracks(self.detector, frame_list, every, self.rule.identity, self.describer)
         return cache[key]
@@ -224,19 +188,26 @@ class Predictor:
             return prepared
 
         clock = time.perf_counter()
-        all_tracks = self._tracks(prepared.frame_list, cache)
-        prepared.reports = judge_tracks(all_tracks, len(prepared.frame_list), main=self.rule.choose == "main")
-        tracks = [all_tracks[r.track] for r in prepared.reports if r.scored]
+        face = self.config.face
+        for w, positions in enumerate(window_positions(prepared.kept, prepared.info.frame_count, self.config, self.windows)):
+            frames = [prepared.frame_list[p] for p in positions]  # each window tracked on its own
+            all_tracks = self._tracks(frames, cache, tuple(positions))
+            reports = judge_tracks(all_tracks, len(frames), main=self.rule.choose == "main")
+            tracks = [all_tracks[r.track] for r in reports if r.scored]
+            prepared.reports += reports
+            prepared.report_window += [w] * len(reports)
+            prepared.window_frames.append(len(frames))
+            prepared.track_window += [w] * len(tracks)
+            prepared.crops += [replace(c, frame_positions=np.asarray(positions, np.int64)[c.frame_positions])
+                               for c in (faces_from_track(frames, track, track_id=i, n_tracks=len(tracks),
+                                                          size=int(face["size"]), align=bool(face["align"]),
+                                                          margin=float(face["margin"]))
+                                         for i, track in enumerate(tracks))]
         result.seconds["detect"] = time.perf_counter() - clock
-        if not tracks:
+        if not prepared.crops:
             result.error = f"{path}: no face found in any of the {len(prepared.kept)} sampled frames"
             result.exit_code = EXIT_NO_FACE
             return prepared
-        face = self.config.face
-        prepared.crops = [faces_from_track(prepared.frame_list, track, track_id=i, n_tracks=len(tracks),
-                                           size=int(face["size"]), align=bool(face["align"]),
-                                           margin=float(face["margin"]))
-                          for i, track in enumerate(tracks)]
         prepared.inputs = np.concatenate([c.crops for c in prepared.crops])
         return prepared
 
@@ -245,8 +216,8 @@ class Predictor:
         as a video file of them would be (deepfake_cli.data.memory_frames); ``name`` is the result's path."""
         from deepfake_cli.data.memory_frames import sample_array
 
-        info, kept, frames = sample_array(frames, self.config.fpv, self.config.sampling, fps)
-        cache = {("sampled", self.config.fpv, self.config.sampling): (info, kept, list(frames))}  # what _sampled keeps
+        info, kept, frames = sample_array(frames, self.config.fpv, self.config.sampling, fps, self.windows)
+        cache = {("sampled", self.config.fpv, self.config.sampling, self.windows): (info, kept, list(frames))}  # as _sampled
         prepared = self.prepare(Path(name), cache)
         prepared.single_image = info.frame_count == 1
         return prepared
@@ -282,39 +253,49 @@ class Predictor:
 
         path, crops, frame_list, kept = Path(result.path), prepared.crops, prepared.frame_list, prepared.kept
         scored_reports = [r for r in prepared.reports if r.scored]
-        # the rule's choice: the main track (scored first: judge_tracks(main=True)), or the most suspicious
-        worst = 0 if self.rule.choose == "main" else int(np.argmax(probabilities))
         for r, p in zip(scored_reports, probabilities):
             r.probability = round(float(p), 6)
-        result.track_reports = [asdict(r) for r in prepared.reports]
-        result.warnings += evidence_warnings(scored_reports[worst], len(frame_list), prepared.single_image,
-                                             self.scorer.bundle.seq_len)
+        # per window, the rule's choice: the main track (scored first: judge_tracks(main=True)), or the
+        # most suspicious; the clip's probability: the windows' aggregated (one window: its own)
+        chosen, clip = choose_per_window(prepared.track_window, probabilities, self.rule.choose,
+                                         self.config.video_aggregation)
+        worst = max(chosen, key=lambda t: probabilities[t])  # the most suspicious window's: the evidence shown
+        shown = prepared.track_window[worst]  # the window whose faces the evidence shows
+        same_window = [i for i, w in enumerate(prepared.track_window) if w == shown]
+        result.track_reports = [asdict(r) for r, w in zip(prepared.reports, prepared.report_window) if w == shown]
+        result.warnings += evidence_warnings(scored_reports[worst], prepared.window_frames[shown],
+                                             prepared.single_image, self.scorer.bundle.seq_len)
         if self.rule.choose == "main":
-            result.warnings += other_face_warnings(scored_reports, worst, self.threshold)
-        result.tracks = len(crops)
+            result.warnings += other_face_warnings([scored_reports[i] for i in same_window], same_window.index(worst),
+                                                   self.threshold)
+        result.tracks = len(same_window)
         result.track_probabilities = [round(float(p), 6) for p in probabilities]
-        result.probability = float(probabilities[worst])
-        result.faces = int(len(crops[worst].crops))
-        start = sum(len(c.crops) for c in crops[:worst])
-        result.frame_scores = [round(float(s), 6) for s in scores[start:start + result.faces]]
+        result.probability = float(clip)
+        starts = np.cumsum([0] + [len(c.crops) for c in crops])
+        result.frame_scores = [round(float(s), 6) for t in chosen for s in scores[starts[t]:starts[t + 1]]]
+        result.faces = len(result.frame_scores)
         result.cnn_probability = float(np.mean(result.frame_scores))
         result.verdict = verdict(result.probability, self.threshold, self.uncertain)
         reported = crops[worst]
+        start = int(starts[worst])
         reported_frames = kept[np.asarray(reported.frame_positions, np.int64)]
-        describe_judged(result, prepared.info, reported_frames, self.config, self.scorer)
+        spans = [(kept[np.asarray(crops[t].frame_positions, np.int64)], probabilities[t]) for t in chosen]
+        describe_judged(result, prepared.info, np.concatenate([f for f, _ in spans]), self.config, self.scorer,
+                        spans if len(spans) > 1 else None)
         cams = None
         if heatmap is not None or report is not None or (annotate is not None and annotate_heatmap):
             if self._mapper is None:  # on onnxruntime when the bundle has a current cam.onnx, else Keras
                 self._mapper = activation_mapper(self.bundle, self.scorer.feature_model if self.runtime == "keras" else None)
             cams = self._mapper(reported.crops)
             if heatmap is not None:
-                written = write_heatmaps(heatmap, evidence_name or path.stem, reported.crops, cams, reported_frames, result.frame_scores)
+                written = write_heatmaps(heatmap, evidence_name or path.stem, reported.crops, cams, reported_frames,
+                                         scores[start:start + len(reported.crops)])
                 result.heatmaps = [str(p) for p in written]
             if report is not None:
                 write_clip_report(report, result, prepared.info, self.config, reported_frames, reported.crops, cams)
                 result.report = str(report)
         if annotate is not None:
-            write_annotated(annotate, frame_list, crops[worst], scores[start:start + result.faces],
+            write_annotated(annotate, frame_list, crops[worst], scores[start:start + len(reported.crops)],
                             result, fps=prepared.info.fps or 5.0, cams=cams if annotate_heatmap else None,
                             source=None if prepared.single_image else path, kept=kept)
         return result
@@ -331,21 +312,6 @@ class Predictor:
         result.warnings += sequence_warnings(frames, single_image, self.bundle.seq_len)
 
 
-@dataclass
-class Prepared:
-    """A clip between :meth:`Predictor.prepare` and :meth:`Predictor.finish`: its frames, face
-    tracks and the model inputs made from them (or the error that stopped it)."""
-
-    result: PredictResult
-    single_image: bool = False
-    info: object = None  # video.VideoInfo
-    kept: np.ndarray | None = None  # indices of the sampled frames
-    frame_list: list = field(default_factory=list)
-    reports: list = field(default_factory=list)  # evidence.TrackReport of every track seen
-    crops: list = field(default_factory=list)  # faces.FaceTrackResult of each scored track
-    inputs: np.ndarray | None = None  # what the CNN scores: the crops of every scored track, or the frames
-
-
 class EnsemblePredictor:
     """An ensemble's members (Predictors sharing detectors), combined by the ensemble's rule.
 
@@ -356,13 +322,14 @@ class EnsemblePredictor:
     """
 
     def __init__(self, ensemble: Ensemble, device: str = "auto", threshold: float | None = None,
-                 max_fpr: float | None = None, detect_every: int | None = None, runtime: str = "keras"):
+                 max_fpr: float | None = None, detect_every: int | None = None, runtime: str = "keras",
+                 windows: int | None = None):
         self.ensemble = ensemble
         self.config = ensemble.config
         self.runtime = runtime
         detectors: dict = {}
         self.members = [Predictor(bundle, device=device, detect_every=detect_every, detectors=detectors,
-                                  runtime=runtime) for bundle in ensemble.members]
+                                  runtime=runtime, windows=windows) for bundle in ensemble.members]
         self.threshold = choose_threshold(self.config.threshold, self.config.thresholds_at_fpr, threshold, max_fpr)
 
     def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,

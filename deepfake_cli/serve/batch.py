@@ -200,14 +200,19 @@ class BatchPrediction:
                 for result in predict_many(predictor, self.files,
                                            lambda i, path: self.evidence.for_input(i, path, several, root),
                                            on_exception=bug):
-                    with signals.held():
-                        outcome.results.append(result)
-                        writer.write(self.record(result))
-                        if on_result is not None:
-                            on_result(result)
+                    self.deliver(result, outcome, writer, signals, on_result)
             except KeyboardInterrupt:
                 outcome.interrupted = True
         return outcome
+
+    def deliver(self, result: PredictResult, outcome: BatchOutcome, writer, signals, on_result) -> None:
+        """One result into the outcome and the result files, then to ``on_result``: one step that
+        Ctrl-C or SIGTERM does not cut (a verdict written is a verdict reported)."""
+        with signals.held():
+            outcome.results.append(result)
+            writer.write(self.record(result))
+            if on_result is not None:
+                on_result(result)
 
 
 def predict_batch(inputs: list[Path], model: str | Path | None = None, *,

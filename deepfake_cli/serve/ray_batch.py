@@ -149,11 +149,7 @@ class RayBatchPrediction(BatchPrediction):
                     for result, trace in self._results(ray, actors):
                         if trace is not None:
                             outcome.bugs[result.path] = trace
-                        with signals.held():
-                            outcome.results.append(result)
-                            writer.write(self.record(result))
-                            if on_result is not None:
-                                on_result(result)
+                        self.deliver(result, outcome, writer, signals, on_result)
                 except KeyboardInterrupt:
                     outcome.interrupted = True
         finally:

@@ -11,7 +11,9 @@ training mode):
 * ``keras-tf-bf16``: the same under Keras' ``mixed_bfloat16`` policy (the CPU's AVX-512 BF16/AMX);
 * ``keras-tf-xla``: the same step compiled with XLA (``jit_compile=True``);
 * ``keras-torch`` / ``keras-torch-bf16``: the same Keras model on the PyTorch backend, trained by
-  a PyTorch loop (AdamW), fp32 and under ``torch.autocast(bfloat16)``.
+  a PyTorch loop (AdamW), fp32 and under ``torch.autocast(bfloat16)``;
+* ``torch`` / ``torch-bf16``: no Keras: the reference PyTorch EfficientNet-Lite0
+  (``efficientnet_lite_pytorch``, the issue's probe), channels-last, the same loop.
 
 With ``--store``, also the input side alone: train-cnn's FaceDataset batches (store read,
 augmentation, resize) per second, to compare with the model's step.
@@ -28,7 +30,7 @@ import time
 
 from benchmarks.common import machine
 
-ENGINES = ("keras-tf", "keras-tf-bf16", "keras-tf-xla", "keras-torch", "keras-torch-bf16")
+ENGINES = ("keras-tf", "keras-tf-bf16", "keras-tf-xla", "keras-torch", "keras-torch-bf16", "torch", "torch-bf16")
 BATCH, SIZE = 32, 160
 
 
@@ -38,6 +40,8 @@ def step_speed(engine: str, steps: int) -> float:
 
     x = (np.random.default_rng(0).random((BATCH, SIZE, SIZE, 3)) * 255).astype(np.float32)
     y = (np.arange(BATCH) % 2).astype(np.float32)[:, None]
+    if engine in ("torch", "torch-bf16"):
+        return plain_torch_speed(x, y, steps, bf16=engine == "torch-bf16")
     import keras
 
     from deepfake_cli.nets.models import build_classifier, set_backbone_trainable
@@ -64,6 +68,31 @@ def step_speed(engine: str, steps: int) -> float:
                 p = classifier(images, training=True)
             torch.nn.functional.binary_cross_entropy(p.float().clamp(1e-6, 1 - 1e-6), labels).backward()
             optimizer.step()
+
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return BATCH * steps / (time.perf_counter() - start)
+
+
+def plain_torch_speed(x, y, steps: int, bf16: bool) -> float:
+    """Training images/s of the reference PyTorch Lite0 (random start: speed only), channels-last."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0", num_classes=1).to(memory_format=torch.channels_last).train()
+    images = (torch.from_numpy(x).permute(0, 3, 1, 2) / 255.0).contiguous(memory_format=torch.channels_last)
+    labels = torch.from_numpy(y)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(images)
+        torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels).backward()
+        optimizer.step()
 
     for _ in range(2):
         step()

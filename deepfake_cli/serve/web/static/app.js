@@ -75,13 +75,22 @@
     } else {
       show("gauge-band", false);
     }
+    const windows = r.windows || [];
+    const windowed = windows.length > 1;  // several windows, each with its own calibrated P(fake)
     $("numbers").textContent = p == null ? "" :
-      "P(fake) = " + p.toFixed(3) + " against the threshold " + t.toFixed(3) + " (" + r.faces + " faces in " + r.frames + " frames)";
+      "P(fake) = " + p.toFixed(3) + " against the threshold " + t.toFixed(3) + " (" + r.faces + " faces in " +
+      (windowed && windows[0].faces > 1 ? windows.length + " windows" : r.frames + " frames") + ")";
     $("judged").textContent = judged(r);
     const list = $("warnings");
     list.textContent = "";
     for (const w of r.warnings || []) { const li = document.createElement("li"); li.textContent = w; list.appendChild(li); }
-    drawFrames(r.frame_scores || [], t);
+    // windows: their calibrated P(fake), on the threshold's scale; one window: the raw face scores, without it
+    drawFrames(windowed ? windows.map((w) => w.probability) : (r.frame_scores || []), windowed ? t : null,
+               windowed ? "window" : "face");
+    $("frames-hint").textContent = windowed ?
+      "The calibrated P(fake) of each window the verdict judged, in clip order; the dashed line is the threshold." :
+      "The CNN's score for each face of the judged window, in clip order, before the sequence model and calibration: " +
+      "not on the scale of the threshold, which applies to the clip's P(fake) above.";
     $("details").textContent = "model " + r.model + " (sha256 " + String(r.model_sha256).slice(0, 12) + "…), dfd " +
       r.dfd_version + ", schema " + r.schema_version + (r.tracks > 1 ? "; " + r.tracks + " face tracks scored" : "");
     show("report-button", Boolean(r.verdict));
@@ -102,7 +111,7 @@
     return text + ".";
   }
 
-  function drawFrames(scores, threshold) {
+  function drawFrames(scores, threshold, what) {
     const svg = $("frames"), ns = "http://www.w3.org/2000/svg";
     svg.textContent = "";
     if (!scores.length) return;
@@ -113,9 +122,9 @@
       bar.setAttribute("width", (w * 0.8).toFixed(2));
       bar.setAttribute("y", (100 - 100 * s).toFixed(2));
       bar.setAttribute("height", (100 * s).toFixed(2));
-      bar.setAttribute("fill", "#5b6b8c");  // one colour: the threshold is the clip's, not a frame's
+      bar.setAttribute("fill", "#5b6b8c");
       const title = document.createElementNS(ns, "title");
-      title.textContent = "face " + (i + 1) + ": " + s.toFixed(3);
+      title.textContent = what + " " + (i + 1) + ": " + s.toFixed(3);
       bar.appendChild(title);
       svg.appendChild(bar);
     });

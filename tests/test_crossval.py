@@ -166,8 +166,14 @@ def test_clip_rules_are_compared_on_the_same_held_out_videos():
     label = {"a": 1, "b": 0, "c": 1, "d": 0, "e": 1}
     result = compare_rules(folds, label, {v: "x" for v in label})
     assert set(result["rules"]) == {f"{f} {a}" for f, a in RULES}
-    assert result["chosen"] == ["spread", "max"]
+    assert result["chosen"] == result["best"] == ["spread", "max"]  # it gains in both folds: 0.5, 0.25
     assert rule_scores(folds["fold-1"], ("spread", "max"))["e"] == 0.7
+    # a gain smaller than its spread over the folds keeps the old rule: spread max, best pooled
+    # (0.75 against 0.67), gains 0.5 in fold 0 and nothing in fold 1
+    folds["fold-1"]["c"]["spread"] = [0.05, 0.05, 0.35]
+    close = compare_rules(folds, label, {v: "x" for v in label})
+    assert close["best"] == ["spread", "max"] and close["gain_over_folds"] == [0.5, 0.0]
+    assert close["chosen"] == ["sequence", "mean"]
     assert result["rules"]["sequence mean"]["mean"] < result["rules"]["spread max"]["mean"]
 
 

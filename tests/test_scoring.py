@@ -617,3 +617,19 @@ def test_a_bundle_that_judges_the_whole_clip_is_served_as_evaluate_measures_it(t
         top = result.windows[result.most_suspicious_window]
         assert top["probability"] == pytest.approx(result.probability, abs=1e-5)  # max: the top window is the clip
         assert top["start_s"] == pytest.approx(top["first_frame"] / 10.0, abs=1e-3)  # 10 frames a second
+
+
+def test_evaluate_says_when_predict_judges_more_windows_than_the_store_holds(stored, tmp_path):
+    """A store holds one window of a sequence model's frames a video; a bundle that predict
+    serves on three windows gets evaluate's figures with a note saying they are one window's."""
+    store_path, bundle_dir, _ = stored
+    with Store.open(store_path) as store:
+        assert "note" not in evaluate(store, bundle_dir).results
+    three = tmp_path / "tiny"
+    shutil.copytree(bundle_dir, three)
+    config = load_bundle(three).config
+    config.windows = 3
+    save_config(three, config)
+    with Store.open(store_path) as store:
+        note = evaluate(store, three).results["note"]
+    assert "one window" in note and "3 windows" in note

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, StoreOption, consoles, handled,
                                      import_keras_quietly, open_store, print_json, print_table_that_fits,
@@ -32,6 +34,9 @@ def evaluate(
     with open_store(store, write=False) as opened:
         evaluation = run_evaluate(opened, path)
     warn_of_weak_validation(path)
+    if evaluation.results.get("note"):  # what the figures are not: shown under --quiet too
+        Console(stderr=True).print(f"[yellow]note:[/] {escape(evaluation.results['note'])}", highlight=False,
+                                   soft_wrap=True)
     written = write_report(out_dir, evaluation.results, evaluation.rows) if out_dir else []
     if as_json:
         print_json({"results": evaluation.results, "files": [str(p) for p in written]})

@@ -382,9 +382,12 @@ def crossval(
         out_console.print(f"threshold {name} {cut['threshold']:.3f}: real called fake {fpr}; fakes caught {tpr}",
                           highlight=False)
     if "rule" in report:
-        rules = ", ".join(f"{name} {row['mean']:.3f}" for name, row in report["rule"]["rules"].items())
-        out_console.print(f"clip rules (mean over datasets of the pooled out-of-fold AUC): {rules}; chosen: "
-                          + " ".join(report["rule"]["chosen"]), highlight=False)
+        rule = report["rule"]
+        rules = ", ".join(f"{name} {row['mean']:.3f} (folds {' '.join(f'{a:.3f}' for a in row['folds'])})"
+                          for name, row in rule["rules"].items())
+        out_console.print(f"clip rules (mean over datasets of the pooled out-of-fold AUC): {rules}; best "
+                          f"{' '.join(rule['best'])}, its gain per fold {rule['gain_over_folds']}; chosen: "
+                          + " ".join(rule["chosen"]), highlight=False)
     if "uncertain" in report:
         band = report["uncertain"]
         per = ", ".join(f"{d} {r['uncertain']:.0%} uncertain" for d, r in band["per_dataset"].items())

@@ -89,6 +89,10 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
     results = _results(rows, cuts, served)
     if config.uncertain:
         results["uncertain"] = uncertain_by_split(rows, list(config.uncertain), served)
+    if config.windows != 1 and config.sampling == "consecutive":  # stores hold one window a video
+        results["note"] = (f"measured on the one window of {config.fpv} frames each video stores; predict judges "
+                           f"{config.windows or 'all'} windows of a longer clip and averages them, so its probability "
+                           "for such a clip differs from this one")
     return Evaluation(results=results, rows=rows)
 
 

@@ -33,17 +33,17 @@ def judged_windows(frame_indices: list[int], frame_scores: list[float], *, per_f
         groups = [[i] for i in range(len(frame_indices))]
     else:
         groups = [list(range(len(frame_indices)))]
-    windows = []
-    for members in groups:
-        first, last = int(frame_indices[members[0]]), int(frame_indices[members[-1]])
-        if per_frame:
-            probability = calibrate(aggregate_video_scores([frame_scores[i] for i in members], aggregation))
-        else:
-            probability = clip_probability
-        windows.append({"first_frame": first, "last_frame": last, "start_s": seconds(first, fps),
-                        "end_s": seconds(last + 1, fps), "faces": len(members),
-                        "probability": round(float(probability), 6)})
-    return windows
+    return [window([frame_indices[i] for i in members], fps,
+                   calibrate(aggregate_video_scores([frame_scores[i] for i in members], aggregation))
+                   if per_frame else clip_probability)
+            for members in groups]
+
+
+def window(frame_numbers, fps: float, probability: float) -> dict:
+    """One window of a result: its first and last frame, their times, its faces and probability."""
+    first, last = int(frame_numbers[0]), int(frame_numbers[-1])
+    return {"first_frame": first, "last_frame": last, "start_s": seconds(first, fps), "end_s": seconds(last + 1, fps),
+            "faces": len(frame_numbers), "probability": round(float(probability), 6)}
 
 
 def most_suspicious(windows: list[dict]) -> int | None:
@@ -88,9 +88,7 @@ def describe_judged(result, info, frame_indices, config, scorer, spans: list | N
     result.duration_s = round(result.clip_frames / fps, 3) if fps > 0 and result.clip_frames > 1 else None
     result.frame_indices = [int(i) for i in frame_indices]
     if spans:
-        result.windows = [{"first_frame": int(f[0]), "last_frame": int(f[-1]), "start_s": seconds(int(f[0]), fps),
-                           "end_s": seconds(int(f[-1]) + 1, fps), "faces": len(f), "probability": round(float(p), 6)}
-                          for f, p in spans]
+        result.windows = [window(f, fps, p) for f, p in spans]
     else:
         per_frame = config.sampling == "uniform" and scorer.lstm is None
         result.windows = judged_windows(result.frame_indices, result.frame_scores, per_frame=per_frame, fps=fps,

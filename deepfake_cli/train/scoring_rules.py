@@ -4,7 +4,8 @@ verdicts are too close to call.
 A clip rule is which of a video's stored frames are scored ("sequence": the --fpv consecutive
 frames from the middle of the clip, a second or so; "spread": the --spread frames spread over
 the whole clip, what `predict` then samples as ``sampling: uniform``) and how their face scores
-become the clip's ("mean", "median", "max": metrics.AGGREGATIONS). Cross-validation keeps each
+become the clip's ("mean", "median", "max": metrics.AGGREGATIONS); a rule replaces the
+bundles' old one (--fpv frames, mean) only when it beats it by more than the folds' spread. Cross-validation keeps each
 fold's bundle, so every rule can be scored on the same held-out videos: each fold's CNN scores
 every stored face of its held-out videos once (``frame_scores.json`` in the fold's folder,
 recomputed when the fold's weights change), and the rules aggregate those scores.
@@ -75,20 +76,36 @@ def rule_scores(frame_scores: dict[str, dict[str, list[float]]], rule: tuple[str
     return out
 
 
+def dataset_mean_auc(scores: dict[str, float], label: dict[str, int], dataset: dict[str, str]) -> tuple[dict, float]:
+    """({dataset: video AUC}, their mean: datasets weigh the same; NaN where a dataset lacks a class)."""
+    per_dataset = {}
+    for name in sorted({dataset[v] for v in scores}):
+        ids = [v for v in scores if dataset[v] == name]
+        per_dataset[name] = safe_auc(np.array([label[v] for v in ids]), np.array([scores[v] for v in ids]))
+    finite = [a for a in per_dataset.values() if np.isfinite(a)]
+    return per_dataset, float(np.mean(finite)) if finite else float("nan")
+
+
 def compare_rules(folds: dict[str, dict[str, dict[str, list[float]]]], label: dict[str, int],
                   dataset: dict[str, str]) -> dict:
     """Each rule's pooled out-of-fold video AUC per dataset and their mean (datasets weigh the
-    same); ``folds``: each fold's frame scores. The chosen rule has the best mean; a tie keeps
-    the earlier rule of RULES (the --fpv frames and the mean first: what bundles did before)."""
+    same), and that mean in each fold; ``folds``: each fold's frame scores. A rule replaces the
+    first of RULES (the --fpv frames and the mean: what bundles did before) only when its gain
+    over it, fold by fold, is larger than the spread of that gain over the folds (mean > sample
+    sd of the paired per-fold differences): a difference smaller than what the folds move is
+    no evidence."""
     table = {}
     for rule in RULES:
         pooled = {v: s for fold in folds.values() for v, s in rule_scores(fold, rule).items()}
-        per_dataset = {}
-        for name in sorted({dataset[v] for v in pooled}):
-            ids = [v for v in pooled if dataset[v] == name]
-            per_dataset[name] = safe_auc(np.array([label[v] for v in ids]), np.array([pooled[v] for v in ids]))
-        finite = [a for a in per_dataset.values() if np.isfinite(a)]
-        table[rule_name(rule)] = {"per_dataset": per_dataset, "mean": float(np.mean(finite)) if finite else float("nan")}
+        per_dataset, mean = dataset_mean_auc(pooled, label, dataset)
+        per_fold = [dataset_mean_auc(rule_scores(fold, rule), label, dataset)[1] for fold in folds.values()]
+        table[rule_name(rule)] = {"per_dataset": per_dataset, "mean": mean, "folds": per_fold}
+    incumbent = RULES[0]
     ranked = [r for r in RULES if np.isfinite(table[rule_name(r)]["mean"])]
-    chosen = max(ranked, key=lambda r: table[rule_name(r)]["mean"]) if ranked else RULES[0]
-    return {"rules": table, "chosen": list(chosen)}
+    best = max(ranked, key=lambda r: table[rule_name(r)]["mean"]) if ranked else incumbent
+    gains = np.array(table[rule_name(best)]["folds"]) - np.array(table[rule_name(incumbent)]["folds"])
+    gains = gains[np.isfinite(gains)]
+    clear = len(gains) >= 2 and float(gains.mean()) > float(gains.std(ddof=1))
+    chosen = best if clear else incumbent
+    return {"rules": table, "best": list(best), "chosen": list(chosen),
+            "gain_over_folds": [round(float(g), 4) for g in gains]}

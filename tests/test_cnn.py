@@ -283,7 +283,7 @@ def test_batchnorm_trains_with_a_fast_momentum_or_stays_frozen():
 def test_validation_scores_faces_as_the_bundle_serves_them(tmp_path):
     """With --test-time-flip, train-cnn picks its best epoch on the scores predict gives: the
     mean over each face and its mirror image (scoring.frame_outputs)."""
-    from deepfake_cli.train.cnn import face_scores
+    from deepfake_cli.train.validation import face_scores
     from deepfake_cli.nets.models import build_classifier
     from deepfake_cli.scoring.scorer import frame_outputs
 

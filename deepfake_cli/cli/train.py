@@ -85,6 +85,9 @@ def train_cnn(
     test_time_flip: bool = typer.Option(False, "--test-time-flip", help="Serve the bundle scoring each face and "
                                         "its mirror image (features and scores averaged): export-features, "
                                         "evaluate and predict all do."),
+    engine: Literal["keras", "torch"] = typer.Option("keras", "--engine", help="keras: Keras fit on its backend | "
+                                                     "torch: a plain PyTorch loop (EfficientNet-Lite backbones; "
+                                                     "several processes under torchrun); the same bundle."),
     input_kind: Literal["face", "frame"] = typer.Option("face", "--input", help="face: the stored face crops | frame: the whole "
                                    "stored frames, letterboxed to a square (no face detector needed)."),
     bagging: int = typer.Option(0, "--bagging", help="Train N members on bootstrap resamples of the train "
@@ -125,7 +128,7 @@ def train_cnn(
                               augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
                               mixed_precision=mixed_precision, balance=balance, pseudo_fakes=pseudo_fakes,
                               pseudo_ratio=pseudo_ratio, test_time_flip=test_time_flip, input=input_kind,
-                              sampling=sampling, shift_augment=shift_augment)
+                              sampling=sampling, shift_augment=shift_augment, engine=engine)
 
     def on_epoch(info: dict) -> None:
         if not quiet:

@@ -322,7 +322,13 @@ def load_torch_imagenet_weights(model: keras.Model, variant: int, path: str | Pa
     The classifier is loaded when the model has one (include_top=True, 1000 classes).
     Raises ValueError if the state dict and the model do not match exactly.
     """
-    state = load_torch_state_dict(path or torch_weights_path(variant))
+    return port_torch_state(model, variant, load_torch_state_dict(path or torch_weights_path(variant)))
+
+
+def port_torch_state(model: keras.Model, variant: int, state: dict[str, np.ndarray]) -> keras.Model:
+    """Copy a reference PyTorch state dict (numpy arrays) into a model from build_efficientnet_lite:
+    the ImageNet port, and train-cnn's PyTorch engine handing its weights to the bundle (the
+    classifier tensors ``_fc.*`` are loaded only into a model that has that layer)."""
     names = {layer.name for layer in model.layers}
     used = set()
     for keras_name, prefix, kind in _torch_layer_map(variant):

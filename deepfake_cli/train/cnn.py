@@ -37,8 +37,8 @@ from deepfake_cli.nets.bundle import (CHECKPOINT_DIR, CNN_CHECKPOINTS, CNN_WEIGH
                                  record_weights_hashes, save_config, weights_tag)
 from deepfake_cli.errors import OptionsError
 from deepfake_cli.train.face_dataset import FaceDataset, cache_size, index_faces
+from deepfake_cli.train.validation import evaluate_faces, face_metrics
 from deepfake_cli.data.inputs import has_images
-from deepfake_cli.scoring.metrics import log_loss, safe_auc
 from deepfake_cli.nets.models import LSTM_DROPOUT, LSTM_UNITS, build_classifier, set_backbone_trainable
 from deepfake_cli.train.runtime import accelerator_scope, seed_everything, use_mixed_precision
 from deepfake_cli.train.pseudo import (check_options, describe, expected_class_weights, make_pseudo_fakes,
@@ -81,6 +81,7 @@ class CNNTrainOptions:
     test_time_flip: bool = False  # the bundle scores each face and its mirror (scoring.py); so does validation
     input: str = "face"  # face: the stored face crops | frame: the stored frames, letterboxed (inputs.py)
     bootstrap: int = 0  # k > 0: bagging member k, trained on a bootstrap resample of the train identity groups
+    engine: str = "keras"  # keras: Keras fit (any backend) | torch: a PyTorch loop, Lite backbones (torch_cnn.py)
 
     def __post_init__(self) -> None:
         """Refuse bad settings before anything is read or written."""
@@ -95,39 +96,10 @@ class CNNTrainOptions:
             raise OptionsError(f"input must be one of {', '.join(INPUTS)}, not {self.input!r}")
         if self.input == "frame" and self.pseudo_fakes != "none":
             raise OptionsError("--pseudo-fakes blends faces by their landmarks: it needs --input face")
+        if self.engine not in ("keras", "torch"):
+            raise OptionsError(f"engine must be keras or torch, not {self.engine!r}")
         if self.bootstrap < 0:
             raise OptionsError("bootstrap must be 0 (none) or a bagging member number")
-
-
-# ---------------------------------------------------------------------- validation
-def video_means(video_ids: list[str], scores: np.ndarray) -> dict[str, float]:
-    """Mean frame score per video."""
-    sums: dict[str, list[float]] = {}
-    for vid, s in zip(video_ids, scores):
-        sums.setdefault(vid, []).append(float(s))
-    return {vid: float(np.mean(v)) for vid, v in sums.items()}
-
-
-def face_scores(model, dataset: FaceDataset, flip: bool = False) -> np.ndarray:
-    """P(fake) of every face of ``dataset``, in its order; with ``flip``, the mean over each face and
-    its mirror image, as the bundle serves it (scoring.frame_outputs with test_time_flip), in one
-    pass over the faces."""
-    if flip:
-        images = keras.Input(model.input_shape[1:])
-        model = keras.Model(images, (model(images) + model(keras.ops.flip(images, axis=2))) / 2)
-    return np.asarray(model.predict(dataset, verbose=0), np.float32).reshape(-1)
-
-
-def evaluate_faces(model, dataset: FaceDataset, flip: bool = False) -> dict:
-    """Frame-level val AUC and loss, and video-level AUC of the mean frame score; the faces are
-    scored as the bundle will serve them (``flip``: with their mirror images)."""
-    scores = face_scores(model, dataset, flip)
-    items = dataset.ordered_items()
-    labels = np.array([dataset.labels[vid] for vid, _ in items], np.float32)
-    per_video = video_means([vid for vid, _ in items], scores)
-    video_labels = np.array([dataset.labels[v] for v in per_video], np.float32)
-    return {"val_auc": safe_auc(labels, scores), "val_loss": log_loss(labels, scores),
-            "val_video_auc": safe_auc(video_labels, np.array(list(per_video.values())))}
 
 
 # ---------------------------------------------------------------------- schedule
@@ -352,6 +324,25 @@ def cnn_summary(bundle_dir: Path, state: dict, config: BundleConfig, resumed_at:
             "weights": str(bundle_dir / CNN_WEIGHTS), "history": state["history"]}
 
 
+def torch_chief() -> bool:
+    """True for the one process (or torchrun's rank 0) that writes the bundle."""
+    from deepfake_cli.train.torch_cnn import distributed
+
+    return distributed().chief
+
+
+def train_with_torch(classifier, config: BundleConfig, bundle_dir: Path, checkpoints: Checkpoints, train: FaceDataset,
+                     val: FaceDataset, options: CNNTrainOptions, state: dict, input_size: int, on_epoch) -> dict:
+    """The PyTorch engine's run of the same phases, data and checkpoints (train/torch_cnn.py)."""
+    from deepfake_cli.train.torch_cnn import TorchRun, train_torch
+
+    run = TorchRun(train=train, val=val, evaluate=partial(face_metrics, val), checkpoints=checkpoints,
+                   patience=options.patience, seed=options.seed, flip=bool(options.test_time_flip),
+                   frozen_batchnorm=frozen_batchnorm(options), on_epoch=on_epoch)
+    return train_torch(classifier, run, cnn_phases(options), state, options, input_size,
+                       bundle_dir / CNN_WEIGHTS, weights_tag("cnn", config))
+
+
 def cnn_config(bundle_dir: Path, options: CNNTrainOptions, resumed: bool, input_size: int, feature_dim: int,
                splits: dict, settings: tuple[int, str, dict]) -> BundleConfig:
     """The bundle config at the start of a run: the existing one when resuming."""
@@ -382,19 +373,26 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
                             int(feature_model.outputs[0].shape[-1]), splits, settings)
         config.training = training_description(store, splits, train, val, weights, options, device)
         record_command(config, "train-cnn" + (" --resume" if resumed_at is not None else ""), command)
-        if resumed_at is None:
+        chief = options.engine == "keras" or torch_chief()  # under torchrun only rank 0 writes
+        if resumed_at is None and chief:
             start_fresh(checkpoints, [bundle_dir / CHECKPOINT_DIR / LSTM_CHECKPOINTS, bundle_dir / LSTM_WEIGHTS])
-        save_config(bundle_dir, config)
+        if chief:
+            save_config(bundle_dir, config)
+        if options.engine == "torch":
+            state = train_with_torch(classifier, config, bundle_dir, checkpoints, train, val, options, state,
+                                     input_size, on_epoch)
         loop = Loop(model=classifier, train=train,
                     evaluate=lambda m: evaluate_faces(m, val, bool(options.test_time_flip)),
                     checkpoints=checkpoints, final_weights=bundle_dir / CNN_WEIGHTS,
                     tag=weights_tag("cnn", config), patience=options.patience, seed=options.seed,
                     on_epoch=on_epoch,
                     trainable=partial(set_backbone_trainable, freeze_batchnorm=frozen_batchnorm(options)))
-        if not state["done"]:
+        if not state["done"]:  # (done already when the PyTorch engine trained)
             state = run_phases(loop, cnn_phases(options), state)
     config.metrics["cnn"] = cnn_metrics(state)
     config.training["images_per_second"] = images_per_second(state)
-    record_weights_hashes(config, bundle_dir)
-    save_config(bundle_dir, config)
+    config.training["processes"] = state.get("processes", 1)
+    if chief:
+        record_weights_hashes(config, bundle_dir)
+        save_config(bundle_dir, config)
     return cnn_summary(bundle_dir, state, config, resumed_at)

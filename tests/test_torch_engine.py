@@ -1,0 +1,92 @@
+"""train-cnn's PyTorch engine (deepfake_cli.train.torch_cnn): the same recipe and bundle as the
+Keras engine, trained by a plain PyTorch loop.
+
+The synthetic store of tests/helpers: fakes carry a bright square that EfficientNet-Lite0
+(ImageNet weights from a pip package, no network) learns in a few epochs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepfake_cli.data.store import Store
+from deepfake_cli.errors import OptionsError
+from deepfake_cli.nets.bundle import load_bundle
+from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
+from tests.helpers import synthetic_faces, synthetic_store
+
+SIZE = 32
+
+
+def options(**kw) -> CNNTrainOptions:
+    base = dict(backbone="efficientnet-lite0", weights="imagenet", input_size=SIZE, epochs=3, rounds=1,
+                batch_size=8, learning_rate=1e-3, patience=3, seed=0, batchnorm="train", engine="torch")
+    return CNNTrainOptions(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def torch_trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("torch")
+    store = Store.open(synthetic_store(root / "dfd.h5"), write=False)
+    reports: list[dict] = []
+    summary = train_cnn(store, root / "tiny", options(), on_epoch=reports.append, command="dfd train-cnn")
+    return root, summary, reports
+
+
+def test_the_torch_engine_learns_and_writes_a_bundle_like_keras(torch_trained):
+    root, summary, reports = torch_trained
+    assert [(r["round"], r["epoch"]) for r in reports] == [(1, 1), (1, 2), (1, 3)]
+    assert summary["best_val_auc"] > 0.9 and reports[-1]["loss"] < reports[0]["loss"]
+    ckpt = root / "tiny" / "checkpoints" / "cnn"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["done"] and state["options"]["engine"] == "torch"
+    assert [p.name for p in ckpt.iterdir()] == ["state.json"]
+    # the bundle (Keras weights, served by ONNX like any other) tells the val fakes from the reals
+    bundle = load_bundle(root / "tiny")
+    store = Store.open(root / "dfd.h5", write=False)
+    val = bundle.config.split_ids["val"]
+    faces = np.concatenate([store.read_faces(v).crops for v in val]).astype(np.float32)
+    labels = np.concatenate([[store.entry(v).label == "fake"] * len(store.read_faces(v).crops) for v in val])
+    scores = np.asarray(bundle.build_feature_model().predict(faces, verbose=0)[1]).reshape(-1)
+    from deepfake_cli.scoring.metrics import safe_auc
+    assert safe_auc(labels.astype(float), scores) > 0.9
+
+
+def test_the_port_into_the_keras_classifier_is_exact():
+    """The Keras classifier the bundle saves gives the PyTorch network's P(fake): every weight and
+    batch-norm statistic is carried over (perturbed here, so nothing passes by staying ImageNet's)."""
+    import torch
+
+    from deepfake_cli.nets.models import build_classifier
+    from deepfake_cli.train.torch_cnn import build_net, publish, to_tensor
+
+    torch.manual_seed(0)
+    net = build_net("efficientnet-lite0", SIZE, "imagenet", 0.2).eval()
+    with torch.no_grad():
+        for name, tensor in net.state_dict().items():
+            if tensor.dtype.is_floating_point and "running_var" not in name:
+                tensor.add_(0.02 * tensor.std().nan_to_num(0.1) * torch.randn_like(tensor))
+    classifier, _ = build_classifier("efficientnet-lite0", SIZE)
+    rng = np.random.default_rng(3)
+    faces = np.concatenate([synthetic_faces(rng, fake, 2, SIZE) for fake in (False, True)]).astype(np.float32)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        publish(net, classifier, 0, Path(tmp) / "cnn.weights.h5", {})
+        assert (Path(tmp) / "cnn.weights.h5").is_file()
+    keras_p = np.asarray(classifier.predict(faces, verbose=0)).reshape(-1)
+    with torch.inference_mode():
+        torch_p = torch.sigmoid(net(to_tensor(faces, "cpu"))).reshape(-1).numpy()
+    np.testing.assert_allclose(keras_p, torch_p, atol=1e-5)
+    assert np.ptp(keras_p) > 1e-4
+
+
+def test_the_torch_engine_trains_only_lite_backbones():
+    with pytest.raises(OptionsError, match="EfficientNet-Lite"):
+        from deepfake_cli.train.torch_cnn import lite_variant
+        lite_variant("efficientnet-b0")
+    with pytest.raises(OptionsError, match="engine"):
+        CNNTrainOptions(engine="jax")

@@ -1,12 +1,15 @@
 import csv
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from rich.console import Console
 
+from deepfake_cli.report.clip_report import draw_judged, judged_summary, window_positions, write_clip_report
 from deepfake_cli.report.tables import format_metric, metrics_table, to_jsonable, write_report
+from deepfake_cli.serve.result import PredictResult
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -149,3 +152,125 @@ def test_format_metric(name, value, expected):
 def test_to_jsonable():
     value = {"a": (np.int64(2), np.float32(0.5), math.nan), "b": np.array([1.0, np.inf])}
     assert to_jsonable(value) == {"a": [2, 0.5, None], "b": [1.0, None]}
+
+
+# --- the clip page (`predict --report`): what it says agrees with the CLI's verdict line ---
+
+
+def _astronaut_result(**changes) -> PredictResult:
+    """What the default model gives on examples/astronaut.mp4 (25 fps, 50 frames): 3 windows of 25
+    consecutive faces, the verdict the mean of their calibrated P(fake); the tracks shown are the
+    most suspicious window's."""
+    spans = [(0, 24, 0.374679), (12, 36, 0.371783), (25, 49, 0.416614)]
+    windows = [{"first_frame": a, "last_frame": b, "start_s": round(a / 25, 3), "end_s": round((b + 1) / 25, 3),
+                "faces": b - a + 1, "probability": p} for a, b, p in spans]
+    fields = dict(path="examples/astronaut.mp4", verdict="real", probability=0.3876917794114825, threshold=0.395,
+                  frames=50, faces=75, tracks=1, clip_frames=50, duration_s=2.0, windows=windows,
+                  most_suspicious_window=2, frame_indices=[f for a, b, _ in spans for f in range(a, b + 1)],
+                  frame_scores=[0.3] * 75, track_probabilities=[p for _, _, p in spans],
+                  track_reports=[{"track": 0, "frames_seen": 25, "face_side": 109.9, "median_box": [0, 0, 1, 1],
+                                  "scored": True, "reason": None, "probability": 0.416614}])
+    fields.update(changes)
+    return PredictResult(**fields)
+
+
+def _cli_line(result) -> str:
+    from deepfake_cli.cli.predict import _print_result
+
+    out = Console(record=True, width=400)
+    _print_result(result, out, Console(record=True))
+    return out.export_text().strip()
+
+
+def _one_window(**changes):
+    frames = list(range(0, 25))
+    return _astronaut_result(faces=25, windows=[{"first_frame": 0, "last_frame": 24, "start_s": 0.0, "end_s": 1.0,
+                                                 "faces": 25, "probability": 0.39}], most_suspicious_window=0,
+                             frame_indices=frames, frame_scores=[0.2 + 0.01 * i for i in frames], **changes)
+
+
+@pytest.mark.parametrize("result", [
+    _astronaut_result(),
+    _one_window(),
+    _astronaut_result(faces=2, windows=[], clip_frames=1, duration_s=None),  # an image
+    _astronaut_result(faces=0, frames=3, windows=[], clip_frames=90, duration_s=3.0),  # whole frames
+], ids=["3 windows", "1 window", "image", "whole frames"])
+def test_judged_summary_says_what_the_cli_line_says(result):
+    line = _cli_line(result)
+    assert f"threshold 0.395, {judged_summary(result)})" in line, line
+
+
+def _page(tmp_path, result, aggregation="mean") -> str:
+    info = SimpleNamespace(width=360, height=360, fps=25.0, codec="FMP4", duration_s=2.0, rotation=0,
+                           frame_count=50, header_frame_count=None)
+    config = SimpleNamespace(metrics={}, name="default", backbone="efficientnet-lite0", input_size=160,
+                             uncertain=[], dfd_version="0", video_aggregation=aggregation)
+    return write_clip_report(tmp_path / "r.html", result, info, config, result.frame_indices, None, None).read_text()
+
+
+def test_clip_report_verdict_line_is_the_cli_s(tmp_path):
+    result = _astronaut_result()
+    text = _page(tmp_path, result)
+    assert "75 faces in 3 windows of 50 frames (2.0 s)" in _cli_line(result)
+    assert "(threshold 0.395) &middot; 75 faces in 3 windows of 50 frames (2.0 s)</p>" in text
+    assert "in 50 frames of 50" not in text
+    assert "P(fake) = <b>0.388</b>" in text
+
+
+def test_clip_report_says_which_window_the_track_table_shows(tmp_path):
+    text = _page(tmp_path, _astronaut_result())
+    assert "<th>P(fake) in that window</th>" in text and "<td>0.417</td>" in text
+    assert "most suspicious window (frames 25–49, 1.00–2.00 s)" in text
+    assert "P(fake) 0.388 is the mean of the 3 windows'" in text
+    one = _page(tmp_path, _one_window())  # one window: the track's P(fake) is the clip's, said plainly
+    assert "<th>P(fake)</th>" in one and "most suspicious window" not in one
+
+
+def _chart(result, aggregation="mean"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    draw_judged(ax, result, [], aggregation)
+    labels = [line.get_label() for line in ax.get_lines()]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    plt.close(fig)
+    return ax, labels, lines
+
+
+def test_chart_places_each_window_at_its_time_in_the_clip():
+    result = _astronaut_result()
+    assert window_positions(result) == pytest.approx([0.48, 0.96, 1.48])  # centre frames 12, 24, 37 at 25 fps
+    ax, labels, lines = _chart(result)
+    assert ax.get_xlim() == pytest.approx((0.0, 2.0))  # the whole clip, not the windows' starts
+    assert "time in the clip (s)" == ax.get_xlabel()
+    points = lines["calibrated P(fake) of each window of 25 faces (at its centre)"]
+    assert list(points.get_xdata()) == pytest.approx([0.48, 0.96, 1.48])
+    assert list(points.get_ydata()) == pytest.approx([0.374679, 0.371783, 0.416614])
+    assert all(0 <= x <= 2.0 for x in points.get_xdata())
+    assert list(lines["most suspicious"].get_xdata()) == pytest.approx([1.48])
+    assert "threshold 0.395" in labels  # three decimals, as the CLI: not "0.40" beside a verdict of 0.388
+    assert ax.get_title() == "clip: real, P(fake) 0.388, the mean of the 3 windows' P(fake)"
+    assert not any("judged frame" in label for label in labels)
+
+
+def test_chart_of_one_window_shows_face_scores_without_the_threshold():
+    ax, labels, lines = _chart(_one_window())
+    assert labels == ["CNN score of each face (uncalibrated)"]
+    assert list(lines[labels[0]].get_xdata()) == pytest.approx([i / 25 for i in range(25)])
+    assert ax.get_xlim() == pytest.approx((0.0, 2.0))
+    assert "0.388" in ax.get_title() and "threshold 0.395" in ax.get_title()
+
+
+def test_chart_of_single_frames_spread_over_the_clip():
+    """A bundle scoring each face alone (sampling: uniform): a window per frame, each at its frame's time."""
+    frames = [0, 10, 20, 30, 40]
+    windows = [{"first_frame": f, "last_frame": f, "start_s": f / 25, "end_s": (f + 1) / 25, "faces": 1,
+                "probability": 0.1 * (i + 1)} for i, f in enumerate(frames)]
+    result = _astronaut_result(faces=5, frames=5, windows=windows, most_suspicious_window=4, frame_indices=frames)
+    ax, labels, lines = _chart(result)
+    assert list(lines["calibrated P(fake) of each judged frame"].get_xdata()) == pytest.approx([0, 0.4, 0.8, 1.2, 1.6])
+    assert "threshold 0.395" in labels and ax.get_xlim() == pytest.approx((0.0, 2.0))
+    assert judged_summary(result) == "5 faces in 5 frames of 50 (2.0 s)"

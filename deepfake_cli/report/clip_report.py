@@ -1,10 +1,12 @@
 """`predict --report out.html`: one self-contained page of evidence per clip.
 
 The page holds the verdict and calibrated P(fake) with its threshold and the bundle's
-validation figures; the per-frame CNN score curve; the scored face crops beside their class
-activation maps; every face track with its probability, or why it was not scored; the
-warnings; and the clip's metadata. Images are embedded as base64 PNG and the page loads
-nothing from anywhere, so it opens offline in any browser and can be mailed as one file.
+validation figures; a chart over the clip of what the verdict judged (each window's calibrated
+P(fake), or one window's CNN face scores); the scored face crops beside their class activation
+maps; every face track with its probability, or why it was not scored (of the most suspicious
+window, when there are several); the warnings; and the clip's metadata. Images are embedded
+as base64 PNG and the page loads nothing from anywhere, so it opens offline in any browser and
+can be mailed as one file.
 """
 
 from __future__ import annotations
@@ -28,51 +30,96 @@ def png_data_uri(image_rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(data.tobytes()).decode("ascii")
 
 
-def score_curve(result, band: list | None = None) -> np.ndarray:
-    """RGB image: what the verdict judged, on a scale the lines drawn apply to. Several windows
-    (frames spread over the clip, each scored alone): each one's calibrated P(fake) against
-    the threshold, with the uncertain band shaded. One window (a face sequence the BiLSTM reads
-    as a whole): the CNN's score of each face, which is not on the threshold's scale, so no
-    threshold line is drawn and the clip's probability is named in the title."""
+def windowed(result) -> bool:
+    """Whether the verdict judged several windows of consecutive faces (the CLI's '... in 3 windows')."""
+    return len(result.windows) > 1 and result.windows[0]["faces"] > 1
+
+
+def judged_summary(result) -> str:
+    """How much of the clip a verdict (a PredictResult) judged, word for word as `dfd predict`'s
+    line says it: '75 faces in 3 windows of 50 frames (2.0 s)' for several windows of consecutive
+    faces, else e.g. '25 faces in 50 frames of 250 (10.0 s)' or '1 whole frames'."""
+    several = windowed(result)
+    seen = (f"{result.faces} faces in {len(result.windows)} windows" if several
+            else f"{result.faces} faces in {result.frames} frames" if result.faces else f"{result.frames} whole frames")
+    if result.clip_frames > 1:  # how much of the clip was judged
+        seen += (f" of {result.clip_frames}" + (" frames" if several else "")
+                 + (f" ({result.duration_s:.1f} s)" if result.duration_s else ""))
+    return seen
+
+
+def clip_fps(result) -> float | None:
+    """The clip's frame rate from its length, or None when its times are unknown (an image)."""
+    return result.clip_frames / result.duration_s if result.duration_s and result.clip_frames > 1 else None
+
+
+def window_positions(result) -> list[float]:
+    """Where each window sits on the chart's axis: its centre frame's time in the clip (its centre
+    frame number when the clip's times are unknown)."""
+    fps = clip_fps(result)
+    centres = [(w["first_frame"] + w["last_frame"]) / 2 for w in result.windows]
+    return [c / fps for c in centres] if fps else centres
+
+
+def score_curve(result, band: list | None = None, aggregation: str = "mean") -> np.ndarray:
+    """RGB image: what the verdict judged, on a scale the lines drawn apply to, over the whole clip.
+    Several windows (of consecutive faces, or single frames spread over the clip, each scored
+    alone): each one's calibrated P(fake) at its centre frame's time, against the threshold, the
+    uncertain band shaded (``aggregation``: how the windows' make the clip's). One window (a face
+    sequence the BiLSTM reads as a whole): the CNN's score of each face, which is not on the
+    threshold's scale, so no threshold line is drawn and the clip's probability is named in the
+    title. The time axis spans the clip."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 2.6), dpi=100)
-    windows = list(result.windows)
-    timed = bool(windows) and all(w["start_s"] is not None for w in windows)
-    if len(windows) > 1:
-        x = [w["start_s"] if timed else w["first_frame"] for w in windows]
-        ax.plot(x, [w["probability"] for w in windows], marker="o", markersize=3, linewidth=1.2,
-                label="P(fake) of each judged frame (calibrated)")
-        if band and band[1] > band[0]:
-            ax.axhspan(band[0], band[1], color="tab:orange", alpha=0.15, label="uncertain")
-        ax.axhline(result.threshold, color="tab:red", linestyle="--", linewidth=1,
-                   label=f"threshold {result.threshold:.2f}")
-        if result.most_suspicious_window is not None:
-            top = windows[result.most_suspicious_window]
-            ax.plot([top["start_s"] if timed else top["first_frame"]], [top["probability"]], "o", color="tab:red",
-                    markersize=7, fillstyle="none", label="most suspicious")
-        ax.set_title(f"clip: {result.verdict}, P(fake) {result.probability:.2f}", fontsize=9)
-    else:
-        x = [i / (result.clip_frames / result.duration_s) for i in result.frame_indices] if (
-            result.duration_s and result.clip_frames) else list(result.frame_indices)
-        timed = bool(result.duration_s)
-        ax.plot(x, result.frame_scores, marker="o", markersize=3, linewidth=1.2, color="tab:gray",
-                label="CNN score of each face (uncalibrated)")
-        ax.set_title(f"clip: {result.verdict}, P(fake) {result.probability:.2f} from the sequence as a whole "
-                     f"(threshold {result.threshold:.2f}); the face scores are not on that scale", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("time (s)" if timed else "frame")
-    ax.set_ylabel("P(fake)")
-    ax.legend(loc="upper right", fontsize=7)
+    draw_judged(ax, result, band, aggregation)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     image = cv2.imdecode(np.frombuffer(buffer.getvalue(), np.uint8), cv2.IMREAD_COLOR)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def draw_judged(ax, result, band: list | None, aggregation: str) -> None:
+    """Draw :func:`score_curve`'s chart on matplotlib axes ``ax``."""
+    windows = list(result.windows)
+    fps = clip_fps(result)
+    if len(windows) > 1:
+        x = window_positions(result)
+        y = [w["probability"] for w in windows]
+        if windowed(result):
+            label = f"calibrated P(fake) of each window of {windows[0]['faces']} faces (at its centre)"
+        else:
+            label = "calibrated P(fake) of each judged frame"
+        ax.plot(x, y, marker="o", markersize=3, linewidth=1.2, color="tab:blue", label=label)
+        if band and band[1] > band[0]:
+            ax.axhspan(band[0], band[1], color="tab:orange", alpha=0.15, label="uncertain")
+        ax.axhline(result.threshold, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"threshold {result.threshold:.3f}")
+        if result.most_suspicious_window is not None:
+            top = result.most_suspicious_window
+            ax.plot([x[top]], [y[top]], "o", color="tab:red", markersize=7, fillstyle="none", label="most suspicious")
+        ax.set_title(f"clip: {result.verdict}, P(fake) {result.probability:.3f}"
+                     + (f", the {aggregation} of the {len(windows)} windows' P(fake)" if windowed(result) else ""),
+                     fontsize=9)
+    else:
+        x = [i / fps for i in result.frame_indices] if fps else list(result.frame_indices)
+        ax.plot(x, result.frame_scores, marker="o", markersize=3, linewidth=1.2, color="tab:gray",
+                label="CNN score of each face (uncalibrated)")
+        ax.set_title(f"clip: {result.verdict}, P(fake) {result.probability:.3f} from the sequence as a whole "
+                     f"(threshold {result.threshold:.3f}); the face scores are not on that scale", fontsize=8)
+    if fps:
+        ax.set_xlim(0, result.clip_frames / fps)
+    elif result.clip_frames > 1:
+        ax.set_xlim(0, result.clip_frames - 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("time in the clip (s)" if fps else "frame")
+    ax.set_ylabel("P(fake)")
+    ax.legend(loc="upper right", fontsize=7)
 
 
 STYLE = """
@@ -102,9 +149,7 @@ def write_clip_report(out: Path, result, info, bundle_config, frame_indices, cro
              f"</title><style>{STYLE}</style></head><body>",
              f"<h1>{html.escape(result.path)}</h1>",
              f"<p><span class='verdict {verdict}'>{verdict}</span> P(fake) = <b>{result.probability:.3f}</b> "
-             f"(threshold {result.threshold:.3f}) &middot; {result.faces} faces in {result.frames} frames"
-             + (f" of {result.clip_frames}" if result.clip_frames > 1 else "")
-             + (f" ({result.duration_s:.1f} s)" if result.duration_s else "") + "</p>",
+             f"(threshold {result.threshold:.3f}) &middot; {html.escape(judged_summary(result))}</p>",
              "<p class='small'>Model " + html.escape(bundle_config.name) + " (" + html.escape(bundle_config.backbone)
              + f", {bundle_config.input_size} px)"
              + (f"; on its validation videos (n = {validation.get('n')}): AUC {validation.get('auc', float('nan')):.3f}, "
@@ -119,20 +164,37 @@ def write_clip_report(out: Path, result, info, bundle_config, frame_indices, cro
         parts.append(f"<p class='small'>Uncertain: P(fake) from {band[0]:.3f} up to {band[1]:.3f}, where the model's "
                      "calls on videos it was not trained on were right less than 4 times in 5.</p>")
     parts.append("<h2>What was judged</h2>")
-    parts.append(f"<img alt='scores over the clip' src='{png_data_uri(score_curve(result, band))}'>")
+    aggregation = getattr(bundle_config, "video_aggregation", "mean")
+    parts.append(f"<img alt='scores over the clip' src='{png_data_uri(score_curve(result, band, aggregation))}'>")
+    if windowed(result):
+        parts.append("<p class='small'>Windows judged: " + "; ".join(
+            f"frames {w['first_frame']}–{w['last_frame']}"
+            + (f" ({w['start_s']:.2f}–{w['end_s']:.2f} s)" if w["start_s"] is not None else "")
+            + f", P(fake) {w['probability']:.3f}" for w in result.windows) + ".</p>")
+    top = result.windows[result.most_suspicious_window] if windowed(result) and (
+        result.most_suspicious_window is not None) else None
+    where = "" if top is None else (f"the most suspicious window (frames {top['first_frame']}–{top['last_frame']}"
+                                    + (f", {top['start_s']:.2f}–{top['end_s']:.2f} s" if top["start_s"] is not None
+                                       else "") + ")")
     if crops is not None and len(crops):
         pairs = [np.concatenate([c, overlay(c, m)], axis=1) for c, m in zip(crops, cams)]
         parts.append("<h2>Faces scored, and where the CNN saw evidence</h2>"
+                     + (f"<p class='small'>The faces of {html.escape(where)}.</p>" if top else "") +
                      "<p class='small'>Each crop beside its class activation map: red pushed the CNN's score towards "
                      "fake, blue towards real, untinted pixels hardly moved it.</p>"
                      f"<p class='small'>real &larr; <img alt='colour scale' src='{png_data_uri(colour_bar())}' "
                      f"style='vertical-align: middle'> &rarr; fake (&plusmn;{CAM_RANGE:g} logit per position)</p>")
         parts.append(f"<img alt='faces and heatmaps' src='{png_data_uri(grid(pairs))}'>")
     parts.append("<h2>Face tracks</h2>")
+    if top is not None:  # the tracks shown are that window's, their P(fake) its own, not the clip's
+        parts.append(f"<p class='small'>The face tracks of {html.escape(where)}, with that window's P(fake). The "
+                     f"verdict's P(fake) {result.probability:.3f} is the {html.escape(aggregation)} of the "
+                     f"{len(result.windows)} windows' listed above.</p>")
     parts.append(_table([(r["track"], r["frames_seen"], f"{r['face_side']:.0f} px", "yes" if r["scored"] else "no",
                           "" if r["probability"] is None else f"{r['probability']:.3f}", r["reason"])
                          for r in result.track_reports],
-                        ("track", "frames seen", "face size", "scored", "P(fake)", "why not scored")))
+                        ("track", "frames seen", "face size", "scored",
+                         "P(fake) in that window" if top is not None else "P(fake)", "why not scored")))
     parts.append("<h2>Clip</h2>")
     meta = [("resolution", f"{info.width} x {info.height}"), ("frames per second", f"{info.fps:.2f}"),
             ("codec", info.codec or "?"), ("duration", f"{info.duration_s:.1f} s"), ("rotation", f"{info.rotation}°"),

@@ -16,7 +16,11 @@ training mode):
   (``efficientnet_lite_pytorch``, the issue's probe), channels-last, the same loop.
 
 With ``--store``, also the input side alone: train-cnn's FaceDataset batches (store read,
-augmentation, resize) per second, to compare with the model's step.
+augmentation, resize) per second, to compare with the model's step; and the whole of train-cnn,
+before and after, on that store's train split (one epoch of ``--faces-per-video`` faces a video,
+validation excluded): ``train-cnn/keras`` (Keras fit on TensorFlow, what train-cnn ran before) and
+``train-cnn/torch`` (``--engine torch``: the PyTorch loop with the loader thread), each as the images/s
+train-cnn records for the epoch (its step, data reading, augmentation and Python overhead).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from benchmarks.common import machine
 
@@ -120,23 +125,44 @@ def input_speed(store_path: str, batches: int) -> float:
         return BATCH * batches / (time.perf_counter() - start)
 
 
+def train_cnn_speed(store_path: str, engine: str, faces: int) -> float:
+    """Images/s of one train-cnn epoch (as train-cnn records it) with ``engine`` on a store's train split."""
+    import tempfile
+
+    from deepfake_cli.data.store import Store
+    from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
+
+    options = CNNTrainOptions(backbone="efficientnet-lite0", weights="imagenet", input_size=SIZE, epochs=1, rounds=1,
+                              batch_size=BATCH, learning_rate=2e-4, batchnorm="train", max_frames_per_video=faces,
+                              engine=engine)
+    with Store.open(store_path) as store, tempfile.TemporaryDirectory() as out:
+        return train_cnn(store, Path(out) / "bench", options)["images_per_second"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--store", help="also time train-cnn's input pipeline on this store")
+    parser.add_argument("--faces-per-video", type=int, default=4, help="faces a video in the train-cnn epochs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        speed = input_speed(args.store, args.steps) if args.child == "input" else step_speed(args.child, args.steps)
+        if args.child.startswith("train-cnn/"):
+            speed = train_cnn_speed(args.store, args.child.split("/")[1], args.faces_per_video)
+        elif args.child == "input":
+            speed = input_speed(args.store, args.steps)
+        else:
+            speed = step_speed(args.child, args.steps)
         print(json.dumps({"images_per_second": speed}))
         return
     print(f"machine: {machine()}; Lite0 {SIZE} px, batch {BATCH}, {args.steps} timed steps")
-    jobs = args.engines.split(",") + (["input"] if args.store else [])
+    jobs = args.engines.split(",") + (["input", "train-cnn/keras", "train-cnn/torch"] if args.store else [])
     for job in jobs:
-        backend = "tensorflow" if job.startswith("keras-tf") or job == "input" else "torch"
+        backend = "tensorflow" if job.startswith(("keras-tf", "input", "train-cnn")) else "torch"
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        command = [sys.executable, "-m", "benchmarks.bench_train_speed", "--child", job, "--steps", str(args.steps)]
+        command = [sys.executable, "-m", "benchmarks.bench_train_speed", "--child", job, "--steps", str(args.steps),
+                   "--faces-per-video", str(args.faces_per_video)]
         if args.store:
             command += ["--store", args.store]
         run = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -144,7 +170,8 @@ def main() -> None:
             print(f"{job:18} failed: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
             continue
         speed = json.loads(run.stdout.strip().splitlines()[-1])["images_per_second"]
-        what = "input pipeline (read, augment, resize)" if job == "input" else "training step"
+        what = {"input": "input pipeline (read, augment, resize)", "train-cnn/keras": "whole train-cnn epoch, before",
+                "train-cnn/torch": "whole train-cnn epoch, --engine torch"}.get(job, "training step")
         print(f"{job:18} {speed:7.1f} images/s  ({what})", flush=True)
 
 

@@ -90,3 +90,34 @@ def test_the_torch_engine_trains_only_lite_backbones():
         lite_variant("efficientnet-b0")
     with pytest.raises(OptionsError, match="engine"):
         CNNTrainOptions(engine="jax")
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_to_the_same_model(tmp_path):
+    """Stopped after its first epoch (as a kill would: the checkpoint of that epoch written) and
+    resumed, a run ends with the weights and history of the same run left alone."""
+    from deepfake_cli.nets.models import build_classifier
+
+    store = Store.open(synthetic_store(tmp_path / "dfd.h5", n_videos=8, n_val=4, frames=4), write=False)
+    run = options(epochs=2, rounds=2, patience=5, batch_size=4)
+    whole = train_cnn(store, tmp_path / "whole", run)
+
+    def stop_after_first(report):
+        raise Killed
+
+    with pytest.raises(Killed):
+        train_cnn(store, tmp_path / "resumed", run, on_epoch=stop_after_first)
+    resumed = train_cnn(store, tmp_path / "resumed", run, resume=True)
+    assert resumed["resumed_at"] == 1 if "resumed_at" in resumed else True
+    keys = ("round", "epoch", "loss", "val_auc", "val_loss")
+    assert [[r[k] for k in keys] for r in resumed["history"]] == [[r[k] for k in keys] for r in whole["history"]]
+    weights = []
+    for name in ("whole", "resumed"):
+        classifier, _ = build_classifier("efficientnet-lite0", SIZE)
+        classifier.load_weights(tmp_path / name / "cnn.weights.h5")
+        weights.append(classifier.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)

@@ -180,6 +180,7 @@ class TorchRun:
     seed: int
     flip: bool
     frozen_batchnorm: bool
+    mixed_precision: str = "auto"  # bf16 autocast: auto = on a GPU only (bf16 is slower on this CPU)
     on_epoch: Callable[[dict], None] | None = None
 
 
@@ -196,7 +197,8 @@ def train_epoch(net, optimizer, run: TorchRun, key: tuple[int, ...], place: Dist
     losses, images = [], 0
     for done, batch in enumerate(prefetched(run.train, mine), 1):
         x, y = to_tensor(batch[0], device), torch.from_numpy(np.asarray(batch[1], np.float32)).to(device)
-        logits = net(x).float()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast(run, device)):
+            logits = net(x).float()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
         if len(batch) > 2:  # per-sample weights: Keras' sum_over_batch_size reduction
             loss = loss * torch.from_numpy(np.asarray(batch[2], np.float32)).to(device)[:, None]
@@ -214,6 +216,10 @@ def train_epoch(net, optimizer, run: TorchRun, key: tuple[int, ...], place: Dist
         for buffer in getattr(net, "module", net).buffers():
             dist.broadcast(buffer, 0)
     return float(np.mean(losses)) if losses else float("nan"), images
+
+
+def autocast(run: TorchRun, device) -> bool:
+    return run.mixed_precision == "on" or (run.mixed_precision == "auto" and device.type == "cuda")
 
 
 def checkpoint_tag(tag: dict) -> dict:
@@ -240,8 +246,9 @@ def save_checkpoint(path: Path, tag: dict, net, optimizer=None) -> None:
     from deepfake_cli.files import atomic_write
 
     data = {"tag": checkpoint_tag(tag), "model": net.state_dict()}
-    if optimizer is not None:
+    if optimizer is not None:  # an epoch's checkpoint: also what the next epoch's dropout draws from
         data["optimizer"] = optimizer.state_dict()
+        data["rng"] = torch.get_rng_state()
     with atomic_write(path, suffix=".pt") as tmp:
         torch.save(data, str(tmp))
 
@@ -260,8 +267,10 @@ def run_torch_phases(net, run: TorchRun, phases: list[Phase], state: dict, tag: 
     import torch
 
     ckpt = run.checkpoints
-    if state["last"]:
-        net.load_state_dict(load_checkpoint(ckpt.path(state["last"]["weights"]), tag)["model"])
+    if state["last"]:  # resuming: the weights and random state the last finished epoch left
+        last = load_checkpoint(ckpt.path(state["last"]["weights"]), tag)
+        net.load_state_dict(last["model"])
+        torch.set_rng_state(last["rng"])
     on_batch = getattr(run.on_epoch, "on_batch", None)
     for index in range(state["phase"], len(phases)):
         phase = phases[index]

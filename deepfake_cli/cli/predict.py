@@ -19,6 +19,7 @@ from deepfake_cli.cli.common import (Device, JsonOption, ModelsDirOption, QuietO
                                      handled, import_keras_quietly, print_json, warn_of_weak_validation)
 from deepfake_cli.data.shards import parse_shard
 from deepfake_cli.errors import BUG_NOTE, OptionsError
+from deepfake_cli.report.clip_report import judged_summary
 
 
 def _print_result(r, out: Console, err: Console) -> None:
@@ -29,12 +30,7 @@ def _print_result(r, out: Console, err: Console) -> None:
         errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if r.verdict:  # also beside an error: a verdict whose evidence files could not be written
         colour = {"fake": "red", "real": "green"}.get(r.verdict, "yellow")
-        windowed = len(r.windows) > 1 and r.windows[0]["faces"] > 1  # several windows of consecutive frames
-        seen = (f"{r.faces} faces in {len(r.windows)} windows" if windowed
-                else f"{r.faces} faces in {r.frames} frames" if r.faces else f"{r.frames} whole frames")
-        if r.clip_frames > 1:  # how much of the clip was judged
-            seen += (f" of {r.clip_frames}" + (" frames" if windowed else "")
-                     + (f" ({r.duration_s:.1f} s)" if r.duration_s else ""))
+        seen = judged_summary(r)  # the report says it in the same words
         members = "; " + ", ".join(f"{m['model']} {m['probability']:.3f}" for m in r.members) if r.members else ""
         out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
                   f"threshold {r.threshold:.3f}, {seen}{escape(members)})", highlight=False,

@@ -25,6 +25,10 @@ def extract(
     spread: int = typer.Option(0, "--spread", help="Also store this many frames spread uniformly over each video, "
                                "decoded and cropped in the same pass: train-cnn trains on those, export-features "
                                "and the LSTM read the --fpv ones (0: none; train-cnn then uses the --fpv frames)."),
+    windows: str = typer.Option("1", "--windows", help="Store N windows of --fpv consecutive frames spread over "
+                                "each video, as predict --windows judges them (crop tracks each on its own; "
+                                "evaluate averages their probabilities as predict does), or 'all' that fit side "
+                                "by side; for --sampling consecutive without --spread."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with path,label[,split,method,compression,group,dataset]."),
     seed: int = typer.Option(0, "--seed", help="Seed for random sampling and identity-group splits."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of the identity groups without an "
@@ -41,6 +45,7 @@ def extract(
     as_json: bool = JsonOption,
 ) -> None:
     """Read videos, sample frames and record label, split, method, compression and identity group."""
+    from deepfake_cli.cli.predict import parse_windows
     from deepfake_cli.data.extract import ExtractOptions, extract as run_extract
 
     out, err = consoles(quiet)
@@ -48,7 +53,7 @@ def extract(
         raise OptionsError("give video files or folders, or --labels file.csv")
     options = ExtractOptions(fpv=fpv, sampling=sampling, seed=seed, spread=spread, labels_csv=labels,
                              retry_failed=retry_failed, shard=parse_shard(shard), val_fraction=val_fraction,
-                             test_fraction=test_fraction, relabel=relabel)
+                             test_fraction=test_fraction, relabel=relabel, windows=parse_windows(windows))
     options.check()  # before the store is opened: a bad option creates no store
     with open_store(store, write=True, wait=wait, create=True) as opened:
         summary = run_extract(opened, paths or [], options, RichReporter(err, quiet))

@@ -34,6 +34,7 @@ class ExtractOptions:
     val_fraction: float = 0.1  # of the identity groups without an official split: validation
     test_fraction: float = 0.1  # and test
     relabel: bool = False  # record the label and split the inputs now give to videos already stored
+    windows: int = 1  # windows of fpv consecutive frames over each video, as predict --windows (0: all that fit)
 
     def check(self) -> None:
         """OptionsError (exit 2, a ValueError too) naming the option that is out of range."""
@@ -43,6 +44,11 @@ class ExtractOptions:
             raise OptionsError("--fpv must be at least 1")
         if self.spread < 0:
             raise OptionsError("--spread must be 0 (none) or a number of frames")
+        if isinstance(self.windows, bool) or not isinstance(self.windows, (int, np.integer)) or self.windows < 0:
+            raise OptionsError(f"--windows must be a whole number of at least 1, or 'all', not {self.windows!r}")
+        if self.windows != 1 and (self.sampling != "consecutive" or self.spread):
+            raise OptionsError("--windows other than 1 needs --sampling consecutive and no --spread (windows are "
+                               "runs of consecutive frames, each tracked on its own)")
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
             raise OptionsError("--val-fraction and --test-fraction must each lie in [0, 1) and leave some "
@@ -127,8 +133,9 @@ def extract(store: Store, paths: list[Path], options: ExtractOptions, reporter: 
                       "give now (first: " + _change_text(summary.changes[0]) + "): kept as recorded; rerun with "
                       "--relabel to record the new ones")
     if summary.other_sampling:
-        reporter.warn(f"{summary.other_sampling} videos were already in the store with another --fpv, --sampling "
-                      "or --spread; they are kept as they are (extract into a new store to sample them again)")
+        reporter.warn(f"{summary.other_sampling} videos were already in the store with another --fpv, --sampling, "
+                      "--spread or --windows; they are kept as they are (extract into a new store to sample them "
+                      "again)")
     return summary
 
 
@@ -152,7 +159,8 @@ def _already_done(summary: ExtractSummary, stored: VideoEntry, options: ExtractO
     if stored.ok:
         summary.splits[(stored.split, stored.label)] += 1
     summary.already_done += 1
-    if stored.ok and (stored.fpv, stored.sampling, stored.spread) != (options.fpv, options.sampling, options.spread):
+    if stored.ok and ((stored.fpv, stored.sampling, stored.spread, stored.windows)
+                      != (options.fpv, options.sampling, options.spread, options.windows)):
         summary.other_sampling += 1
 
 
@@ -189,7 +197,7 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
         video_id=video_id_for(sha), path=str(path), sha256=sha, size=stat.st_size, mtime=stat.st_mtime,
         label=record.label, split=record.split, dataset=record.dataset, method=record.method,
         compression=record.compression, group=record.group, identities=",".join(record.identities),
-        sampling=options.sampling, fpv=options.fpv, spread=options.spread,
+        sampling=options.sampling, fpv=options.fpv, spread=options.spread, windows=int(options.windows),
     )
     if store.has(entry.video_id, "frames"):
         previous = store.entry(entry.video_id)
@@ -202,7 +210,7 @@ def _extract_one(store: Store, record: VideoRecord, options: ExtractOptions, kno
             return
     try:
         info, kept, pixels = sample_frames(path, options.fpv, options.sampling, seed=options.seed,
-                                           spread=options.spread)
+                                           spread=options.spread, windows=int(options.windows))
     except VideoError as exc:
         entry.video_id = _failed_id(path)
         entry.status, entry.error = FRAME_STATUS_FAILED, str(exc)

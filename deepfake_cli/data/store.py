@@ -100,6 +100,7 @@ class VideoEntry:
     sampling: str = ""
     fpv: int = 0
     spread: int = 0  # extract --spread: frames spread uniformly over the video, stored beside the fpv ones
+    windows: int = 1  # extract --windows: windows of fpv consecutive frames stored (0: all that fit; before: 1)
     status: str = FRAME_STATUS_OK  # ok | failed
     error: str = ""
     stored_frames: int = 0
@@ -134,6 +135,7 @@ class Faces:
     settings: dict = field(default_factory=dict)  # size, align, margin, detector
     landmarks68: np.ndarray | None = None  # (n, 68, 2) float32, crop pixels; None: not computed
     roles: np.ndarray | None = None  # (n,) uint8 ROLE_* bits of each face's frame; None: every face is both
+    windows: np.ndarray | None = None  # (n,) int32 window of each face (extract --windows); None: one window
 
 
 @dataclass
@@ -436,6 +438,8 @@ class Store:
             arrays["landmarks68"] = np.asarray(faces.landmarks68, np.float32).reshape(len(faces.crops), 68, 2)
         if faces.roles is not None:
             arrays["roles"] = np.asarray(faces.roles, np.uint8).reshape(len(faces.crops))
+        if faces.windows is not None:
+            arrays["windows"] = np.asarray(faces.windows, np.int32).reshape(len(faces.crops))
         self._write_segment(video_id, "faces", arrays, {"settings": json.dumps(faces.settings)})
         self._maybe_commit()
 
@@ -449,7 +453,14 @@ class Store:
                          missing_frames=f["missing_frames"][()],
                          settings=json.loads(f.attrs["settings"]),
                          landmarks68=_read_rows(f["landmarks68"], rows) if "landmarks68" in f else None,
-                         roles=_read_rows(f["roles"], rows) if "roles" in f else None)
+                         roles=_read_rows(f["roles"], rows) if "roles" in f else None,
+                         windows=_read_rows(f["windows"], rows) if "windows" in f else None)
+
+    def face_windows(self, video_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(frame indices, window) of each stored face of a video cropped in several windows
+        (extract --windows), without the crops; None for faces of one window."""
+        with self._read_segment(video_id, "faces") as f:
+            return (f["frame_indices"][()], f["windows"][()]) if "windows" in f else None
 
     def read_landmarks68(self, video_id: str) -> np.ndarray:
         """(n, 68, 2) float32 68-point landmarks of the stored crops (crop pixels).

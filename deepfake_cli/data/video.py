@@ -198,6 +198,18 @@ def clip_windows(frame_count: int, fpv: int, windows: int) -> list[list[int]]:
     return [list(range(start, start + fpv)) for start in starts]
 
 
+def window_positions(kept, frame_count: int, fpv: int, sampling: str, windows: int) -> list[list[int]]:
+    """Positions into the sampled frames (``kept``: their clip frame numbers) of each window
+    tracked and scored on its own, by `predict` and `crop` alike: several for frames sampled
+    consecutively with ``windows`` other than 1 (:func:`clip_windows`), else one of every
+    sampled frame. A window of which no frame could be decoded is left out."""
+    if sampling != "consecutive" or windows == 1 or frame_count <= fpv:
+        return [list(range(len(kept)))]
+    where = {int(k): i for i, k in enumerate(kept)}
+    spans = [[where[i] for i in w if i in where] for w in clip_windows(frame_count, int(fpv), windows)]
+    return [s for s in spans if s]
+
+
 def choose_indices(frame_count: int, fpv: int, sampling: str, seed: int = 0, windows: int = 1) -> list[int]:
     """Pick up to fpv sorted frame indices out of frame_count (all of them when fewer); with
     "consecutive" sampling and ``windows`` > 1, the frames of every window (:func:`clip_windows`)."""

@@ -5,6 +5,9 @@ detector runs on every frame, or with ``detect_every`` N > 1 on every N-th frame
 consecutively sampled video (and its last), the tracks interpolated between; videos sampled
 otherwise, or holding spread frames beside their consecutive ones (extract --spread), are
 detected on every frame. Tracks are linked with the identity check, and the main one is stored.
+A video extracted in several windows (extract --windows) has each window tracked and cropped
+on its own, as `predict` tracks the windows it judges (video.window_positions, the same face
+rule), and each face records its window.
 The faces' settings record the rule (``detect_every`` and ``track_rule``); `train-cnn` copies
 them into the bundle, so `predict` serves its clips by the rule its faces were made by. Each
 face keeps the roles of its frame (store.ROLE_*).
@@ -28,6 +31,7 @@ from deepfake_cli.faces.track_rule import TrackRule
 from deepfake_cli.progress import Reporter
 from deepfake_cli.data.shards import Shard
 from deepfake_cli.data.store import DamagedSegmentError, Faces, Store, VideoEntry
+from deepfake_cli.data.video import window_positions
 
 
 @dataclass
@@ -164,9 +168,9 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
             continue
         every = options.every_for(entry)
         with clock("track_crop"):  # less the detector's time, which _TimedDetector books as "detect"
-            result = extract_faces(list(frames.pixels), detector, size=options.size, align=options.align,
-                                   margin=options.margin, every=every, identity=options.rule.identity,
-                                   describer=describer)
+            result, windows = window_faces(list(frames.pixels), frames.indices, entry, lambda window: extract_faces(
+                window, detector, size=options.size, align=options.align, margin=options.margin, every=every,
+                identity=options.rule.identity, describer=describer))
         with clock("landmarks68"):
             landmarks68 = crop_landmarks68(landmarker, result)
         positions = np.asarray(result.frame_positions, dtype=np.int64)
@@ -182,11 +186,12 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
             settings=options.settings(every) | {"tracks": int(result.n_tracks)},
             landmarks68=landmarks68,
             roles=None if frames.roles is None else frames.roles[positions],
+            windows=windows,
         )
         with clock("write"):
             store.write_faces(entry.video_id, faces)
         summary.cropped += 1
-        summary.frames += len(frames.indices)
+        summary.frames += len(positions) + len(missing)  # of each window (a video of one: its frames)
         summary.faces += len(positions)
         if not len(positions):
             summary.no_face_videos.append(entry.path)
@@ -195,6 +200,27 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
     reporter.finish()
     summary.detected_frames = detector.frames
     return summary
+
+
+def window_faces(pixels: list[np.ndarray], kept: np.ndarray, entry: VideoEntry,
+                 main_face) -> tuple[FaceTrackResult, np.ndarray | None]:
+    """The main face of each window of a video's stored frames (video.window_positions: the
+    windows `predict` judges; one of every frame unless it was extracted with --windows), each
+    tracked on its own by ``main_face`` (frames -> FaceTrackResult), its positions (found and
+    missing, window after window: a frame in two windows counts in each) mapped back into all
+    the frames; and the window of each face (None for a video of one window)."""
+    spans = window_positions(kept, entry.frame_count, entry.fpv, entry.sampling, entry.windows) or [
+        list(range(len(kept)))]
+    parts = [(main_face([pixels[p] for p in span]), np.asarray(span, np.int64)) for span in spans]
+    if entry.windows == 1:
+        return parts[0][0], None
+    cat = lambda name: np.concatenate([getattr(r, name) for r, _ in parts])  # noqa: E731
+    found = np.concatenate([span[r.frame_positions] for r, span in parts])
+    missing = [int(span[m]) for r, span in parts for m in r.missing_positions]
+    result = FaceTrackResult(crops=cat("crops"), frame_positions=found, boxes=cat("boxes"), landmarks=cat("landmarks"),
+                             scores=cat("scores"), track_ids=cat("track_ids"), missing_positions=missing,
+                             n_tracks=max(r.n_tracks for r, _ in parts), matrices=cat("matrices"))
+    return result, np.concatenate([np.full(len(r.crops), w, np.int32) for w, (r, _) in enumerate(parts)])
 
 
 class _Clock:

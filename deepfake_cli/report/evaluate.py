@@ -28,7 +28,8 @@ from deepfake_cli.nets.bundle import Bundle, load_bundle
 from deepfake_cli.scoring.ensemble import is_ensemble, load_ensemble, member_probabilities
 from deepfake_cli.scoring.metrics import binary_metrics, breakdown
 from deepfake_cli.scoring.scorer import Scorer
-from deepfake_cli.scoring.stored_scores import check_features_current
+from deepfake_cli.scoring.stored_scores import check_features_current, stored_windows
+from deepfake_cli.scoring.windows import windowed_probability
 from deepfake_cli.scoring.uncertainty import band_report
 from deepfake_cli.data.store import Store
 
@@ -80,8 +81,11 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
         for index, score in zip(feats.frame_indices, feats.scores):
             rows.append(base | {"level": "frame", "model": "cnn", "frame": int(index), "score": float(score)})
         rows.append(base | {"level": "video", "model": "cnn", "score": scorer.cnn_score(feats.scores)})
-        # what `predict` reports for this video: the LSTM's, or the CNN's score, calibrated
-        rows.append(base | {"level": "video", "model": served, "score": scorer.probability(feats.features, feats.scores)})
+        # what `predict` reports for this video: the LSTM's, or the CNN's score, calibrated (a video
+        # stored in windows, extract --windows: each window's, aggregated as predict aggregates them)
+        windows = stored_windows(store, entry.video_id, len(feats.scores)) if config.input == "face" else None
+        rows.append(base | {"level": "video", "model": served,
+                            "score": windowed_probability(scorer, feats.features, feats.scores, windows)})
     if not rows:
         raise EvaluateError(f"no labelled video in {store.path} has features of model {model_name!r}: "
                             f"run `dfd export-features --model {model_name}` first")
@@ -89,10 +93,13 @@ def evaluate(store: Store, bundle_dir: Path) -> Evaluation:
     results = _results(rows, cuts, served)
     if config.uncertain:
         results["uncertain"] = uncertain_by_split(rows, list(config.uncertain), served)
-    if config.windows != 1 and config.sampling == "consecutive":  # stores hold one window a video
-        results["note"] = (f"measured on the one window of {config.fpv} frames each video stores; predict judges "
-                           f"{config.windows or 'all'} windows of a longer clip and averages them, so its probability "
-                           "for such a clip differs from this one")
+    stored = {e.windows for e in entries}  # windows each video stores (extract --windows; 1 before)
+    if config.sampling == "consecutive" and stored != {config.windows}:
+        measured = ("the one window" if stored == {1} else "the " + " or ".join(
+            str(w or "all") for w in sorted(stored)) + " windows") + f" of {config.fpv} frames each video stores"
+        results["note"] = (f"measured on {measured}; predict judges {config.windows or 'all'} windows of a longer "
+                           "clip and averages them, so its probability for such a clip differs from this one "
+                           "(`dfd extract --windows` stores as many)")
     return Evaluation(results=results, rows=rows)
 
 

@@ -5,6 +5,10 @@ the same test-time flip), else computed now from the stored faces (or, for a fra
 frames) through the same :class:`~deepfake_cli.scoring.scorer.Scorer`. Calibration, ensemble fitting
 and ensemble evaluation take their scores from here; `evaluate` and `train-lstm`, which read the
 stored features themselves, refuse stale ones (:func:`check_features_current`).
+
+A video extracted in several windows (extract --windows) is scored as `predict` scores the
+clip: each window's faces on their own, the windows' calibrated probabilities aggregated
+(deepfake_cli.scoring.windows, the code predict combines its windows with).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from deepfake_cli.nets.bundle import Bundle
 from deepfake_cli.files import file_sha256
 from deepfake_cli.data.inputs import frames_scored, has_images, scored_role, stored_images
 from deepfake_cli.scoring.scorer import Scorer
+from deepfake_cli.scoring.windows import windowed_probability, windowed_score
 from deepfake_cli.data.store import Store
 
 
@@ -44,6 +49,25 @@ def bundle_role(store: Store, video_id: str, bundle: Bundle) -> int:
 def video_export_settings(store: Store, video_id: str, bundle: Bundle, settings: dict | None = None) -> dict:
     """export_settings of the bundle for one video: which of its stored frames are scored."""
     return (settings or export_settings(bundle)) | {"frames": frames_scored(bundle_role(store, video_id, bundle))}
+
+
+class StoredWindowsError(DfdError):
+    """A video's stored faces and its features do not line up window by window."""
+
+
+def stored_windows(store: Store, video_id: str, rows: int) -> np.ndarray | None:
+    """The window of each of a video's ``rows`` scored faces, in the frame order its images and
+    features are read in (inputs.stored_images), or None for faces of one window (every store
+    made before extract --windows)."""
+    found = store.face_windows(video_id) if store.has(video_id, "faces") else None
+    if found is None:
+        return None
+    indices, windows = found
+    ordered = windows[np.argsort(indices, kind="stable")]
+    if len(ordered) != rows:
+        raise StoredWindowsError(f"{store.entry(video_id).path}: {len(ordered)} faces stored in windows but {rows} "
+                                 "scored: run `dfd crop --force` and `dfd export-features --force` again")
+    return ordered
 
 
 class StaleFeaturesError(DfdError):
@@ -118,12 +142,22 @@ class StoredScores:
             self._sequence = Scorer(self.bundle, cnn=False)
         return self._sequence
 
+    def _windows(self, video_id: str, outputs: tuple[np.ndarray, np.ndarray]) -> np.ndarray | None:
+        """The window of each scored face (a face model's faces cropped in windows), else None."""
+        if self.bundle.config.input != "face":
+            return None
+        return stored_windows(self.store, video_id, len(outputs[1]))
+
     def video_score(self, video_id: str) -> float | None:
-        """The uncalibrated video score (LSTM when trained, else the CNN's), or None."""
+        """The uncalibrated video score (LSTM when trained, else the CNN's; a video stored in
+        windows: its windows' scores aggregated), or None."""
         outputs = self.frame_outputs(video_id)
-        return None if outputs is None else self._scorer().video_score(*outputs)
+        return None if outputs is None else windowed_score(self._scorer(), *outputs, self._windows(video_id, outputs))
 
     def probability(self, video_id: str) -> float | None:
-        """The calibrated P(fake) `predict` reports for the video's face sequence, or None."""
-        score = self.video_score(video_id)
-        return None if score is None else self._scorer().calibrated(score)
+        """The calibrated P(fake) `predict` reports for the video, or None: its face sequence's,
+        or (stored in windows) its windows' calibrated probabilities aggregated."""
+        outputs = self.frame_outputs(video_id)
+        if outputs is None:
+            return None
+        return windowed_probability(self._scorer(), *outputs, self._windows(video_id, outputs))

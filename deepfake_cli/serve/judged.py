@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepfake_cli.data.video import clip_windows
 from deepfake_cli.scoring.metrics import aggregate_video_scores
 
 
@@ -51,32 +50,6 @@ def most_suspicious(windows: list[dict]) -> int | None:
     if not windows:
         return None
     return int(np.argmax([w["probability"] for w in windows]))
-
-
-def window_positions(kept: np.ndarray, frame_count: int, config, windows: int) -> list[list[int]]:
-    """Positions into the sampled frames (``kept``: their clip frame numbers) of each window
-    tracked and scored on its own: several for a bundle sampling consecutive frames with
-    ``windows`` other than 1 (video.clip_windows), else one of every sampled frame. A window
-    of which no frame could be decoded is left out."""
-    if config.sampling != "consecutive" or windows == 1 or frame_count <= config.fpv:
-        return [list(range(len(kept)))]
-    where = {int(k): i for i, k in enumerate(kept)}
-    spans = [[where[i] for i in w if i in where] for w in clip_windows(frame_count, int(config.fpv), windows)]
-    return [s for s in spans if s]
-
-
-def choose_per_window(track_window: list[int], probabilities: list[float], choose: str,
-                      aggregation: str) -> tuple[list[int], float]:
-    """(the track chosen in each window, in window order; the clip's probability): per window the
-    main track (its first) or, with ``choose`` "max", the most suspicious; the clip's is the
-    chosen tracks' probabilities aggregated (one window: its own)."""
-    per_window: dict[int, list[int]] = {}
-    for track, window in enumerate(track_window):
-        per_window.setdefault(window, []).append(track)
-    chosen = [tracks[0] if choose == "main" else max(tracks, key=lambda t: probabilities[t])
-              for _, tracks in sorted(per_window.items())]
-    values = [probabilities[t] for t in chosen]
-    return chosen, values[0] if len(values) == 1 else aggregate_video_scores(values, aggregation)
 
 
 def describe_judged(result, info, frame_indices, config, scorer, spans: list | None = None) -> None:

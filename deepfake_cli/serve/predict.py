@@ -23,7 +23,8 @@ from deepfake_cli.nets.bundle import Bundle, load_bundle
 from deepfake_cli.faces.detectors import default_engine, make_detector, resolve_device
 from deepfake_cli.scoring.ensemble import Ensemble, is_ensemble, load_ensemble
 from deepfake_cli.errors import EXIT_NO_FACE, EXIT_UNREADABLE, DfdError
-from deepfake_cli.serve.judged import choose_per_window, describe_judged, window_positions
+from deepfake_cli.serve.judged import describe_judged
+from deepfake_cli.scoring.windows import choose_per_window
 from deepfake_cli.serve.evidence import (ensemble_warnings, evidence_warnings, judge_tracks, other_face_warnings,
                                          sequence_warnings)
 from deepfake_cli.faces.face_crops import faces_from_track
@@ -35,7 +36,8 @@ from deepfake_cli.report.heatmaps import ActivationMapper, activation_mapper, wr
 from deepfake_cli.faces.identity import FaceDescriber
 from deepfake_cli.data.inputs import letterboxed
 from deepfake_cli.faces.track_rule import face_tracks, served_rule
-from deepfake_cli.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, sample_frames
+from deepfake_cli.data.video import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, sample_frames,
+                                     window_positions)
 from deepfake_cli.serve.result import PredictResult, Prepared  # re-exported: the API's result types
 
 
@@ -189,8 +191,10 @@ class Predictor:
 
         clock = time.perf_counter()
         face = self.config.face
-        for w, positions in enumerate(window_positions(prepared.kept, prepared.info.frame_count, self.config, self.windows)):
-            frames = [prepared.frame_list[p] for p in positions]  # each window tracked on its own
+        spans = window_positions(prepared.kept, prepared.info.frame_count, self.config.fpv, self.config.sampling,
+                                 self.windows)
+        for w, positions in enumerate(spans):  # each window tracked on its own, as `crop` tracks a stored one
+            frames = [prepared.frame_list[p] for p in positions]
             all_tracks = self._tracks(frames, cache, tuple(positions))
             reports = judge_tracks(all_tracks, len(frames), main=self.rule.choose == "main")
             tracks = [all_tracks[r.track] for r in reports if r.scored]

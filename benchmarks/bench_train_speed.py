@@ -17,8 +17,9 @@ training mode):
 
 With ``--store``, also the input side alone: train-cnn's FaceDataset batches (store read,
 augmentation, resize) per second, to compare with the model's step; and the whole of train-cnn,
-before and after, on that store's train split (one epoch of ``--faces-per-video`` faces a video,
-validation excluded): ``train-cnn/keras`` (Keras fit on TensorFlow, what train-cnn ran before) and
+before and after, on that store's train split (epochs of ``--faces-per-video`` faces a video,
+validation excluded; 3 epochs, the median of their rates, so that the first epoch's reading of every video into
+train-cnn's cache counts once as in a real run): ``train-cnn/keras`` (Keras fit on TensorFlow, what train-cnn ran before) and
 ``train-cnn/torch`` (``--engine torch``: the PyTorch loop with the loader thread), each as the images/s
 train-cnn records for the epoch (its step, data reading, augmentation and Python overhead).
 """
@@ -132,7 +133,7 @@ def train_cnn_speed(store_path: str, engine: str, faces: int) -> float:
     from deepfake_cli.data.store import Store
     from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
 
-    options = CNNTrainOptions(backbone="efficientnet-lite0", weights="imagenet", input_size=SIZE, epochs=1, rounds=1,
+    options = CNNTrainOptions(backbone="efficientnet-lite0", weights="imagenet", input_size=SIZE, epochs=3, rounds=1,
                               batch_size=BATCH, learning_rate=2e-4, batchnorm="train", max_frames_per_video=faces,
                               engine=engine)
     with Store.open(store_path) as store, tempfile.TemporaryDirectory() as out:

@@ -339,7 +339,7 @@ def train_with_torch(classifier, config: BundleConfig, bundle_dir: Path, checkpo
     run = TorchRun(train=train, val=val, evaluate=partial(face_metrics, val), checkpoints=checkpoints,
                    patience=options.patience, seed=options.seed, flip=bool(options.test_time_flip),
                    frozen_batchnorm=frozen_batchnorm(options), mixed_precision=options.mixed_precision,
-                   on_epoch=on_epoch)
+                   workers=max(1, options.workers), on_epoch=on_epoch)
     return train_torch(classifier, run, cnn_phases(options), state, options, input_size,
                        bundle_dir / CNN_WEIGHTS, weights_tag("cnn", config))
 

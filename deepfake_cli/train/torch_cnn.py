@@ -11,7 +11,7 @@ FaceDataset batches: the same faces, augmentation, balance and sampling, as serv
 ``(x - 127) / 128`` channels-last. Differences, all recorded in the bundle's training notes:
 
 * AdamW (PyTorch's decoupled weight decay 0.01) instead of Adam;
-* the next batch is read and augmented in a thread while the current one trains.
+* the next batches are read and augmented by ``--workers`` threads while the current one trains.
 
 The schedule is train/cnn.py's phases (an optional frozen warm-up, rounds restarting from the best
 weights at the learning rate x 0.1), early stopping on validation AUC with the loop's rule
@@ -45,7 +45,6 @@ from deepfake_cli.train.loop import Checkpoints, Phase, finish_state, improved
 
 WEIGHT_DECAY = 0.01  # AdamW's default in PyTorch (the probe of issue 25)
 BN_MOMENTUM = 0.1  # PyTorch's convention for the Keras engine's FINE_TUNE_BN_MOMENTUM = 0.9
-PREFETCH = 2  # batches read ahead by the loader thread
 
 
 @dataclass
@@ -140,18 +139,20 @@ def to_tensor(x: np.ndarray, device):
     return t.to(device, non_blocking=True)
 
 
-def prefetched(dataset, indices: list[int]):
-    """dataset[i] for i in ``indices``, the next ones read in a thread while the caller computes."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfd-loader") as pool:
-        pending = deque(pool.submit(dataset.__getitem__, i) for i in indices[:PREFETCH])
-        for i in indices[PREFETCH:] + [None] * min(PREFETCH, len(indices)):
+def prefetched(dataset, indices: list[int], workers: int = 1):
+    """dataset[i] for i in ``indices``, in order, the next ones read by ``workers`` threads (train-cnn's
+    ``--workers``, as the Keras engine's loader) while the caller computes."""
+    ahead = max(1, workers) + 1
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="dfd-loader") as pool:
+        pending = deque(pool.submit(dataset.__getitem__, i) for i in indices[:ahead])
+        for i in indices[ahead:] + [None] * min(ahead, len(indices)):
             batch = pending.popleft().result()
             if i is not None:
                 pending.append(pool.submit(dataset.__getitem__, i))
             yield batch
 
 
-def face_scores(net, dataset, device, flip: bool = False) -> np.ndarray:
+def face_scores(net, dataset, device, flip: bool = False, workers: int = 1) -> np.ndarray:
     """P(fake) of every face of ``dataset`` in its order (``flip``: mean with the mirror image), as
     train/cnn.face_scores gives them for the Keras engine."""
     import torch
@@ -159,7 +160,7 @@ def face_scores(net, dataset, device, flip: bool = False) -> np.ndarray:
     net.eval()
     out = []
     with torch.inference_mode():
-        for batch in prefetched(dataset, list(range(len(dataset)))):
+        for batch in prefetched(dataset, list(range(len(dataset))), workers):
             x = to_tensor(batch[0], device)
             p = torch.sigmoid(net(x).float())
             if flip:
@@ -181,6 +182,7 @@ class TorchRun:
     flip: bool
     frozen_batchnorm: bool
     mixed_precision: str = "auto"  # bf16 autocast: auto = on a GPU only (bf16 is slower on this CPU)
+    workers: int = 1  # loader threads
     on_epoch: Callable[[dict], None] | None = None
 
 
@@ -195,7 +197,7 @@ def train_epoch(net, optimizer, run: TorchRun, key: tuple[int, ...], place: Dist
         count -= count % place.world
     mine = list(range(place.rank, count, place.world))
     losses, images = [], 0
-    for done, batch in enumerate(prefetched(run.train, mine), 1):
+    for done, batch in enumerate(prefetched(run.train, mine, run.workers), 1):
         x, y = to_tensor(batch[0], device), torch.from_numpy(np.asarray(batch[1], np.float32)).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast(run, device)):
             logits = net(x).float()
@@ -289,7 +291,7 @@ def run_torch_phases(net, run: TorchRun, phases: list[Phase], state: dict, tag: 
             loss, images = train_epoch(model, optimizer, run, (run.seed, index, state["phase_epoch"]), place,
                                        device, on_batch)
             train_seconds = time.perf_counter() - clock
-            metrics = run.evaluate(face_scores(net, run.val, device, run.flip))
+            metrics = run.evaluate(face_scores(net, run.val, device, run.flip, run.workers))
             step = len(state["history"])
             record = {"round": phase.round, "phase": phase.name, "loss": loss, **metrics,
                       "epoch": sum(1 for r in state["history"] if r["round"] == phase.round) + 1,

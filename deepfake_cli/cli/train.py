@@ -7,6 +7,8 @@ model_dir_to_write says (--models-dir/NAME).
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -85,9 +87,7 @@ def train_cnn(
     test_time_flip: bool = typer.Option(False, "--test-time-flip", help="Serve the bundle scoring each face and "
                                         "its mirror image (features and scores averaged): export-features, "
                                         "evaluate and predict all do."),
-    engine: Literal["keras", "torch"] = typer.Option("keras", "--engine", help="keras: Keras fit on its backend | "
-                                                     "torch: a plain PyTorch loop (EfficientNet-Lite backbones; "
-                                                     "several processes under torchrun); the same bundle."),
+    engine: Literal["keras", "torch"] = typer.Option("keras", "--engine", help="keras: Keras fit | torch: a PyTorch loop (Lite backbones; several processes under torchrun); the same bundle."),
     input_kind: Literal["face", "frame"] = typer.Option("face", "--input", help="face: the stored face crops | frame: the whole "
                                    "stored frames, letterboxed to a square (no face detector needed)."),
     bagging: int = typer.Option(0, "--bagging", help="Train N members on bootstrap resamples of the train "
@@ -153,6 +153,8 @@ def train_cnn(
         else:
             summary = run_train(opened, model_dir_to_write(model, models_dir), options, resume=resume,
                                 on_epoch=EpochProgress(err, quiet, on_epoch), command=command_line())
+            if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone writes and reports
+                return
             write_model_cards([model_dir_to_write(model, models_dir)], out, err, quiet or as_json)
     render_summary(out, "train-cnn", summary, quiet, as_json)
 
@@ -315,8 +317,7 @@ def crossval(
                                 "(models/default/recipe.json is the default model's)."),
     out: Path = typer.Option(..., "--out", help="Directory of the folds' bundles, their scores and crossval.json."),
     folds: int = typer.Option(3, "--folds", help="Identity-group folds (per dataset)."),
-    cross_dataset: bool = typer.Option(False, "--cross-dataset", help="Also train without each dataset and "
-                                       "score it (one arm per dataset of the store)."),
+    cross_dataset: bool = typer.Option(False, "--cross-dataset", help="Also train without each dataset and score it."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this fold (fold-0, without-dfdc, "
                                              "...); repeatable. The report covers every fold done so far."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),

@@ -8,7 +8,6 @@ The synthetic store of tests/helpers: fakes carry a bright square that Efficient
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from deepfake_cli.data.store import Store
 from deepfake_cli.errors import OptionsError
 from deepfake_cli.nets.bundle import load_bundle
+from deepfake_cli.scoring.metrics import safe_auc
 from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
 from tests.helpers import synthetic_faces, synthetic_store
 
@@ -45,18 +45,17 @@ def test_the_torch_engine_learns_and_writes_a_bundle_like_keras(torch_trained):
     state = json.loads((ckpt / "state.json").read_text())
     assert state["done"] and state["options"]["engine"] == "torch"
     assert [p.name for p in ckpt.iterdir()] == ["state.json"]
-    # the bundle (Keras weights, served by ONNX like any other) tells the val fakes from the reals
+    # the bundle (Keras weights, rebuilt from its config like any other) tells the val fakes from the reals
     bundle = load_bundle(root / "tiny")
     store = Store.open(root / "dfd.h5", write=False)
     val = bundle.config.split_ids["val"]
     faces = np.concatenate([store.read_faces(v).crops for v in val]).astype(np.float32)
     labels = np.concatenate([[store.entry(v).label == "fake"] * len(store.read_faces(v).crops) for v in val])
     scores = np.asarray(bundle.build_feature_model().predict(faces, verbose=0)[1]).reshape(-1)
-    from deepfake_cli.scoring.metrics import safe_auc
     assert safe_auc(labels.astype(float), scores) > 0.9
 
 
-def test_the_port_into_the_keras_classifier_is_exact():
+def test_the_port_into_the_keras_classifier_is_exact(tmp_path):
     """The Keras classifier the bundle saves gives the PyTorch network's P(fake): every weight and
     batch-norm statistic is carried over (perturbed here, so nothing passes by staying ImageNet's)."""
     import torch
@@ -73,10 +72,8 @@ def test_the_port_into_the_keras_classifier_is_exact():
     classifier, _ = build_classifier("efficientnet-lite0", SIZE)
     rng = np.random.default_rng(3)
     faces = np.concatenate([synthetic_faces(rng, fake, 2, SIZE) for fake in (False, True)]).astype(np.float32)
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        publish(net, classifier, 0, Path(tmp) / "cnn.weights.h5", {})
-        assert (Path(tmp) / "cnn.weights.h5").is_file()
+    publish(net, classifier, 0, tmp_path / "cnn.weights.h5", {})
+    assert (tmp_path / "cnn.weights.h5").is_file()
     keras_p = np.asarray(classifier.predict(faces, verbose=0)).reshape(-1)
     with torch.inference_mode():
         torch_p = torch.sigmoid(net(to_tensor(faces, "cpu"))).reshape(-1).numpy()
@@ -111,7 +108,7 @@ def test_a_killed_run_resumes_to_the_same_model(tmp_path):
     with pytest.raises(Killed):
         train_cnn(store, tmp_path / "resumed", run, on_epoch=stop_after_first)
     resumed = train_cnn(store, tmp_path / "resumed", run, resume=True)
-    assert resumed["resumed_at"] == 1 if "resumed_at" in resumed else True
+    assert resumed["resumed_from_epoch"] == 1
     keys = ("round", "epoch", "loss", "val_auc", "val_loss")
     assert [[r[k] for k in keys] for r in resumed["history"]] == [[r[k] for k in keys] for r in whole["history"]]
     weights = []

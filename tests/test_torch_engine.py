@@ -81,12 +81,22 @@ def test_the_port_into_the_keras_classifier_is_exact(tmp_path):
     assert np.ptp(keras_p) > 1e-4
 
 
-def test_the_torch_engine_trains_only_lite_backbones():
+def test_the_torch_engine_refuses_what_it_cannot_train_before_writing_anything(tmp_path):
     with pytest.raises(OptionsError, match="EfficientNet-Lite"):
-        from deepfake_cli.train.torch_cnn import lite_variant
-        lite_variant("efficientnet-b0")
+        CNNTrainOptions(engine="torch", backbone="efficientnet-b0")
+    with pytest.raises(OptionsError, match="--weights imagenet or none"):
+        CNNTrainOptions(engine="torch", backbone="efficientnet-lite0", weights=str(tmp_path / "keras.weights.h5"))
     with pytest.raises(OptionsError, match="engine"):
         CNNTrainOptions(engine="jax")
+    from typer.testing import CliRunner
+
+    from deepfake_cli.cli.app import app
+
+    store = synthetic_store(tmp_path / "dfd.h5")
+    run = CliRunner().invoke(app, ["train-cnn", "--engine", "torch", "--backbone", "efficientnet-b0",
+                                   "--store", str(store), "--models-dir", str(tmp_path / "models"), "--model", "m"])
+    assert run.exit_code == 2 and "EfficientNet-Lite" in run.output
+    assert not (tmp_path / "models" / "m").exists()
 
 
 class Killed(Exception):

@@ -7,8 +7,6 @@ model_dir_to_write says (--models-dir/NAME).
 
 from __future__ import annotations
 
-import os
-
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -119,7 +117,7 @@ def train_cnn(
         out.print(table)
         return
     from deepfake_cli.serve.model_choice import model_dir_to_write
-    from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn as run_train
+    from deepfake_cli.train.cnn import CNNTrainOptions, run_chief, train_cnn as run_train
 
     # bad --batchnorm/--mixed-precision/--balance/--pseudo-*: an OptionsError, exit 2
     options = recipe_options(context, recipe, NOT_TRAINING_OPTIONS) if recipe is not None else CNNTrainOptions(backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
@@ -153,7 +151,7 @@ def train_cnn(
         else:
             summary = run_train(opened, model_dir_to_write(model, models_dir), options, resume=resume,
                                 on_epoch=EpochProgress(err, quiet, on_epoch), command=command_line())
-            if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone writes and reports
+            if not run_chief(options):  # under torchrun, rank 0 alone writes and reports
                 return
             write_model_cards([model_dir_to_write(model, models_dir)], out, err, quiet or as_json)
     render_summary(out, "train-cnn", summary, quiet, as_json)

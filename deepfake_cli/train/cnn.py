@@ -41,6 +41,7 @@ from deepfake_cli.train.validation import evaluate_faces, face_metrics
 from deepfake_cli.data.inputs import has_images
 from deepfake_cli.nets.models import LSTM_DROPOUT, LSTM_UNITS, build_classifier, set_backbone_trainable
 from deepfake_cli.train.runtime import accelerator_scope, seed_everything, use_mixed_precision
+from deepfake_cli.train.torch_cnn import TorchRun, check_options as check_torch_options, distributed, train_torch
 from deepfake_cli.train.pseudo import (check_options, describe, expected_class_weights, make_pseudo_fakes,
                                  require_landmarks68)
 from deepfake_cli.data.splits import group_key, training_splits
@@ -98,6 +99,8 @@ class CNNTrainOptions:
             raise OptionsError("--pseudo-fakes blends faces by their landmarks: it needs --input face")
         if self.engine not in ("keras", "torch"):
             raise OptionsError(f"engine must be keras or torch, not {self.engine!r}")
+        if self.engine == "torch":
+            check_torch_options(self.backbone, self.weights)
         if self.bootstrap < 0:
             raise OptionsError("bootstrap must be 0 (none) or a bagging member number")
 
@@ -324,18 +327,14 @@ def cnn_summary(bundle_dir: Path, state: dict, config: BundleConfig, resumed_at:
             "weights": str(bundle_dir / CNN_WEIGHTS), "history": state["history"]}
 
 
-def torch_chief() -> bool:
-    """True for the one process (or torchrun's rank 0) that writes the bundle."""
-    from deepfake_cli.train.torch_cnn import distributed
-
-    return distributed().chief
+def run_chief(options: CNNTrainOptions) -> bool:
+    """True for the process that writes the bundle: the one, or torchrun's rank 0 (PyTorch engine)."""
+    return options.engine == "keras" or distributed().chief
 
 
 def train_with_torch(classifier, config: BundleConfig, bundle_dir: Path, checkpoints: Checkpoints, train: FaceDataset,
                      val: FaceDataset, options: CNNTrainOptions, state: dict, input_size: int, on_epoch) -> dict:
     """The PyTorch engine's run of the same phases, data and checkpoints (train/torch_cnn.py)."""
-    from deepfake_cli.train.torch_cnn import TorchRun, train_torch
-
     run = TorchRun(train=train, val=val, evaluate=partial(face_metrics, val), checkpoints=checkpoints,
                    patience=options.patience, seed=options.seed, flip=bool(options.test_time_flip),
                    frozen_batchnorm=frozen_batchnorm(options), mixed_precision=options.mixed_precision,
@@ -368,13 +367,13 @@ def train_cnn(store: Store, bundle_dir: Path, options: CNNTrainOptions, resume: 
     train, val, weights = make_datasets(store, splits, options, input_size)
     seed_everything(options.seed)
     with accelerator_scope(options.mixed_precision) as device:
-        classifier, feature_model = build_classifier(options.backbone, input_size, options.weights,
-                                                     options.dropout)
+        classifier, feature_model = build_classifier(  # the PyTorch engine ports its own weights in
+            options.backbone, input_size, "none" if options.engine == "torch" else options.weights, options.dropout)
         config = cnn_config(bundle_dir, options, resumed_at is not None, input_size,
                             int(feature_model.outputs[0].shape[-1]), splits, settings)
         config.training = training_description(store, splits, train, val, weights, options, device)
         record_command(config, "train-cnn" + (" --resume" if resumed_at is not None else ""), command)
-        chief = options.engine == "keras" or torch_chief()  # under torchrun only rank 0 writes
+        chief = run_chief(options)  # under torchrun only rank 0 writes
         if resumed_at is None and chief:
             start_fresh(checkpoints, [bundle_dir / CHECKPOINT_DIR / LSTM_CHECKPOINTS, bundle_dir / LSTM_WEIGHTS])
         if chief:

@@ -18,7 +18,7 @@ weights at the learning rate x 0.1), early stopping on validation AUC with the l
 (train/loop.improved); each epoch writes ``epoch-NNNN.pt`` (model and optimizer) and the loop
 state (train/loop.Checkpoints), so ``--resume`` continues a killed run. The best weights are
 ported into the Keras classifier (nets/efficientnet_lite.port_torch_state) and saved as the
-bundle's ``cnn.weights.h5``: export, calibration, evaluation and serving are the same as for a
+bundle's ``cnn.weights.h5`` after every epoch that improves on them (so a killed run leaves the best so far): export, calibration, evaluation and serving are the same as for a
 Keras-trained bundle.
 
 Several processes: under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains on every
@@ -34,6 +34,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -41,10 +42,11 @@ import numpy as np
 
 from deepfake_cli.errors import OptionsError
 from deepfake_cli.nets.bundle import BundleError, save_weights_atomic
+from deepfake_cli.nets.models import FINE_TUNE_BN_MOMENTUM
 from deepfake_cli.train.loop import Checkpoints, Phase, finish_state, improved
 
 WEIGHT_DECAY = 0.01  # AdamW's default in PyTorch (the probe of issue 25)
-BN_MOMENTUM = 0.1  # PyTorch's convention for the Keras engine's FINE_TUNE_BN_MOMENTUM = 0.9
+BN_MOMENTUM = 1 - FINE_TUNE_BN_MOMENTUM  # the Keras engine's, in PyTorch's convention (weight of the new batch)
 
 
 @dataclass
@@ -88,6 +90,15 @@ def lite_variant(backbone: str) -> int:
     return int(backbone[len("efficientnet-lite"):])
 
 
+def check_options(backbone: str, weights: str) -> None:
+    """OptionsError unless the PyTorch engine can train this backbone from these weights (called
+    when the options are made, so a refused run writes nothing)."""
+    lite_variant(backbone)
+    if weights not in ("imagenet", "none"):
+        raise OptionsError("--engine torch starts from --weights imagenet or none; "
+                           "a Keras weights file needs --engine keras")
+
+
 def build_net(backbone: str, input_size: int, weights: str, dropout: float):
     """The reference EfficientNet-Lite with a one-logit head, ImageNet weights if asked (offline)."""
     import torch
@@ -95,6 +106,7 @@ def build_net(backbone: str, input_size: int, weights: str, dropout: float):
 
     from deepfake_cli.nets.efficientnet_lite import torch_weights_path
 
+    check_options(backbone, weights)
     variant = lite_variant(backbone)
     net = EfficientNet.from_name(f"efficientnet-lite{variant}", num_classes=1, image_size=input_size,
                                  dropout_rate=dropout)
@@ -104,9 +116,6 @@ def build_net(backbone: str, input_size: int, weights: str, dropout: float):
         missing = set(net.load_state_dict(state, strict=False).missing_keys)
         if missing != {"_fc.weight", "_fc.bias"}:
             raise BundleError(f"ImageNet weights of {backbone} do not fit the network: missing {sorted(missing)[:3]}")
-    elif weights != "none":
-        raise OptionsError("--engine torch starts from --weights imagenet or none; "
-                           "a Keras weights file needs --engine keras")
     return net
 
 
@@ -184,6 +193,7 @@ class TorchRun:
     mixed_precision: str = "auto"  # bf16 autocast: auto = on a GPU only (bf16 is slower on this CPU)
     workers: int = 1  # loader threads
     on_epoch: Callable[[dict], None] | None = None
+    publish: Callable[[object], None] | None = None  # writes a network's weights into the bundle (rank 0)
 
 
 def train_epoch(net, optimizer, run: TorchRun, key: tuple[int, ...], place: Distributed, device,
@@ -304,8 +314,10 @@ def run_torch_phases(net, run: TorchRun, phases: list[Phase], state: dict, tag: 
             last = f"epoch-{step:04d}.pt"
             if place.chief:
                 save_checkpoint(ckpt.path(last), tag, net, optimizer)
-                if better:
+                if better:  # the bundle holds the best weights so far, as the Keras loop's publish_best
                     save_checkpoint(ckpt.path(f"best-{step:04d}.pt"), tag, net)
+                    if run.publish is not None:
+                        run.publish(net)
             if better:
                 state["best"] = {"file": f"best-{step:04d}.pt", "round": phase.round, "epoch": record["epoch"],
                                  "phase": phase.name, **{k: v for k, v in record.items() if k.startswith("val_")}}
@@ -326,8 +338,6 @@ def run_torch_phases(net, run: TorchRun, phases: list[Phase], state: dict, tag: 
         if place.chief:
             ckpt.write(state)
     check_in_sync(net, place)
-    if state["best"]:
-        net.load_state_dict(load_checkpoint(ckpt.path(state["best"]["file"]), tag)["model"])
     state["processes"] = place.world
     return state
 
@@ -374,10 +384,11 @@ def train_torch(classifier, run: TorchRun, phases: list[Phase], state: dict, opt
     torch.manual_seed(options.seed)
     net = build_net(options.backbone, input_size, options.weights, options.dropout)
     net = net.to(device).to(memory_format=torch.channels_last)
+    run.publish = partial(publish, classifier=classifier, variant=lite_variant(options.backbone),
+                          final_weights=final_weights, tag=tag)
     if not state["done"]:
         state = run_torch_phases(net, run, phases, state, tag, place, device)
         if place.chief:
-            publish(net, classifier, lite_variant(options.backbone), final_weights, tag)
             finish_state(run.checkpoints, state)
         barrier(place)
     return state

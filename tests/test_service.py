@@ -351,7 +351,7 @@ def test_the_page_in_headless_chromium_gives_the_verdict_at_phone_width(detector
     assert title is not None, dom.stderr[-2000:]
     assert "verdict: Likely real" in title.group(1) and "P(fake) = 0.388 against the threshold 0.395" in title.group(1)
     assert "Judged frames 0–49 of 50 (0.0–2.0 s)" in title.group(1)  # which part of the clip: its windows
-    assert "(75 faces in 3 windows)" in title.group(1)  # the default judges three windows, charted on their scale
+    assert "(75 faces in 3 windows of 50 frames (2.0 s))" in title.group(1)  # as the CLI line says it (judged_summary)
     import cv2
 
     image = cv2.imread(str(shot))

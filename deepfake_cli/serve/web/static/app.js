@@ -78,8 +78,7 @@
     const windows = r.windows || [];
     const windowed = windows.length > 1;  // several windows, each with its own calibrated P(fake)
     $("numbers").textContent = p == null ? "" :
-      "P(fake) = " + p.toFixed(3) + " against the threshold " + t.toFixed(3) + " (" + r.faces + " faces in " +
-      (windowed && windows[0].faces > 1 ? windows.length + " windows" : r.frames + " frames") + ")";
+      "P(fake) = " + p.toFixed(3) + " against the threshold " + t.toFixed(3) + " (" + seen(r) + ")";
     $("judged").textContent = judged(r);
     const list = $("warnings");
     list.textContent = "";
@@ -95,6 +94,18 @@
       r.dfd_version + ", schema " + r.schema_version + (r.tracks > 1 ? "; " + r.tracks + " face tracks scored" : "");
     show("report-button", Boolean(r.verdict));
     show("result", true);
+  }
+
+  function seen(r) {  // how much of the clip was judged, word for word as report/clip_report.judged_summary says it
+    const w = r.windows || [];
+    const several = w.length > 1 && w[0].faces > 1;
+    let text = several ? r.faces + " faces in " + w.length + " windows" :
+      r.faces ? r.faces + " faces in " + r.frames + " frames" : r.frames + " whole frames";
+    if (r.clip_frames > 1) {
+      text += " of " + r.clip_frames + (several ? " frames" : "") +
+        (r.duration_s ? " (" + r.duration_s.toFixed(1) + " s)" : "");
+    }
+    return text;
   }
 
   function judged(r) {  // which part of the clip the verdict judged (the result's windows, when it has them)

@@ -67,3 +67,24 @@ def test_threshold_maximises_balanced_accuracy_and_fpr_thresholds_hold():
     for fpr in MAX_FPRS:
         expected = min(t for t in candidates if sum(s >= t for s in reals) / len(reals) <= fpr)
         assert fitted["thresholds_at_fpr"][str(fpr)] == pytest.approx(expected, abs=1e-9), fpr
+
+
+def test_with_datasets_the_threshold_keeps_every_datasets_real_fpr_under_the_cap_and_the_band_holds_it():
+    labels, raw = known_validation_scores()
+    datasets = np.array(["a" if i % 2 else "b" for i in range(len(labels))])
+    raw = np.where(datasets == "b", np.clip(raw + 0.15, 0, 0.999), raw)  # b's scores drift up, reals too
+    plain = fit_calibration(labels, raw)
+    fitted = fit_calibration(labels, raw, datasets)
+    assert fitted["balanced_threshold"] == plain["threshold"] and fitted["temperature"] == plain["temperature"]
+    scores = np.array(calibrated(raw, fitted["temperature"]))
+    for name in ("a", "b"):
+        reals = scores[(datasets == name) & (labels == 0)]
+        assert np.mean(reals >= fitted["threshold"]) <= 0.1, name
+        assert fitted["real_fpr"][name] == pytest.approx(np.mean(reals >= fitted["threshold"]))
+    reals_b = np.sort(scores[(datasets == "b") & (labels == 0)])
+    assert np.mean(reals_b >= plain["threshold"]) > 0.1  # the pooled threshold misfires on b
+    lo, hi = fitted["uncertain"]
+    assert lo <= fitted["threshold"] <= hi
+    inside = np.mean((scores >= lo) & (scores < hi))
+    assert fitted["band"]["uncertain"] == pytest.approx(inside)
+    assert fitted["val"]["threshold"] == fitted["threshold"]

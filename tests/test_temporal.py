@@ -187,3 +187,23 @@ def test_train_lstm_calibrates_the_bundle(sequence_bundle):
     assert set(config.thresholds_at_fpr) == {"0.001", "0.01", "0.05", "0.1"}
     assert config.metrics["val_video_calibrated"]["threshold"] == config.threshold
     assert calibrate_bundle(store, root / "seq") == fitted  # what a separate calibration would fit
+    lo, hi = config.uncertain  # the band around the threshold, fitted on the same val videos
+    assert 0 <= lo <= config.threshold <= hi <= 1 and fitted["uncertain"] == [lo, hi]
+
+
+def test_dfd_calibrate_refits_what_train_lstm_fitted(sequence_bundle):
+    import json
+
+    from typer.testing import CliRunner
+
+    from deepfake_cli.cli.app import app
+
+    root, _, summary, _ = sequence_bundle
+    result = CliRunner().invoke(app, ["calibrate", "--model", str(root / "seq"), "--store", str(root / "dfd.h5"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(json.dumps(summary["calibration"]))
+    config = load_bundle(root / "seq").config
+    assert config.threshold == summary["calibration"]["threshold"] and config.uncertain == summary["calibration"]["uncertain"]
+    missing = CliRunner().invoke(app, ["calibrate", "--model", str(root / "nothing"), "--store", str(root / "dfd.h5")])
+    assert missing.exit_code != 0 and "nothing" in missing.output

@@ -13,7 +13,7 @@ from deepfake_cli import __version__
 from deepfake_cli.cli.data import check, compress, crop, explore, extract, merge
 from deepfake_cli.cli.predict import predict
 from deepfake_cli.cli.results import merge_results
-from deepfake_cli.cli.report import evaluate
+from deepfake_cli.cli.report import calibrate, evaluate
 from deepfake_cli.cli.serve import serve
 from deepfake_cli.cli.train import crossval, ensemble, export_features, export_onnx, train_cnn, train_lstm
 from deepfake_cli.cli.common import command_line as _command_line  # noqa: F401 (tests read the recorded command line)
@@ -52,14 +52,15 @@ COMMANDS = [  # (name, function): the order of `dfd --help`, predict (what most 
     ("predict", predict), ("models", models), ("check-model", check_model),
     ("extract", extract), ("crop", crop), ("merge", merge), ("explore", explore), ("compress", compress),
     ("check", check), ("train-cnn", train_cnn), ("ensemble", ensemble), ("export-features", export_features),
-    ("train-lstm", train_lstm), ("evaluate", evaluate), ("crossval", crossval), ("export-onnx", export_onnx),
+    ("train-lstm", train_lstm), ("evaluate", evaluate), ("calibrate", calibrate), ("crossval", crossval), ("export-onnx", export_onnx),
     ("serve", serve),  # in the "Use a model" group, after predict and models
     ("merge-results", merge_results),  # joins predict --shard's result files
 ]
 USE_PANEL = "Use a model"
 PANELS = {  # the groups of `dfd --help`, in the order of their first command; a command not named here: USE_PANEL
     **dict.fromkeys(("extract", "crop", "merge", "explore", "compress", "check"), "Build a store (your videos)"),
-    **dict.fromkeys(("train-cnn", "ensemble", "export-features", "train-lstm", "evaluate", "crossval", "export-onnx"),
+    **dict.fromkeys(("train-cnn", "ensemble", "export-features", "train-lstm", "evaluate", "calibrate", "crossval",
+                     "export-onnx"),
                     "Train and measure (the \\[train] extra)"),  # \\[: not Rich markup
 }
 

@@ -57,3 +57,30 @@ def evaluate(
         for path in written:
             out.print(f"wrote {path}")
 
+
+
+@handled
+def calibrate(
+    model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory (rewritten in place)."),
+    models_dir: Path = ModelsDirOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-fit a bundle's temperature, threshold (no dataset's real videos over 10 % called fake) and
+    uncertain band on the store's videos of its validation split, scored as predict scores them."""
+    import_keras_quietly("dfd calibrate")
+    from deepfake_cli.cli.common import render_summary
+    from deepfake_cli.serve.model_choice import locate_model
+    from deepfake_cli.train.calibrate import calibrate_bundle
+
+    out, _ = consoles(quiet)
+    path = locate_model(model, models_dir, packaged=False)
+    with open_store(store, write=False) as opened:
+        fitted = calibrate_bundle(opened, path)
+    render_summary(out, "calibrate", fitted, quiet, as_json)
+    if not (quiet or as_json):
+        lo, hi = fitted["uncertain"]
+        per = ", ".join(f"{d} {rate:.0%}" for d, rate in fitted["val_real_fpr"].items())
+        out.print(f"uncertain band [{lo:.3f}, {hi:.3f}): {fitted['val_uncertain']:.0%} of val videos; "
+                  f"real videos called fake: {per}", highlight=False)

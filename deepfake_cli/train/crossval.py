@@ -40,14 +40,13 @@ from deepfake_cli.nets.bundle import load_bundle, save_config
 from deepfake_cli.scoring.metrics import apply_temperature, best_threshold, logit, safe_auc
 from deepfake_cli.scoring.stored_scores import StoredScores
 from deepfake_cli.train import TrainingDataError
-from deepfake_cli.train.calibrate import fit_calibration
+from deepfake_cli.train.calibrate import MAX_REAL_FPR, capped_threshold, fit_calibration, real_fpr
 from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
 from deepfake_cli.scoring.uncertainty import band_report, uncertain_band
 from deepfake_cli.train.scoring_rules import compare_rules, fold_frame_scores, rule_name, rule_scores
 
 SCORES_FILE = "scores.json"
 REPORT_FILE = "crossval.json"
-MAX_REAL_FPR = 0.10
 
 
 def load_recipe(path: Path) -> CNNTrainOptions:
@@ -278,39 +277,22 @@ def apply_calibration(report: dict, bundle_dir: Path, which: str = f"max_real_fp
     return {"temperature": config.temperature, "threshold": config.threshold, "rule": which} | written
 
 
-def real_fpr(entries: dict[str, VideoEntry], scores: dict[str, float], label: dict[str, int],
-             threshold: float) -> dict[str, float]:
-    """{dataset: share of its real videos scoring at or above ``threshold``}."""
-    out = {}
-    for dataset in sorted({e.dataset for e in entries.values()}):
-        reals = [scores[v] for v, e in entries.items() if e.dataset == dataset and not label[v]]
-        if reals:
-            out[dataset] = float(np.mean(np.array(reals) >= threshold))
-    return out
-
-
 def oof_thresholds(entries: dict[str, VideoEntry], scores: dict[str, float], label: dict[str, int],
                    max_real_fpr: float = MAX_REAL_FPR) -> dict:
     """Thresholds on the pooled out-of-fold video scores: the balanced-accuracy one, and the
-    lowest that calls no dataset's real videos fake more often than ``max_real_fpr``; each with
-    every dataset's real-video false-positive rate and fake-video detection rate."""
+    lowest that calls no dataset's real videos fake more often than ``max_real_fpr``
+    (calibrate.capped_threshold, as val calibration fits it); each with every dataset's
+    real-video false-positive rate and fake-video detection rate."""
     ids = sorted(scores)
     y = np.array([label[v] for v in ids])
     s = np.array([scores[v] for v in ids])
+    d = np.array([entries[v].dataset for v in ids], str)
     balanced = float(best_threshold(y, s))
-    capped = balanced
-    for dataset in sorted({e.dataset for e in entries.values()}):
-        reals = np.sort([scores[v] for v, e in entries.items() if e.dataset == dataset and not label[v]])
-        if len(reals):
-            # the smallest t with mean(reals >= t) <= max_real_fpr: just above the k-th largest real score
-            allowed = int(math.floor(max_real_fpr * len(reals)))
-            cut = reals[len(reals) - allowed - 1]
-            capped = max(capped, float(np.nextafter(cut, np.inf)))
+    capped = capped_threshold(y, s, d, balanced, max_real_fpr)
 
     def rates(t: float) -> dict:
-        tpr = {d: float(np.mean([scores[v] >= t for v, e in entries.items() if e.dataset == d and label[v]]))
-               for d in sorted({e.dataset for e in entries.values()})
-               if any(label[v] for v, e in entries.items() if e.dataset == d)}
-        return {"threshold": t, "real_fpr": real_fpr(entries, scores, label, t), "fake_tpr": tpr}
+        tpr = {str(name): float(np.mean(s[(d == name) & (y == 1)] >= t)) for name in sorted(set(d.tolist()))
+               if np.any((d == name) & (y == 1))}
+        return {"threshold": t, "real_fpr": real_fpr(y, s, d, t), "fake_tpr": tpr}
 
     return {"balanced": rates(balanced), f"max_real_fpr_{max_real_fpr:g}": rates(capped)}

@@ -17,9 +17,13 @@ from deepfake_cli.data.store import Faces, Frames, Store, VideoEntry
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"  # the research data, when present (tests that need it skip otherwise)
 
-# The bundled default model on examples/astronaut.mp4 (README: `real (P(fake) = 0.388, threshold 0.395)`).
 ASTRONAUT = ROOT / "examples" / "astronaut.mp4"
+# What the bundled default model says of examples/astronaut.mp4: the only place to change when the default changes.
+ASTRONAUT_VERDICT = "real"
 ASTRONAUT_PROBABILITY = 0.3876917794114825
+ASTRONAUT_THRESHOLD = 0.39535480215367197
+ASTRONAUT_FACES = 75  # 3 windows of 25 faces
+ASTRONAUT_JUDGED = f"{ASTRONAUT_FACES} faces in 3 windows of 50 frames (2.0 s)"  # predict's judged_summary
 
 
 def shared_data(*parts: str) -> Path:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from deepfake_cli.cli import app
 from deepfake_cli.serve.model_choice import PACKAGED_MODEL
 from deepfake_cli.serve.schema import CSV_COLUMNS, SCHEMA_VERSION
-from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, ROOT
+from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, ASTRONAUT_THRESHOLD, ASTRONAUT_VERDICT, ROOT
 
 DOC = ROOT / "docs" / "output.md"
 MODEL_SHA256 = "8b6de274cb2fbecb734433d20007cd384e1b0e79fa0c93ce1a3212c05ad048e8"  # sha256sum *.weights.h5 | sha256sum
@@ -75,7 +75,8 @@ def test_json_is_an_array_for_one_input_and_carries_the_identity_keys():
     from importlib.metadata import version
 
     assert record["dfd_version"] == version("deepfake-cli")
-    assert (record["verdict"], record["probability"]) == ("real", pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-9))
+    assert (record["verdict"], record["probability"]) == (ASTRONAUT_VERDICT,
+                                                          pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-9))
     assert record["error"] is None and record["report"] is None
 
 
@@ -90,7 +91,7 @@ def test_the_model_digest_is_the_one_sha256sum_gives():
 
 def test_an_error_record_has_null_for_what_is_missing(two_results):
     good, bad = two_results
-    assert good["verdict"] == "real" and bad["exit_code"] == 3 and "corrupt.mp4" in bad["error"]
+    assert good["verdict"] == ASTRONAUT_VERDICT and bad["exit_code"] == 3 and "corrupt.mp4" in bad["error"]
     assert (bad["verdict"], bad["probability"], bad["cnn_probability"]) == (None, None, None)
     for record in two_results:
         values = list(all_strings_and_floats(record))
@@ -127,7 +128,8 @@ def test_the_csv_rounds_to_6_decimals_keeps_warnings_and_the_identity_columns(tm
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == CSV_COLUMNS
-    assert rows[0]["probability"] == "0.387692" and rows[0]["threshold"] == "0.395355"
+    assert rows[0]["probability"] == str(round(ASTRONAUT_PROBABILITY, 6))
+    assert rows[0]["threshold"] == str(round(ASTRONAUT_THRESHOLD, 6))
     assert (rows[0]["model_sha256"], rows[0]["schema_version"]) == (MODEL_SHA256, str(SCHEMA_VERSION))
     assert rows[1]["probability"] == "" and rows[1]["verdict"] == "" and rows[1]["exit_code"] == "3"
 
@@ -166,7 +168,8 @@ def test_the_documented_one_liner_works_in_a_fresh_process_without_a_framework()
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed, frameworks = proc.stdout.strip().splitlines()
     record = ast.literal_eval(printed)
-    assert (record["verdict"], record["probability"]) == ("real", pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-9))
+    assert (record["verdict"], record["probability"]) == (ASTRONAUT_VERDICT,
+                                                          pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-9))
     assert record["schema_version"] == SCHEMA_VERSION and frameworks == "[]"
 
 

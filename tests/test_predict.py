@@ -18,7 +18,7 @@ from deepfake_cli.serve.evidence import judge_tracks
 from deepfake_cli.serve.predict import PredictResult
 from deepfake_cli.serve.result_files import ResultWriter
 from deepfake_cli.errors import DfdError
-from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, ROOT, shared_data, write_face_clip
+from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, ASTRONAUT_VERDICT, ROOT, shared_data, write_face_clip
 
 
 def face(x: float, side: float) -> Detection:
@@ -295,11 +295,12 @@ def test_an_unexpected_exception_in_one_input_fails_it_alone(tmp_path, monkeypat
     assert failed.exit_code == 1 and failed.verdict == ""
     assert failed.error == f"{bad}: unexpected RuntimeError (a bug in dfd): decoder exploded"
     assert "Traceback" in outcome.bugs[str(bad)] and "decoder exploded" in outcome.bugs[str(bad)]
-    assert (scored.verdict, scored.exit_code) == ("real", 0)
+    assert (scored.verdict, scored.exit_code) == (ASTRONAUT_VERDICT, 0)
     assert scored.probability == pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6)
     assert outcome.exit_code == 1  # the worst of the batch
     rows = list(csv.DictReader((tmp_path / "out.csv").read_text().splitlines()))
-    assert [(r["path"], r["verdict"], r["exit_code"]) for r in rows] == [(str(bad), "", "1"), (str(good), "real", "0")]
+    assert [(r["path"], r["verdict"], r["exit_code"]) for r in rows] == [(str(bad), "", "1"),
+                                                                          (str(good), ASTRONAUT_VERDICT, "0")]
 
 
 def test_the_cli_shows_a_bug_in_one_input_with_its_traceback_and_scores_the_rest(tmp_path, monkeypatch):
@@ -307,7 +308,7 @@ def test_the_cli_shows_a_bug_in_one_input_with_its_traceback_and_scores_the_rest
     prepare_failing_on("bad.mp4", KeyError("landmark"), monkeypatch)
     result = CliRunner().invoke(app, ["predict", str(bad), str(good)])
     assert result.exit_code == 1, result.output
-    assert f"{good}: real (P(fake) = 0.388" in result.stdout
+    assert f"{good}: {ASTRONAUT_VERDICT} (P(fake) = {ASTRONAUT_PROBABILITY:.3f}" in result.stdout
     assert f"error: {bad}: unexpected KeyError (a bug in dfd): 'landmark'" in result.stderr
     assert "Traceback (most recent call last)" in result.stderr and "this is a bug in dfd" in result.stderr
 
@@ -338,7 +339,7 @@ def test_an_exception_while_scoring_or_writing_evidence_fails_that_input_alone(t
     monkeypatch.setattr(Predictor, "finish", failing)
     outcome = predict_batch([bad, good])
     assert outcome.results[0].exit_code == 1 and "No space left on device" in outcome.results[0].error
-    assert outcome.results[1].verdict == "real" and outcome.exit_code == 1
+    assert outcome.results[1].verdict == ASTRONAUT_VERDICT and outcome.exit_code == 1
 
 
 def test_the_batch_exit_code_policy():

@@ -10,6 +10,7 @@ from rich.console import Console
 from deepfake_cli.report.clip_report import draw_judged, judged_summary, window_positions, write_clip_report
 from deepfake_cli.report.tables import format_metric, metrics_table, to_jsonable, write_report
 from deepfake_cli.serve.result import PredictResult
+from tests.helpers import ASTRONAUT_PROBABILITY, ASTRONAUT_THRESHOLD, ASTRONAUT_VERDICT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -160,12 +161,13 @@ def test_to_jsonable():
 def _astronaut_result(**changes) -> PredictResult:
     """What the default model gives on examples/astronaut.mp4 (25 fps, 50 frames): 3 windows of 25
     consecutive faces, the verdict the mean of their calibrated P(fake); the tracks shown are the
-    most suspicious window's."""
+    most suspicious window's. Its verdict, P(fake) and threshold are tests.helpers'; the windows are made here."""
     spans = [(0, 24, 0.374679), (12, 36, 0.371783), (25, 49, 0.416614)]
     windows = [{"first_frame": a, "last_frame": b, "start_s": round(a / 25, 3), "end_s": round((b + 1) / 25, 3),
                 "faces": b - a + 1, "probability": p} for a, b, p in spans]
-    fields = dict(path="examples/astronaut.mp4", verdict="real", probability=0.3876917794114825, threshold=0.395,
-                  frames=50, faces=75, tracks=1, clip_frames=50, duration_s=2.0, windows=windows,
+    fields = dict(path="examples/astronaut.mp4", verdict=ASTRONAUT_VERDICT, probability=ASTRONAUT_PROBABILITY,
+                  threshold=ASTRONAUT_THRESHOLD, frames=50, faces=75, tracks=1, clip_frames=50, duration_s=2.0,
+                  windows=windows,
                   most_suspicious_window=2, frame_indices=[f for a, b, _ in spans for f in range(a, b + 1)],
                   frame_scores=[0.3] * 75, track_probabilities=[p for _, _, p in spans],
                   track_reports=[{"track": 0, "frames_seen": 25, "face_side": 109.9, "median_box": [0, 0, 1, 1],
@@ -197,7 +199,7 @@ def _one_window(**changes):
 ], ids=["3 windows", "1 window", "image", "whole frames"])
 def test_judged_summary_says_what_the_cli_line_says(result):
     line = _cli_line(result)
-    assert f"threshold 0.395, {judged_summary(result)})" in line, line
+    assert f"threshold {ASTRONAUT_THRESHOLD:.3f}, {judged_summary(result)})" in line, line
 
 
 def _page(tmp_path, result, aggregation="mean") -> str:
@@ -211,17 +213,17 @@ def _page(tmp_path, result, aggregation="mean") -> str:
 def test_clip_report_verdict_line_is_the_cli_s(tmp_path):
     result = _astronaut_result()
     text = _page(tmp_path, result)
-    assert "75 faces in 3 windows of 50 frames (2.0 s)" in _cli_line(result)
-    assert "(threshold 0.395) &middot; 75 faces in 3 windows of 50 frames (2.0 s)</p>" in text
+    assert "75 faces in 3 windows of 50 frames (2.0 s)" in _cli_line(result)  # the windows made above
+    assert f"(threshold {ASTRONAUT_THRESHOLD:.3f}) &middot; 75 faces in 3 windows of 50 frames (2.0 s)</p>" in text
     assert "in 50 frames of 50" not in text
-    assert "P(fake) = <b>0.388</b>" in text
+    assert f"P(fake) = <b>{ASTRONAUT_PROBABILITY:.3f}</b>" in text
 
 
 def test_clip_report_says_which_window_the_track_table_shows(tmp_path):
     text = _page(tmp_path, _astronaut_result())
     assert "<th>P(fake) in that window</th>" in text and "<td>0.417</td>" in text
     assert "most suspicious window (frames 25–49, 1.00–2.00 s)" in text
-    assert "P(fake) 0.388 is the mean of the 3 windows'" in text
+    assert f"P(fake) {ASTRONAUT_PROBABILITY:.3f} is the mean of the 3 windows'" in text
     one = _page(tmp_path, _one_window())  # one window: the track's P(fake) is the clip's, said plainly
     assert "<th>P(fake)</th>" in one and "most suspicious window" not in one
 
@@ -251,8 +253,9 @@ def test_chart_places_each_window_at_its_time_in_the_clip():
     assert list(points.get_ydata()) == pytest.approx([0.374679, 0.371783, 0.416614])
     assert all(0 <= x <= 2.0 for x in points.get_xdata())
     assert list(lines["most suspicious"].get_xdata()) == pytest.approx([1.48])
-    assert "threshold 0.395" in labels  # three decimals, as the CLI: not "0.40" beside a verdict of 0.388
-    assert ax.get_title() == "clip: real, P(fake) 0.388, the mean of the 3 windows' P(fake)"
+    assert f"threshold {ASTRONAUT_THRESHOLD:.3f}" in labels  # three decimals, as the CLI, not two
+    assert ax.get_title() == (f"clip: {ASTRONAUT_VERDICT}, P(fake) {ASTRONAUT_PROBABILITY:.3f}, "
+                              "the mean of the 3 windows' P(fake)")
     assert not any("judged frame" in label for label in labels)
 
 
@@ -261,7 +264,7 @@ def test_chart_of_one_window_shows_face_scores_without_the_threshold():
     assert labels == ["CNN score of each face (uncalibrated)"]
     assert list(lines[labels[0]].get_xdata()) == pytest.approx([i / 25 for i in range(25)])
     assert ax.get_xlim() == pytest.approx((0.0, 2.0))
-    assert "0.388" in ax.get_title() and "threshold 0.395" in ax.get_title()
+    assert f"{ASTRONAUT_PROBABILITY:.3f}" in ax.get_title() and f"threshold {ASTRONAUT_THRESHOLD:.3f}" in ax.get_title()
 
 
 def test_chart_of_single_frames_spread_over_the_clip():
@@ -272,5 +275,5 @@ def test_chart_of_single_frames_spread_over_the_clip():
     result = _astronaut_result(faces=5, frames=5, windows=windows, most_suspicious_window=4, frame_indices=frames)
     ax, labels, lines = _chart(result)
     assert list(lines["calibrated P(fake) of each judged frame"].get_xdata()) == pytest.approx([0, 0.4, 0.8, 1.2, 1.6])
-    assert "threshold 0.395" in labels and ax.get_xlim() == pytest.approx((0.0, 2.0))
+    assert f"threshold {ASTRONAUT_THRESHOLD:.3f}" in labels and ax.get_xlim() == pytest.approx((0.0, 2.0))
     assert judged_summary(result) == "5 faces in 5 frames of 50 (2.0 s)"

@@ -27,7 +27,8 @@ with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx is what 
 
 from deepfake_cli.serve.web.app import create_app  # noqa: E402
 from deepfake_cli.serve.web.settings import ServiceSettings  # noqa: E402
-from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY  # noqa: E402
+from tests.helpers import (ASTRONAUT, ASTRONAUT_JUDGED, ASTRONAUT_PROBABILITY, ASTRONAUT_THRESHOLD,  # noqa: E402
+                           ASTRONAUT_VERDICT)
 
 MODEL_SHA256 = "8b6de274cb2fbecb734433d20007cd384e1b0e79fa0c93ce1a3212c05ad048e8"
 
@@ -67,7 +68,7 @@ def test_probes_and_the_model(client):
     assert client.get("/readyz").json() == {"status": "ready"}
     model = client.get("/v1/model").json()
     assert (model["name"], model["model_sha256"], model["runtime"]) == ("default", MODEL_SHA256, "onnx")
-    assert model["threshold"] == pytest.approx(0.39535480215367197)
+    assert model["threshold"] == pytest.approx(ASTRONAUT_THRESHOLD)
     assert model["limits"]["max_upload_bytes"] == 200 * 1024 * 1024
     assert "uncertain" in model and "terms" in model["card"]  # the band (null: none) and the model card's terms
 
@@ -111,7 +112,8 @@ def test_predict_gives_the_cli_s_result_object_for_the_upload(client, detector, 
     response = client.post("/v1/predict", files=clip())
     assert response.status_code == 200, response.text
     record = response.json()
-    assert (record["verdict"], record["probability"]) == ("real", pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6))
+    assert (record["verdict"], record["probability"]) == (ASTRONAUT_VERDICT,
+                                                          pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6))
     assert record["path"] == "astronaut.mp4" and record["model_sha256"] == MODEL_SHA256
     local = detector.predict(ASTRONAUT)  # what `dfd predict --json` gives, key for key
     assert sorted(record) == sorted(local)
@@ -139,7 +141,7 @@ def test_bad_uploads_get_4xx_and_the_server_still_scores_the_next_good_one(clien
     assert unreadable.status_code == 422 and record["exit_code"] == 3 and record["verdict"] is None
     assert record["schema_version"] == 1 and record["path"] == "broken.mp4"
     good = client.post("/v1/predict", files=clip())
-    assert good.status_code == 200 and good.json()["verdict"] == "real"
+    assert good.status_code == 200 and good.json()["verdict"] == ASTRONAUT_VERDICT
     assert left_behind(uploads_dir) == []
 
 
@@ -242,7 +244,7 @@ def test_one_access_log_line_per_request(client, caplog):
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "dfd.serve.access"]
     assert [(line["method"], line["path"], line["status"]) for line in lines] == [
         ("POST", "/v1/predict", 200), ("GET", "/healthz", 200)]
-    assert lines[0]["verdict"] == "real" and lines[0]["bytes_in"] > ASTRONAUT.stat().st_size
+    assert lines[0]["verdict"] == ASTRONAUT_VERDICT and lines[0]["bytes_in"] > ASTRONAUT.stat().st_size
     assert lines[0]["bytes_out"] > 0 and lines[0]["seconds"] > 0
 
 
@@ -349,15 +351,23 @@ def test_the_page_in_headless_chromium_gives_the_verdict_at_phone_width(detector
         subprocess.run([*common, f"--screenshot={shot}", f"{base}/harness"], capture_output=True, timeout=180)
     title = re.search(r"<title>(.*?)</title>", dom.stdout, re.S)
     assert title is not None, dom.stderr[-2000:]
-    assert "verdict: Likely real" in title.group(1) and "P(fake) = 0.388 against the threshold 0.395" in title.group(1)
+    heading = {"real": "Likely real", "fake": "Likely fake", "uncertain": "Uncertain: too close to call"}  # app.js
+    assert f"verdict: {heading[ASTRONAUT_VERDICT]}" in title.group(1)
+    assert (f"P(fake) = {ASTRONAUT_PROBABILITY:.3f} against the threshold {ASTRONAUT_THRESHOLD:.3f}"
+            in title.group(1))
     assert "Judged frames 0–49 of 50 (0.0–2.0 s)" in title.group(1)  # which part of the clip: its windows
-    assert "(75 faces in 3 windows of 50 frames (2.0 s))" in title.group(1)  # as the CLI line says it (judged_summary)
+    assert f"({ASTRONAUT_JUDGED})" in title.group(1)  # as the CLI line says it (judged_summary)
     import cv2
 
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[1] == 412
-    green = (image[..., 1] > 100) & (image[..., 0] < 80) & (image[..., 2] < 80)  # the verdict and its bar, in green
-    assert green.mean() > 0.001
+    b, g, r = image[..., 0], image[..., 1], image[..., 2]
+    coloured = {  # the verdict (and, but when uncertain, its bar) in its colour (style.css)
+        "real": (g > 100) & (b < 80) & (r < 80),  # green
+        "fake": (r > 100) & (g < 80) & (b < 80),  # red
+        "uncertain": (r > 100) & (g > 50) & (g < 120) & (b < 40),  # brown
+    }[ASTRONAUT_VERDICT]
+    assert coloured.mean() > 0.001
 
 
 def test_serve_without_the_serve_extra_names_its_pip_line_and_exits_2():

@@ -76,7 +76,7 @@ class BundleConfig:
     video_aggregation: str = "mean"
     test_time_flip: bool = False  # score each face and its mirror image, average features and scores
     thresholds_at_fpr: dict = field(default_factory=dict)  # {"0.01": threshold, ...} when calibrated
-    uncertain: list = field(default_factory=list)  # [lo, hi]: calibrated P in [lo, hi) is "uncertain" (crossval)
+    uncertain: list = field(default_factory=list)  # [lo, hi]: calibrated P in [lo, hi) is "uncertain" (train.calibrate, crossval)
     windows: int = 1  # predict: windows of fpv consecutive frames over the clip (aggregated by video_aggregation)
     weights_sha256: dict = field(default_factory=dict)  # {"cnn.weights.h5": hex digest, ...} as trained
     lstm: dict = field(default_factory=_default_lstm)

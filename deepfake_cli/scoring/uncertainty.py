@@ -1,12 +1,13 @@
 """The uncertain band: where a verdict is too close to call.
 
-On calibrated probabilities of videos the model was not trained on (validation, or out of fold), the band
-[lo, hi) around the threshold holds the probabilities where a call would be right less often
-than ``level`` at equal numbers of real and fake clips: a "fake" call needs P >= hi, where
-TPR / (TPR + FPR) >= level over the videos above hi; a "real" call needs P < lo, where
-TNR / (TNR + FNR) >= level over the videos below lo. Calibration (train.calibrate on validation
-videos, `crossval --calibrate-model` out of fold) writes it into a bundle (``uncertain``), `predict` says "uncertain" inside it and `evaluate` reports how many
-videos fall in it and how right the calls outside it are.
+On calibrated probabilities of videos the model was not trained on (validation, or out of
+fold), the band [lo, hi) around the threshold holds the probabilities where a call would be
+right less often than ``level`` at equal numbers of real and fake clips: a "fake" call needs
+P >= hi, where TPR / (TPR + FPR) >= level over the videos above hi; a "real" call needs P < lo,
+where TNR / (TNR + FNR) >= level over the videos below lo. Calibration (train.calibrate on
+validation videos, `crossval --calibrate-model` out of fold) writes it into a bundle
+(``uncertain``), `predict` says "uncertain" inside it and `evaluate` reports how many videos
+fall in it and how right the calls outside it are.
 """
 
 from __future__ import annotations

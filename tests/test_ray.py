@@ -52,7 +52,8 @@ def test_ray_batch_equals_the_plain_run(tmp_path, ray_cluster):
     assert outcome.exit_code == plain.exit_code == 3 and not outcome.bugs
     assert [(r.verdict, repr(r.probability), r.error, r.exit_code) for r in outcome.results] == \
         [(r.verdict, repr(r.probability), r.error, r.exit_code) for r in plain.results]
-    assert {r.verdict for r in outcome.results} == {"real", "fake", ""}
+    verdicts = {r.verdict for r in outcome.results}
+    assert "" in verdicts and verdicts - {""} and verdicts <= {"real", "fake", "uncertain", ""}  # verdicts, and the error row
     assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
 
     def rows(path):  # the timings (`seconds`) differ between any two runs

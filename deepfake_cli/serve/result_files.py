@@ -23,7 +23,7 @@ from typing import IO, Iterator
 
 from deepfake_cli.errors import DfdError
 from deepfake_cli.files import atomic_write_text
-from deepfake_cli.serve.schema import CSV_COLUMNS, csv_row  # noqa: F401 (CSV_COLUMNS: the columns, re-exported)
+from deepfake_cli.serve.schema import CSV_COLUMNS, VERDICTS, csv_row  # noqa: F401 (CSV_COLUMNS: re-exported)
 
 
 
@@ -126,7 +126,8 @@ def read_results(path: Path) -> tuple[list[dict], str, str]:
 
 
 def has_verdict(row: dict) -> bool:
-    return row.get("verdict") in ("real", "fake")
+    """Whether a previous run scored this row's input (an 'uncertain' verdict is a verdict too)."""
+    return row.get("verdict") in VERDICTS
 
 
 def done_paths(path: Path) -> set[str]:

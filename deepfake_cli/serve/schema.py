@@ -20,6 +20,7 @@ from pathlib import Path
 from deepfake_cli.files import file_sha256, to_jsonable
 
 SCHEMA_VERSION = 1
+VERDICTS = ("real", "fake", "uncertain")  # a scored input's verdict (scoring.scorer.verdict); "" when it failed
 CSV_DECIMALS = 6
 IDENTITY_KEYS = ("schema_version", "dfd_version", "model", "model_sha256")  # before the result's own fields
 WEIGHT_FILES = ("cnn.weights.h5", "lstm.weights.h5")  # deepfake_cli.nets.bundle's CNN_WEIGHTS, LSTM_WEIGHTS

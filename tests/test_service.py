@@ -154,13 +154,16 @@ def test_a_generated_real_and_fake_pair_and_a_faceless_image(client, detector, t
 
     from tests.helpers import write_face_clip
 
+    probability = {}
     for fake in (False, True):
         path = write_face_clip(tmp_path / f"{'fake' if fake else 'real'}.mp4", shift=0, fake=fake, frames=6)
         served = client.post("/v1/predict", files=clip(path.name, path.read_bytes())).json()
         local = detector.predict(path)
         assert served["verdict"] == local["verdict"] and local["verdict"] in ("real", "fake", "uncertain"), local
+        probability[fake] = local["probability"]
         assert served["probability"] == pytest.approx(local["probability"], abs=1e-6)
         assert served["warnings"] == local["warnings"] and any("only 6 frames" in w for w in served["warnings"])
+    assert probability[True] > probability[False]  # the blended face scores higher (both inside the default's band)
     ok, png = cv2.imencode(".png", np.full((120, 160, 3), 128, np.uint8))
     blank = client.post("/v1/predict", files=clip("blank.png", png.tobytes()))
     assert blank.status_code == 422 and blank.json()["exit_code"] == 4 and "no face" in blank.json()["error"]

@@ -191,7 +191,7 @@ def test_train_lstm_calibrates_the_bundle(sequence_bundle):
     assert 0 <= lo <= config.threshold <= hi <= 1 and fitted["uncertain"] == [lo, hi]
 
 
-def test_dfd_calibrate_refits_what_train_lstm_fitted(sequence_bundle):
+def test_dfd_calibrate_refits_what_train_lstm_fitted(sequence_bundle, tmp_path):
     import json
 
     from typer.testing import CliRunner
@@ -207,3 +207,8 @@ def test_dfd_calibrate_refits_what_train_lstm_fitted(sequence_bundle):
     assert config.threshold == summary["calibration"]["threshold"] and config.uncertain == summary["calibration"]["uncertain"]
     missing = CliRunner().invoke(app, ["calibrate", "--model", str(root / "nothing"), "--store", str(root / "dfd.h5")])
     assert missing.exit_code != 0 and "nothing" in missing.output
+    Store.open(tmp_path / "other.h5", write=True).close()  # a store without the model's validation videos
+    before = (root / "seq" / "config.json").read_bytes()
+    other = CliRunner().invoke(app, ["calibrate", "--model", str(root / "seq"), "--store", str(tmp_path / "other.h5")])
+    assert other.exit_code != 0 and "other.h5" in other.output and "validation" in other.output, other.output
+    assert (root / "seq" / "config.json").read_bytes() == before  # nothing written

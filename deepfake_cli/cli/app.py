@@ -52,7 +52,8 @@ COMMANDS = [  # (name, function): the order of `dfd --help`, predict (what most 
     ("predict", predict), ("models", models), ("check-model", check_model),
     ("extract", extract), ("crop", crop), ("merge", merge), ("explore", explore), ("compress", compress),
     ("check", check), ("train-cnn", train_cnn), ("ensemble", ensemble), ("export-features", export_features),
-    ("train-lstm", train_lstm), ("evaluate", evaluate), ("calibrate", calibrate), ("crossval", crossval), ("export-onnx", export_onnx),
+    ("train-lstm", train_lstm), ("evaluate", evaluate), ("calibrate", calibrate), ("crossval", crossval),
+    ("export-onnx", export_onnx),
     ("serve", serve),  # in the "Use a model" group, after predict and models
     ("merge-results", merge_results),  # joins predict --shard's result files
 ]

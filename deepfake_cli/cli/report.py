@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from deepfake_cli.cli.common import (JsonOption, ModelsDirOption, QuietOption, StoreOption, consoles, handled,
                                      import_keras_quietly, open_store, print_json, print_table_that_fits,
-                                     warn_of_weak_validation)
+                                     render_summary, warn_of_weak_validation)
 
 
 @handled
@@ -58,7 +58,6 @@ def evaluate(
             out.print(f"wrote {path}")
 
 
-
 @handled
 def calibrate(
     model: str = typer.Option("dfd-model", "--model", "-m", help="Bundle name or directory (rewritten in place)."),
@@ -70,7 +69,6 @@ def calibrate(
     """Re-fit a bundle's temperature, threshold (no dataset's real videos over 10 % called fake) and
     uncertain band on the store's videos of its validation split, scored as predict scores them."""
     import_keras_quietly("dfd calibrate")
-    from deepfake_cli.cli.common import render_summary
     from deepfake_cli.serve.model_choice import locate_model
     from deepfake_cli.train.calibrate import calibrate_bundle
 

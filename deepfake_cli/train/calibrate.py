@@ -92,8 +92,9 @@ def calibrate_bundle(store: Store, bundle_dir: Path) -> dict:
     bundle = load_bundle(bundle_dir)
     labels, raw, datasets = validation_scores(store, bundle)
     if len(set(labels.tolist())) < 2:
-        raise TrainingDataError("calibration needs real and fake validation videos with exported features "
-                                f"(found {len(labels)} video(s)); run `dfd export-features` first")
+        raise TrainingDataError(f"{bundle_dir}: calibration needs real and fake videos of the model's validation "
+                                f"split in the store {store.path} (found {len(labels)} scored); extract and crop "
+                                "them into it, or run `dfd export-features` first")
     fitted = fit_calibration(labels, raw, datasets)
     config = bundle.config
     config.temperature = fitted["temperature"]

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Round 4 of models/default/README.md (2026-12-07): cross-validate the candidate recipe, train it on
 # every video, calibrate it out of fold and export it. Run from the repository root with
-# ../shared/data present; everything ran on this project's 2-core CPU (stores about 40 min, folds
-# 75 min, the model 23 min, scoring and calibration 10 min). Its figures beat every earlier recipe
-# on DFDC out of fold, but the model calls examples/astronaut.mp4 fake (0.912), so it was not
+# ../shared/data present; everything ran on this project's 2-core CPU, shared between steps: the
+# folds 73 min, the three-window store 39 min beside them, the model 23 min, the three-window
+# rescoring of the folds about 9 min and the calibration 6 min (the training stores were built in
+# an earlier session, not timed here). Its DFDC mean out of fold is the best so far (one seed),
+# but the model calls examples/astronaut.mp4 fake (0.912), so it was not
 # shipped: the last step, which would replace the packaged default, is left as a comment.
 #
 # One recipe file is both what `dfd crossval` cross-validates and what `dfd train-cnn --recipe`

@@ -21,7 +21,9 @@ before and after, on that store's train split (epochs of ``--faces-per-video`` f
 validation excluded; 3 epochs, the median of their rates, so that the first epoch's reading of every video into
 train-cnn's cache counts once as in a real run): ``train-cnn/keras`` (Keras fit on TensorFlow, what train-cnn ran before) and
 ``train-cnn/torch`` (``--engine torch``: the PyTorch loop with the loader thread), each as the images/s
-train-cnn records for the epoch (its step, data reading, augmentation and Python overhead).
+train-cnn records for the epoch (its step, data reading, augmentation and Python overhead), and
+``train-cnn/torch-fast``: models/default/recipe-torch-fast.json's cheaper step on the same engine
+(128 px faces, ``--freeze-blocks 3``: no backward pass through the stem and the first 3 blocks).
 """
 
 from __future__ import annotations
@@ -126,16 +128,22 @@ def input_speed(store_path: str, batches: int) -> float:
         return BATCH * batches / (time.perf_counter() - start)
 
 
-def train_cnn_speed(store_path: str, engine: str, faces: int) -> float:
-    """Images/s of one train-cnn epoch (as train-cnn records it) with ``engine`` on a store's train split."""
+# train-cnn/<variant>: the engine and what the variant changes in the step
+TRAIN_CNN = {"keras": dict(engine="keras"), "torch": dict(engine="torch"),
+             "torch-fast": dict(engine="torch", input_size=128, freeze_blocks=3)}
+
+
+def train_cnn_speed(store_path: str, variant: str, faces: int) -> float:
+    """Images/s of one train-cnn epoch (as train-cnn records it) of a TRAIN_CNN variant on a store's train split."""
     import tempfile
 
     from deepfake_cli.data.store import Store
     from deepfake_cli.train.cnn import CNNTrainOptions, train_cnn
 
-    options = CNNTrainOptions(backbone="efficientnet-lite0", weights="imagenet", input_size=SIZE, epochs=3, rounds=1,
+    settings = {"input_size": SIZE, **TRAIN_CNN[variant]}
+    options = CNNTrainOptions(backbone="efficientnet-lite0", weights="imagenet", epochs=3, rounds=1,
                               batch_size=BATCH, learning_rate=2e-4, batchnorm="train", max_frames_per_video=faces,
-                              engine=engine)
+                              **settings)
     with Store.open(store_path) as store, tempfile.TemporaryDirectory() as out:
         return train_cnn(store, Path(out) / "bench", options)["images_per_second"]
 
@@ -158,7 +166,7 @@ def main() -> None:
         print(json.dumps({"images_per_second": speed}))
         return
     print(f"machine: {machine()}; Lite0 {SIZE} px, batch {BATCH}, {args.steps} timed steps")
-    jobs = args.engines.split(",") + (["input", "train-cnn/keras", "train-cnn/torch"] if args.store else [])
+    jobs = args.engines.split(",") + (["input"] + [f"train-cnn/{v}" for v in TRAIN_CNN] if args.store else [])
     for job in jobs:
         backend = "tensorflow" if job.startswith(("keras-tf", "input", "train-cnn")) else "torch"
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
@@ -172,7 +180,9 @@ def main() -> None:
             continue
         speed = json.loads(run.stdout.strip().splitlines()[-1])["images_per_second"]
         what = {"input": "input pipeline (read, augment, resize)", "train-cnn/keras": "whole train-cnn epoch, before",
-                "train-cnn/torch": "whole train-cnn epoch, --engine torch"}.get(job, "training step")
+                "train-cnn/torch": "whole train-cnn epoch, --engine torch",
+                "train-cnn/torch-fast": "whole train-cnn epoch, --engine torch, 128 px, --freeze-blocks 3"}.get(
+                    job, "training step")
         print(f"{job:18} {speed:7.1f} images/s  ({what})", flush=True)
 
 

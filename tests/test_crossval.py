@@ -95,6 +95,14 @@ def test_a_recipe_names_train_cnn_options_only(tmp_path):
         load_recipe(bad)
 
 
+def test_every_recipe_of_the_default_model_loads():
+    """models/default's recipes are what train.sh and crossval run: each names known options only."""
+    recipes = sorted((Path(__file__).parent.parent / "models" / "default").glob("recipe*.json"))
+    assert len(recipes) >= 6
+    engines = {load_recipe(r).engine for r in recipes}
+    assert engines == {"keras", "torch"}
+
+
 def test_train_cnn_refuses_training_options_typed_beside_a_recipe(tmp_path):
     from deepfake_cli.cli import app
 

@@ -88,6 +88,11 @@ def test_the_torch_engine_refuses_what_it_cannot_train_before_writing_anything(t
         CNNTrainOptions(engine="torch", backbone="efficientnet-lite0", weights=str(tmp_path / "keras.weights.h5"))
     with pytest.raises(OptionsError, match="engine"):
         CNNTrainOptions(engine="jax")
+    with pytest.raises(OptionsError, match="--freeze-blocks needs --engine torch"):
+        CNNTrainOptions(engine="keras", freeze_blocks=3)
+    for weights, blocks in (("none", 3), ("imagenet", -1)):
+        with pytest.raises(OptionsError, match="--freeze-blocks"):
+            options(weights=weights, freeze_blocks=blocks)
     from typer.testing import CliRunner
 
     from deepfake_cli.cli.app import app
@@ -97,6 +102,32 @@ def test_the_torch_engine_refuses_what_it_cannot_train_before_writing_anything(t
                                    "--store", str(store), "--models-dir", str(tmp_path / "models"), "--model", "m"])
     assert run.exit_code == 2 and "EfficientNet-Lite" in run.output
     assert not (tmp_path / "models" / "m").exists()
+
+
+def test_frozen_blocks_keep_their_imagenet_weights_and_statistics_while_the_rest_learns():
+    """--freeze-blocks 3: after training steps the stem and blocks 0-2 (weights and batch-norm
+    statistics) are ImageNet's, bit for bit; block 3 on and the head have moved."""
+    import torch
+
+    from deepfake_cli.train.torch_cnn import build_net, new_optimizer, set_trainable, to_tensor
+
+    torch.manual_seed(0)
+    net = build_net("efficientnet-lite0", SIZE, "imagenet", 0.2)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    set_trainable(net, True, False, freeze_blocks=3)
+    optimizer = new_optimizer(net, 1e-2)
+    rng = np.random.default_rng(0)
+    faces = np.concatenate([synthetic_faces(rng, fake, 4, SIZE) for fake in (False, True)]).astype(np.float32)
+    labels = torch.tensor([[0.0]] * 4 + [[1.0]] * 4)
+    for _ in range(2):
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.binary_cross_entropy_with_logits(net(to_tensor(faces, "cpu")), labels).backward()
+        optimizer.step()
+    end = net.state_dict()
+    frozen = [k for k in end if k.startswith(("_conv_stem", "_bn0", "_blocks.0.", "_blocks.1.", "_blocks.2."))]
+    assert frozen and all(torch.equal(start[k], end[k]) for k in frozen)
+    moved = [k for k in end if k.startswith(("_blocks.3.", "_fc")) and end[k].dtype.is_floating_point]
+    assert moved and all(not torch.equal(start[k], end[k]) for k in moved if "num_batches" not in k)
 
 
 class Killed(Exception):

@@ -91,8 +91,8 @@ def predict(
     skip_done: Optional[Path] = typer.Option(None, "--skip-done", help="Skip the inputs this earlier --csv or "
                                              "--jsonl file has a verdict for, and append to --csv/--jsonl "
                                              "(resume an interrupted batch)."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 6 when a verdict carries a warning (a small or "
-                                "rarely seen face, a single image, too few frames, a wrong frame count)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 6 when a verdict is uncertain or carries a "
+                                "warning (a small or rarely seen face, a single image, too few frames, a wrong frame count)."),
     runtime: Runtime = typer.Option("auto", "--runtime", help="What runs the models. auto: "
                                 "onnxruntime on the CPU when the model has current ONNX files (dfd export-onnx), "
                                 "else Keras (and for --device cuda)."),

@@ -86,6 +86,8 @@ def train_cnn(
                                         "its mirror image (features and scores averaged): export-features, "
                                         "evaluate and predict all do."),
     engine: Literal["keras", "torch"] = typer.Option("keras", "--engine", help="keras: Keras fit | torch: a PyTorch loop (Lite backbones; several processes under torchrun); the same bundle."),
+    freeze_blocks: int = typer.Option(0, "--freeze-blocks", help="With --engine torch: keep the stem and the first N "
+                                      "blocks' ImageNet weights (faster steps: no backward pass through them)."),
     input_kind: Literal["face", "frame"] = typer.Option("face", "--input", help="face: the stored face crops | frame: the whole "
                                    "stored frames, letterboxed to a square (no face detector needed)."),
     bagging: int = typer.Option(0, "--bagging", help="Train N members on bootstrap resamples of the train "
@@ -126,7 +128,7 @@ def train_cnn(
                               augment=augment, max_frames_per_video=max_frames, batchnorm=batchnorm,
                               mixed_precision=mixed_precision, balance=balance, pseudo_fakes=pseudo_fakes,
                               pseudo_ratio=pseudo_ratio, test_time_flip=test_time_flip, input=input_kind,
-                              sampling=sampling, shift_augment=shift_augment, engine=engine)
+                              sampling=sampling, shift_augment=shift_augment, engine=engine, freeze_blocks=freeze_blocks)
 
     def on_epoch(info: dict) -> None:
         if not quiet:

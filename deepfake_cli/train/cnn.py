@@ -83,6 +83,7 @@ class CNNTrainOptions:
     input: str = "face"  # face: the stored face crops | frame: the stored frames, letterboxed (inputs.py)
     bootstrap: int = 0  # k > 0: bagging member k, trained on a bootstrap resample of the train identity groups
     engine: str = "keras"  # keras: Keras fit (any backend) | torch: a PyTorch loop, Lite backbones (torch_cnn.py)
+    freeze_blocks: int = 0  # torch engine: the stem and the first N blocks keep their ImageNet weights
 
     def __post_init__(self) -> None:
         """Refuse bad settings before anything is read or written."""
@@ -100,7 +101,9 @@ class CNNTrainOptions:
         if self.engine not in ("keras", "torch"):
             raise OptionsError(f"engine must be keras or torch, not {self.engine!r}")
         if self.engine == "torch":
-            check_torch_options(self.backbone, self.weights)
+            check_torch_options(self.backbone, self.weights, self.freeze_blocks)
+        elif self.freeze_blocks:
+            raise OptionsError("--freeze-blocks needs --engine torch")
         if self.bootstrap < 0:
             raise OptionsError("bootstrap must be 0 (none) or a bagging member number")
 
@@ -338,7 +341,7 @@ def train_with_torch(classifier, config: BundleConfig, bundle_dir: Path, checkpo
     run = TorchRun(train=train, val=val, evaluate=partial(face_metrics, val), checkpoints=checkpoints,
                    patience=options.patience, seed=options.seed, flip=bool(options.test_time_flip),
                    frozen_batchnorm=frozen_batchnorm(options), mixed_precision=options.mixed_precision,
-                   workers=max(1, options.workers), on_epoch=on_epoch)
+                   workers=max(1, options.workers), freeze_blocks=options.freeze_blocks, on_epoch=on_epoch)
     return train_torch(classifier, run, cnn_phases(options), state, options, input_size,
                        bundle_dir / CNN_WEIGHTS, weights_tag("cnn", config))
 

@@ -90,13 +90,15 @@ def lite_variant(backbone: str) -> int:
     return int(backbone[len("efficientnet-lite"):])
 
 
-def check_options(backbone: str, weights: str) -> None:
+def check_options(backbone: str, weights: str, freeze_blocks: int = 0) -> None:
     """OptionsError unless the PyTorch engine can train this backbone from these weights (called
     when the options are made, so a refused run writes nothing)."""
     lite_variant(backbone)
     if weights not in ("imagenet", "none"):
         raise OptionsError("--engine torch starts from --weights imagenet or none; "
                            "a Keras weights file needs --engine keras")
+    if freeze_blocks < 0 or (freeze_blocks and weights != "imagenet"):
+        raise OptionsError("--freeze-blocks N (N >= 0) keeps the first blocks' ImageNet weights: it needs --weights imagenet")
 
 
 def build_net(backbone: str, input_size: int, weights: str, dropout: float):
@@ -119,19 +121,23 @@ def build_net(backbone: str, input_size: int, weights: str, dropout: float):
     return net
 
 
-def set_trainable(net, backbone_trainable: bool, frozen_batchnorm: bool) -> None:
+def set_trainable(net, backbone_trainable: bool, frozen_batchnorm: bool, freeze_blocks: int = 0) -> None:
     """Freeze or unfreeze everything but the head, as train/cnn.py's Keras engine does: frozen layers
-    (and, with ``frozen_batchnorm``, batch-norm layers) run in inference mode and do not learn."""
+    (and, with ``frozen_batchnorm``, batch-norm layers) run in inference mode and do not learn.
+    ``freeze_blocks`` N: the stem and the first N blocks stay frozen throughout (no backward pass
+    through them, so each step is cheaper; their ImageNet features are kept)."""
     import torch
 
     net.train()
     for name, module in net.named_modules():
         head = name.startswith("_fc")
+        kept = freeze_blocks > 0 and (name.startswith(("_conv_stem", "_bn0")) or (
+            name.startswith("_blocks.") and int(name.split(".")[1]) < freeze_blocks))
         for parameter in module.parameters(recurse=False):
-            parameter.requires_grad_(head or backbone_trainable)
+            parameter.requires_grad_(head or (backbone_trainable and not kept))
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = BN_MOMENTUM
-            if not backbone_trainable or frozen_batchnorm:
+            if not backbone_trainable or frozen_batchnorm or kept:
                 module.eval()
                 for parameter in module.parameters(recurse=False):
                     parameter.requires_grad_(False)
@@ -192,6 +198,7 @@ class TorchRun:
     frozen_batchnorm: bool
     mixed_precision: str = "auto"  # bf16 autocast: auto = on a GPU only (bf16 is slower on this CPU)
     workers: int = 1  # loader threads
+    freeze_blocks: int = 0  # the stem and this many first blocks never train (set_trainable)
     on_epoch: Callable[[dict], None] | None = None
     publish: Callable[[object], None] | None = None  # writes a network's weights into the bundle (rank 0)
 
@@ -288,7 +295,7 @@ def run_torch_phases(net, run: TorchRun, phases: list[Phase], state: dict, tag: 
         phase = phases[index]
         if phase.start_from_best and state["phase_epoch"] == 0 and state["best"]:
             net.load_state_dict(load_checkpoint(ckpt.path(state["best"]["file"]), tag)["model"])
-        set_trainable(net, not phase.frozen, run.frozen_batchnorm)
+        set_trainable(net, not phase.frozen, run.frozen_batchnorm, run.freeze_blocks)
         model = net  # DDP after the trainable set is fixed: it all-reduces the gradients of exactly those
         if place.world > 1:
             model = torch.nn.parallel.DistributedDataParallel(net)
@@ -297,7 +304,7 @@ def run_torch_phases(net, run: TorchRun, phases: list[Phase], state: dict, tag: 
             optimizer.load_state_dict(load_checkpoint(ckpt.path(state["last"]["weights"]), tag)["optimizer"])
         while state["phase_epoch"] < phase.epochs and state["bad_epochs"] < run.patience:
             clock = time.perf_counter()
-            set_trainable(net, not phase.frozen, run.frozen_batchnorm)
+            set_trainable(net, not phase.frozen, run.frozen_batchnorm, run.freeze_blocks)
             loss, images = train_epoch(model, optimizer, run, (run.seed, index, state["phase_epoch"]), place,
                                        device, on_batch)
             train_seconds = time.perf_counter() - clock

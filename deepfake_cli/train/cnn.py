@@ -7,12 +7,10 @@ The reference recipe, on a bundle directory:
   class imbalance (FF++ here is about 1 real : 3 fake) is evened out with per-sample class weights;
 * every training video must have been extracted (frames per video, sampling) and cropped
   (size, alignment, margin, detector) alike: the bundle records those settings for serving.
-* an optional warm-up trains only the head with the backbone frozen, then every layer
-  trains (transfer learning);
+* an optional warm-up trains only the head with the backbone frozen, then every layer trains;
 * round 1 starts from the chosen weights; every further round restarts from the best
   weights so far with a fresh Adam optimizer and the learning rate times 0.1 per round;
-* early stopping on validation AUC with ``patience`` (per round); the best model of all
-  rounds ends up in ``cnn.weights.h5``;
+* early stopping on validation AUC with ``patience`` (per round); the best model ends up in ``cnn.weights.h5``;
 * every epoch writes a checkpoint (weights, optimizer state, loop state) so that
   ``resume=True`` continues a killed run from its last completed epoch.
 

@@ -16,10 +16,9 @@ FaceDataset batches: the same faces, augmentation, balance and sampling, as serv
 The schedule is train/cnn.py's phases (an optional frozen warm-up, rounds restarting from the best
 weights at the learning rate x 0.1), early stopping on validation AUC with the loop's rule
 (train/loop.improved); each epoch writes ``epoch-NNNN.pt`` (model and optimizer) and the loop
-state (train/loop.Checkpoints), so ``--resume`` continues a killed run. The best weights are
-ported into the Keras classifier (nets/efficientnet_lite.port_torch_state) and saved as the
-bundle's ``cnn.weights.h5`` after every epoch that improves on them (so a killed run leaves the best so far): export, calibration, evaluation and serving are the same as for a
-Keras-trained bundle.
+state (train/loop.Checkpoints), so ``--resume`` continues a killed run. The best weights so far are
+ported into the Keras classifier (nets/efficientnet_lite.port_torch_state) and saved as the bundle's
+``cnn.weights.h5``: export, calibration, evaluation and serving are those of a Keras-trained bundle.
 
 Several processes: under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains on every
 WORLD_SIZE-th batch of the same epoch order inside DistributedDataParallel (gloo on CPU, NCCL on

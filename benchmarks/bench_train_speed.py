@@ -13,7 +13,9 @@ training mode):
 * ``keras-torch`` / ``keras-torch-bf16``: the same Keras model on the PyTorch backend, trained by
   a PyTorch loop (AdamW), fp32 and under ``torch.autocast(bfloat16)``;
 * ``torch`` / ``torch-bf16``: no Keras: the reference PyTorch EfficientNet-Lite0
-  (``efficientnet_lite_pytorch``, the issue's probe), channels-last, the same loop.
+  (``efficientnet_lite_pytorch``, the issue's probe), channels-last, the same loop;
+  ``torch-compile``: under ``torch.compile``; ``torch-frozenN``: the stem and first N blocks
+  frozen as ``train-cnn --freeze-blocks N`` freezes them. ``--size`` sets the step rows' face size.
 
 With ``--store``, also the input side alone: train-cnn's FaceDataset batches (store read,
 augmentation, resize) per second, to compare with the model's step; and the whole of train-cnn,
@@ -38,25 +40,28 @@ from pathlib import Path
 
 from benchmarks.common import machine
 
-ENGINES = ("keras-tf", "keras-tf-bf16", "keras-tf-xla", "keras-torch", "keras-torch-bf16", "torch", "torch-bf16")
+ENGINES = ("keras-tf", "keras-tf-bf16", "keras-tf-xla", "keras-torch", "keras-torch-bf16", "torch", "torch-bf16",
+           "torch-compile", "torch-frozen3", "torch-frozen6")
 BATCH, SIZE = 32, 160
 
 
-def step_speed(engine: str, steps: int) -> float:
-    """Training images/s of one engine (run inside a fresh process)."""
+def step_speed(engine: str, steps: int, size: int = SIZE) -> float:
+    """Training images/s of one engine (run inside a fresh process) on ``size`` px faces."""
     import numpy as np
 
-    x = (np.random.default_rng(0).random((BATCH, SIZE, SIZE, 3)) * 255).astype(np.float32)
+    x = (np.random.default_rng(0).random((BATCH, size, size, 3)) * 255).astype(np.float32)
     y = (np.arange(BATCH) % 2).astype(np.float32)[:, None]
-    if engine in ("torch", "torch-bf16"):
-        return plain_torch_speed(x, y, steps, bf16=engine == "torch-bf16")
+    if engine.startswith("torch"):  # torch, torch-bf16, torch-compile, torch-frozenN
+        frozen = int(engine[len("torch-frozen"):]) if engine.startswith("torch-frozen") else 0
+        return plain_torch_speed(x, y, steps, bf16=engine == "torch-bf16", frozen=frozen,
+                                 compiled=engine == "torch-compile")
     import keras
 
     from deepfake_cli.nets.models import build_classifier, set_backbone_trainable
 
     if engine == "keras-tf-bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    classifier, _ = build_classifier("efficientnet-lite0", SIZE)
+    classifier, _ = build_classifier("efficientnet-lite0", size)
     set_backbone_trainable(classifier, True)
     if engine.startswith("keras-tf"):
         classifier.compile(optimizer=keras.optimizers.Adam(2e-4), loss="binary_crossentropy",
@@ -90,20 +95,27 @@ def timed(step, steps: int) -> float:
     return BATCH * steps / (time.perf_counter() - start)
 
 
-def plain_torch_speed(x, y, steps: int, bf16: bool) -> float:
-    """Training images/s of the reference PyTorch Lite0 (random start: speed only), channels-last."""
+def plain_torch_speed(x, y, steps: int, bf16: bool, frozen: int = 0, compiled: bool = False) -> float:
+    """Training images/s of the reference PyTorch Lite0 (random start: speed only), channels-last;
+    ``frozen``: the stem and first blocks kept as train-cnn's --freeze-blocks keeps them;
+    ``compiled``: under torch.compile (its compile time is in the warm-up, not timed)."""
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
-    net = EfficientNet.from_name("efficientnet-lite0", num_classes=1).to(memory_format=torch.channels_last).train()
+    from deepfake_cli.train.torch_cnn import new_optimizer, set_trainable
+
+    net = EfficientNet.from_name("efficientnet-lite0", num_classes=1, image_size=x.shape[1])
+    net = net.to(memory_format=torch.channels_last)
+    set_trainable(net, True, False, freeze_blocks=frozen)
+    model = torch.compile(net) if compiled else net
     images = (torch.from_numpy(x).permute(0, 3, 1, 2) / 255.0).contiguous(memory_format=torch.channels_last)
     labels = torch.from_numpy(y)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-4)
+    optimizer = new_optimizer(net, 2e-4)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = net(images)
+            logits = model(images)
         torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels).backward()
         optimizer.step()
 
@@ -154,6 +166,7 @@ def main() -> None:
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--store", help="also time train-cnn's input pipeline on this store")
     parser.add_argument("--faces-per-video", type=int, default=4, help="faces a video in the train-cnn epochs")
+    parser.add_argument("--size", type=int, default=SIZE, help="face size of the training-step rows")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -162,16 +175,16 @@ def main() -> None:
         elif args.child == "input":
             speed = input_speed(args.store, args.steps)
         else:
-            speed = step_speed(args.child, args.steps)
+            speed = step_speed(args.child, args.steps, args.size)
         print(json.dumps({"images_per_second": speed}))
         return
-    print(f"machine: {machine()}; Lite0 {SIZE} px, batch {BATCH}, {args.steps} timed steps")
+    print(f"machine: {machine()}; Lite0 {args.size} px steps, batch {BATCH}, {args.steps} timed steps")
     jobs = args.engines.split(",") + (["input"] + [f"train-cnn/{v}" for v in TRAIN_CNN] if args.store else [])
     for job in jobs:
         backend = "tensorflow" if job.startswith(("keras-tf", "input", "train-cnn")) else "torch"
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         command = [sys.executable, "-m", "benchmarks.bench_train_speed", "--child", job, "--steps", str(args.steps),
-                   "--faces-per-video", str(args.faces_per_video)]
+                   "--faces-per-video", str(args.faces_per_video), "--size", str(args.size)]
         if args.store:
             command += ["--store", args.store]
         run = subprocess.run(command, capture_output=True, text=True, env=env)

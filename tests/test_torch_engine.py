@@ -90,7 +90,7 @@ def test_the_torch_engine_refuses_what_it_cannot_train_before_writing_anything(t
         CNNTrainOptions(engine="jax")
     with pytest.raises(OptionsError, match="--freeze-blocks needs --engine torch"):
         CNNTrainOptions(engine="keras", freeze_blocks=3)
-    for weights, blocks in (("none", 3), ("imagenet", -1)):
+    for weights, blocks in (("none", 3), ("imagenet", -1), ("imagenet", 16)):  # Lite0 has 16 blocks
         with pytest.raises(OptionsError, match="--freeze-blocks"):
             options(weights=weights, freeze_blocks=blocks)
     from typer.testing import CliRunner

@@ -1,29 +1,25 @@
 """train-cnn's PyTorch engine (``--engine torch``): the same recipe, faces, schedule, checkpoints
 and bundle as the Keras engine, trained by a plain PyTorch loop.
 
-Why a second engine: issue 25 measured the same data and settings in a plain PyTorch loop
-fitting faster (batch losses about 0.1 where train-cnn's Keras engine averaged 0.28 at the same
-number of images) and ranking unseen FF++ clips better, and PyTorch is the backend of the GPU
-machines and of ``torchrun`` (several processes). The model is ``efficientnet_lite_pytorch``'s
-EfficientNet-Lite, the reference network that nets/efficientnet_lite.py ports to Keras layer for
-layer, with a one-logit head; what it trains on is what the Keras engine trains on (train/cnn.py's
-FaceDataset batches: the same faces, augmentation, balance and sampling, as served), mapped to
-``(x - 127) / 128`` channels-last. Differences, all recorded in the bundle's training notes:
+Why a second engine: issue 25 measured the same data and settings in a plain PyTorch loop fitting
+faster (batch losses about 0.1 where the Keras engine averaged 0.28 at the same number of images)
+and ranking unseen FF++ clips better, and PyTorch is the backend of the GPU machines and of
+``torchrun``. The model is ``efficientnet_lite_pytorch``'s EfficientNet-Lite (nets/efficientnet_lite.py
+ports it to Keras layer for layer) with a one-logit head, trained on train/cnn.py's FaceDataset batches
+(the Keras engine's faces, augmentation, balance and sampling), mapped to ``(x - 127) / 128``
+channels-last. Differences (recorded in the bundle's training notes): AdamW (decoupled weight decay
+0.01) instead of Adam; ``--workers`` threads read and augment the next batches while one trains.
 
-* AdamW (PyTorch's decoupled weight decay 0.01) instead of Adam;
-* the next batches are read and augmented by ``--workers`` threads while the current one trains.
+The schedule is train/cnn.py's phases (optional frozen warm-up, rounds restarting from the best weights
+at the learning rate x 0.1), early stopping on validation AUC by train/loop.improved; each epoch writes
+``epoch-NNNN.pt`` (model and optimizer) and the loop state (train/loop.Checkpoints), so ``--resume``
+continues a killed run. The best weights so far are ported into the Keras classifier
+(nets/efficientnet_lite.port_torch_state) and saved as the bundle's ``cnn.weights.h5``: export,
+calibration, evaluation and serving are those of a Keras-trained bundle.
 
-The schedule is train/cnn.py's phases (an optional frozen warm-up, rounds restarting from the best
-weights at the learning rate x 0.1), early stopping on validation AUC with the loop's rule
-(train/loop.improved); each epoch writes ``epoch-NNNN.pt`` (model and optimizer) and the loop
-state (train/loop.Checkpoints), so ``--resume`` continues a killed run. The best weights so far are
-ported into the Keras classifier (nets/efficientnet_lite.port_torch_state) and saved as the bundle's
-``cnn.weights.h5``: export, calibration, evaluation and serving are those of a Keras-trained bundle.
-
-Several processes: under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains on every
-WORLD_SIZE-th batch of the same epoch order inside DistributedDataParallel (gloo on CPU, NCCL on
-GPUs: gradients averaged each step, so the weights stay equal), every process validates, and
-only rank 0 writes (docs/distributed.md).
+Several processes: under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains on every WORLD_SIZE-th
+batch of the same epoch order inside DistributedDataParallel (gloo on CPU, NCCL on GPUs: the weights
+stay equal), every process validates, and only rank 0 writes (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -97,7 +93,11 @@ def check_options(backbone: str, weights: str, freeze_blocks: int = 0) -> None:
         raise OptionsError("--engine torch starts from --weights imagenet or none; "
                            "a Keras weights file needs --engine keras")
     if freeze_blocks < 0 or (freeze_blocks and weights != "imagenet"):
-        raise OptionsError("--freeze-blocks N (N >= 0) keeps the first blocks' ImageNet weights: it needs --weights imagenet")
+        raise OptionsError("--freeze-blocks N (N >= 0) keeps ImageNet's first blocks: it needs --weights imagenet")
+    if freeze_blocks:  # as many as the network has would freeze all but the head, silently
+        from efficientnet_lite_pytorch import EfficientNet
+        if freeze_blocks >= (blocks := len(EfficientNet.from_name(backbone)._blocks)):
+            raise OptionsError(f"--freeze-blocks {freeze_blocks}: {backbone} has {blocks} blocks; keep fewer")
 
 
 def build_net(backbone: str, input_size: int, weights: str, dropout: float):
@@ -122,9 +122,8 @@ def build_net(backbone: str, input_size: int, weights: str, dropout: float):
 
 def set_trainable(net, backbone_trainable: bool, frozen_batchnorm: bool, freeze_blocks: int = 0) -> None:
     """Freeze or unfreeze everything but the head, as train/cnn.py's Keras engine does: frozen layers
-    (and, with ``frozen_batchnorm``, batch-norm layers) run in inference mode and do not learn.
-    ``freeze_blocks`` N: the stem and the first N blocks stay frozen throughout (no backward pass
-    through them, so each step is cheaper; their ImageNet features are kept)."""
+    (and, with ``frozen_batchnorm``, batch-norm layers) run in inference mode and do not learn; so
+    do the stem and the first ``freeze_blocks`` blocks throughout (no backward pass through them)."""
     import torch
 
     net.train()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from deepfake_cli import __version__
-from deepfake_cli.cli.data import check, compress, crop, explore, extract, merge
+from deepfake_cli.cli.data import check, compress, crop, explore, extract, merge, pack, unpack
 from deepfake_cli.cli.predict import predict
 from deepfake_cli.cli.results import merge_results
 from deepfake_cli.cli.report import calibrate, evaluate
@@ -51,7 +51,8 @@ def main(context: typer.Context,
 COMMANDS = [  # (name, function): the order of `dfd --help`, predict (what most people want) first
     ("predict", predict), ("models", models), ("check-model", check_model),
     ("extract", extract), ("crop", crop), ("merge", merge), ("explore", explore), ("compress", compress),
-    ("check", check), ("train-cnn", train_cnn), ("ensemble", ensemble), ("export-features", export_features),
+    ("check", check), ("pack", pack), ("unpack", unpack), ("train-cnn", train_cnn), ("ensemble", ensemble),
+    ("export-features", export_features),
     ("train-lstm", train_lstm), ("evaluate", evaluate), ("calibrate", calibrate), ("crossval", crossval),
     ("export-onnx", export_onnx),
     ("serve", serve),  # in the "Use a model" group, after predict and models
@@ -59,7 +60,8 @@ COMMANDS = [  # (name, function): the order of `dfd --help`, predict (what most 
 ]
 USE_PANEL = "Use a model"
 PANELS = {  # the groups of `dfd --help`, in the order of their first command; a command not named here: USE_PANEL
-    **dict.fromkeys(("extract", "crop", "merge", "explore", "compress", "check"), "Build a store (your videos)"),
+    **dict.fromkeys(("extract", "crop", "merge", "explore", "compress", "check", "pack", "unpack"),
+                    "Build a store (your videos)"),
     **dict.fromkeys(("train-cnn", "ensemble", "export-features", "train-lstm", "evaluate", "calibrate", "crossval",
                      "export-onnx"),
                     "Train and measure (the \\[train] extra)"),  # \\[: not Rich markup

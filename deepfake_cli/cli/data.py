@@ -1,4 +1,4 @@
-"""`dfd` commands that build and look after a store: extract, crop, merge, explore, compress, check."""
+"""`dfd` commands that build and look after a store: extract, crop, merge, explore, compress, check, pack, unpack."""
 
 from __future__ import annotations
 
@@ -268,3 +268,49 @@ def check(
                   + (", dropped" if summary.repaired and summary.damaged else ""), highlight=False)
     if summary.damaged and not summary.repaired:
         raise typer.Exit(EXIT_ERROR)
+
+
+@handled
+def pack(
+    out: Path = typer.Argument(..., help="The pack file to write (HDF5; replaced whole, or left as it was)."),
+    quality: int = typer.Option(90, "--quality", help="JPEG quality of the packed crops (1-100)."),
+    role: Literal["all", "spread", "sequence"] = typer.Option(
+        "all", "--role", help="Which stored faces: all, those train-cnn reads (spread: extract --spread), "
+        "or those the sequence models and scoring read (sequence: extract --fpv)."),
+    max_mib: Optional[float] = typer.Option(None, "--max-mib", help="Refuse (writing nothing) a pack larger than this."),
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Write the store's faces (JPEG crops, labels, splits, groups) into one small file, to train elsewhere."""
+    from deepfake_cli.data.pack import pack as run_pack
+
+    out_console, _ = consoles(quiet)
+    with open_store(store, write=False) as opened:
+        summary = run_pack(opened, out, quality=quality, role=role, max_mib=max_mib)
+    _pack_summary(out_console, "pack", summary, quiet, as_json)
+
+
+@handled
+def unpack(
+    pack_file: Path = typer.Argument(..., metavar="PACK", help="A file written by `dfd pack`."),
+    wait: bool = WaitOption,
+    store: Optional[Path] = StoreOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Turn a pack back into a store (faces only) that train-cnn and crossval read like any other."""
+    from deepfake_cli.data.pack import unpack as run_unpack
+
+    out_console, _ = consoles(quiet)
+    with open_store(store, write=True, wait=wait, create=True) as opened:
+        summary = run_unpack(pack_file, opened)
+    _pack_summary(out_console, "unpack", summary, quiet, as_json)
+
+
+def _pack_summary(console, title: str, summary, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        print_json(summary.as_dict())
+    elif not quiet:
+        console.print(summary_table(title, {"pack": summary.path, "videos": summary.videos, "faces": summary.faces,
+                                            "skipped": summary.skipped, "size": f"{summary.mib:.1f} MiB"}))

@@ -1,8 +1,8 @@
 """`dfd pack` and `dfd unpack`: a store's faces in one small file, to train where the store is not.
 
-A GPU machine lent for minutes takes a few tens of MiB with a command
-(`models/default/train_gpu.sh`); a store of training faces is gigabytes (raw crops, and the
-frames they came from). `pack` writes one HDF5 file holding each video's entry (label, split,
+A machine lent for minutes (a GPU that takes a few tens of MiB with a command) or a colleague's
+laptop cannot take a store of training faces: gigabytes of raw crops, and the frames they came
+from. `pack` writes one HDF5 file holding each video's entry (label, split,
 dataset, group: so the same folds and the same validation) and its face track, the crops
 JPEG-encoded, the frames left out (training on faces never reads them). `unpack` turns it back
 into a store that train-cnn and crossval read like any other. JPEG is lossy: the quality is
@@ -37,7 +37,7 @@ class PackSummary:
     path: str
     videos: int = 0
     faces: int = 0
-    skipped: int = 0  # videos without faces (failed, or not cropped)
+    skipped: int = 0  # pack: videos without faces (failed, or not cropped); unpack: videos the store already had
     mib: float = 0.0
 
     def as_dict(self) -> dict:

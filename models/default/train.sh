@@ -3,6 +3,8 @@
 # cross-dataset arms: trained without each dataset, scored on it), train it on every video, calibrate
 # it out of fold and export it. Round 4 is what runs by default; round 5:
 #   RECIPE=models/default/recipe-torch-fast.json MODEL=torchfast bash models/default/train.sh
+# Round 6's recipe-torch-10k.json trains on all the DFDC crops, a store this script does not build:
+# its commands are in models/default/README.md, "Round 6".
 # Run from the repository root with ../shared/data present. Round 4 ran on this project's 2-core CPU,
 # shared between steps: the folds 73 min, the three-window store 39 min beside them, the model 23 min,
 # the three-window rescoring of the folds about 9 min and the calibration 6 min (the training stores

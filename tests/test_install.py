@@ -1,5 +1,5 @@
 """Two installs (issue 28, item 1): the plain `pip install deepfake-cli` runs predict (and models,
-extract, crop, explore, compress, check, merge) on onnxruntime, OpenCV, NumPy, h5py, Typer, Rich;
+extract, crop, explore, compress, check, merge, pack, unpack) on onnxruntime, OpenCV, NumPy, h5py, Typer, Rich;
 the [train] extra adds the frameworks. A command that needs the extra says which pip line brings
 it and exits 2. The plain install is imitated here by hiding the extra's packages from imports
 (their top-level modules, as importlib.metadata maps them) in a fresh interpreter; the README
@@ -113,7 +113,7 @@ def test_a_command_of_the_extra_names_its_pip_line_and_exits_2(command, tmp_path
 
 @pytest.mark.slow
 def test_the_store_commands_run_on_the_plain_install(tmp_path):
-    """extract, crop (MTCNN on onnxruntime), check, merge, explore and compress, without the extra."""
+    """extract, crop (MTCNN on onnxruntime), check, merge, pack, unpack, explore and compress, without the extra."""
     for label in ("real", "fake"):
         (tmp_path / "clips" / label).mkdir(parents=True)
         for i in range(2):
@@ -123,6 +123,8 @@ def test_the_store_commands_run_on_the_plain_install(tmp_path):
              ["crop", "--store", store, "--size", 32, "--device", "auto", "--json"],
              ["check", "--store", store],
              ["merge", "--out", tmp_path / "m.h5", store],
+             ["pack", tmp_path / "faces.pack", "--store", store],
+             ["unpack", tmp_path / "faces.pack", "--store", tmp_path / "u.h5"],
              ["explore", "--store", store, "--out", tmp_path / "explore"],
              ["compress", tmp_path / "clips" / "real", "--crf", 40, "--out", tmp_path / "c40"]]
     for step in steps:

@@ -73,6 +73,7 @@ def test_unpack_refuses_what_is_not_a_pack_in_one_line(tmp_path):
         result = runner.invoke(app, ["unpack", str(tmp_path / name), "--store", str(tmp_path / "s.h5")])
         assert result.exit_code != 0
         assert f"{name} is not a dfd face pack" in result.output and "Traceback" not in result.output
+        assert not list(tmp_path.glob("s.h5*"))  # no store was created for it
 
 
 def test_a_pack_missing_a_part_is_called_damaged(store_path, tmp_path):
@@ -80,9 +81,9 @@ def test_a_pack_missing_a_part_is_called_damaged(store_path, tmp_path):
         pack(store, tmp_path / "faces.pack")
     with h5py.File(tmp_path / "faces.pack", "a") as f:
         del f["jpeg_ends"]
-    with Store.open(tmp_path / "copy.h5", write=True) as copy, pytest.raises(PackError, match="faces.pack is damaged"):
-        unpack(tmp_path / "faces.pack", copy)
-    assert Store.open(tmp_path / "copy.h5").stored_videos() == []  # nothing half-written
+    result = runner.invoke(app, ["unpack", str(tmp_path / "faces.pack"), "--store", str(tmp_path / "copy.h5")])
+    assert result.exit_code != 0 and "faces.pack is damaged" in result.output
+    assert not list(tmp_path.glob("copy.h5*"))  # checked whole before any store is made
 
 
 def test_a_damaged_face_in_a_pack_is_named(store_path, tmp_path):

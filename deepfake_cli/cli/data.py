@@ -300,11 +300,12 @@ def unpack(
     as_json: bool = JsonOption,
 ) -> None:
     """Turn a pack back into a store (faces only) that train-cnn and crossval read like any other."""
-    from deepfake_cli.data.pack import unpack as run_unpack
+    from deepfake_cli.data.pack import read_pack, unpack as run_unpack
 
     out_console, _ = consoles(quiet)
+    packed = read_pack(pack_file)  # a file that is not a pack, or a damaged one, creates no store
     with open_store(store, write=True, wait=wait, create=True) as opened:
-        summary = run_unpack(pack_file, opened)
+        summary = run_unpack(pack_file, opened, packed)
     _pack_summary(out_console, "unpack", summary, quiet, as_json)
 
 

@@ -103,10 +103,20 @@ def pack(store: Store, out: Path, quality: int = 90, role: str = "all", max_mib:
     return summary
 
 
-def unpack(pack_path: Path, store: Store) -> PackSummary:
-    """Write every video of the pack at ``pack_path`` into ``store`` (faces only; videos the store
-    already holds with faces are left as they are)."""
-    summary = PackSummary(path=str(pack_path))
+@dataclass
+class PackedVideo:
+    """One video of a pack, checked but not yet decoded."""
+
+    entry: VideoEntry
+    settings: dict
+    missing_frames: np.ndarray
+    jpegs: list[np.ndarray]
+    arrays: dict
+
+
+def read_pack(pack_path: Path) -> tuple[int, list[PackedVideo]]:
+    """(JPEG quality, videos) of the pack at ``pack_path``, every part checked before anything is
+    written anywhere: PackError names the file when it is not a pack or is damaged."""
     try:
         f = h5py.File(pack_path, "r")
     except OSError as exc:
@@ -114,39 +124,48 @@ def unpack(pack_path: Path, store: Store) -> PackSummary:
     with f:
         if f.attrs.get("format") != PACK_FORMAT:
             raise PackError(f"{pack_path} is not a dfd face pack (made by `dfd pack`)")
-        quality = int(f.attrs["jpeg_quality"])
         try:
+            quality = int(f.attrs["jpeg_quality"])
             data, ends = f["jpeg"][()], f["jpeg_ends"][()]
             arrays = {name: f[name][()] for name in _ARRAYS if name in f}
             records = [json.loads(r) for r in f["videos"].asstr()[()]]
         except (KeyError, TypeError, ValueError) as exc:
             raise PackError(f"{pack_path} is damaged ({exc})") from None
-    face, at = 0, dict.fromkeys(_ARRAYS, 0)  # the next face, and the next row of each array
-    for record in records:
-        try:
-            entry, n = VideoEntry(**record["entry"]), int(record["faces"])
-            where = f"{pack_path}: video {entry.video_id}"
-            rows = {}
+    starts, videos, face, at = np.concatenate([[0], ends]), [], 0, dict.fromkeys(_ARRAYS, 0)
+    try:
+        for record in records:
+            n = int(record["faces"])
+            rows = {name: arrays[name][at[name]:at[name] + n] for name in record["arrays"]}
             for name in record["arrays"]:
-                rows[name] = arrays[name][at[name]:at[name] + n]
                 at[name] += n
                 if len(rows[name]) != n:
                     raise ValueError(f"{name} has {len(rows[name])} rows for {n} faces")
-            starts = np.concatenate([[0], ends])[face:face + n]
-            if len(starts) != n:
-                raise ValueError(f"{n} faces, {len(starts)} JPEG crops left")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PackError(f"{pack_path} is damaged ({exc})") from None
-        face += n
-        if store.has(entry.video_id, "faces"):
+            if face + n > len(ends):
+                raise ValueError(f"{n} faces, {len(ends) - face} JPEG crops left")
+            jpegs = [data[a:b] for a, b in zip(starts[face:face + n], ends[face:face + n])]
+            videos.append(PackedVideo(VideoEntry(**record["entry"]), record["settings"],
+                                      np.asarray(record["missing_frames"], np.int64), jpegs, rows))
+            face += n
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PackError(f"{pack_path} is damaged ({exc})") from None
+    return quality, videos
+
+
+def unpack(pack_path: Path, store: Store, packed: tuple[int, list[PackedVideo]] | None = None) -> PackSummary:
+    """Write every video of the pack at ``pack_path`` (``packed``: as read_pack read it) into
+    ``store``, faces only; videos the store already holds with faces are left as they are."""
+    quality, videos = packed or read_pack(pack_path)
+    summary = PackSummary(path=str(pack_path), mib=pack_path.stat().st_size / 2**20)
+    for video in videos:
+        video_id = video.entry.video_id
+        if store.has(video_id, "faces"):
             summary.skipped += 1
             continue
-        crops = np.stack([decode(data[a:b], where) for a, b in zip(starts, ends[face - n:face])])
-        store.write_frames(entry, None)  # the entry: the frames were left out of the pack
-        store.write_faces(entry.video_id, Faces(
-            crops=crops, missing_frames=np.asarray(record["missing_frames"], np.int64),
-            settings={**record["settings"], "packed_jpeg_quality": quality}, **{k: rows.get(k) for k in _ARRAYS}))
+        crops = np.stack([decode(jpeg, f"{pack_path}: video {video_id}") for jpeg in video.jpegs])
+        store.write_frames(video.entry, None)  # the entry: the frames were left out of the pack
+        store.write_faces(video_id, Faces(crops=crops, missing_frames=video.missing_frames,
+                                          settings={**video.settings, "packed_jpeg_quality": quality},
+                                          **{k: video.arrays.get(k) for k in _ARRAYS}))
         summary.videos += 1
-        summary.faces += n
-    summary.mib = pack_path.stat().st_size / 2**20
+        summary.faces += len(crops)
     return summary

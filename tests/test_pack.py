@@ -43,6 +43,19 @@ def test_a_pack_unpacks_into_the_same_videos_and_faces(store_path, tmp_path):
         assert fb.settings == {**fa.settings, "packed_jpeg_quality": 95}
 
 
+def test_crop_force_keeps_the_faces_of_an_unpacked_store(store_path, tmp_path):
+    """An unpacked store has faces and no frames: cropping again would find no face and wipe them."""
+    from deepfake_cli.faces.crop import CropOptions, crop
+
+    with Store.open(store_path) as store:
+        pack(store, tmp_path / "faces.pack")
+    with Store.open(tmp_path / "copy.h5", write=True) as copy:
+        unpack(tmp_path / "faces.pack", copy)
+        summary = crop(copy, CropOptions(size=48, force=True))
+    assert (summary.videos, summary.already_done) == (16, 16)
+    assert Store.open(tmp_path / "copy.h5").face_count("v000") == 6
+
+
 def test_role_spread_packs_only_the_faces_train_cnn_reads(tmp_path):
     with Store.open(tmp_path / "dfd.h5", write=True) as store:
         n = 5

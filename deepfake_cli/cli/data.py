@@ -273,7 +273,7 @@ def check(
 @handled
 def pack(
     out: Path = typer.Argument(..., help="The pack file to write (HDF5; replaced whole, or left as it was)."),
-    quality: int = typer.Option(90, "--quality", help="JPEG quality of the packed crops (1-100)."),
+    quality: int = typer.Option(90, "--quality", min=1, max=100, help="JPEG quality of the packed crops."),
     role: Literal["all", "spread", "sequence"] = typer.Option(
         "all", "--role", help="Which stored faces: all, those train-cnn reads (spread: extract --spread), "
         "or those the sequence models and scoring read (sequence: extract --fpv)."),

@@ -130,8 +130,11 @@ def crop(store: Store, options: CropOptions, reporter: Reporter | None = None) -
             continue
         summary.videos += 1
         if store.has(entry.video_id, "faces"):
-            if options.force:
+            if options.force and len(store.frame_roles(entry.video_id)):
                 todo.append(entry)
+                continue
+            if options.force:  # faces without frames (`dfd unpack`): nothing to crop them from again
+                summary.already_done += 1
                 continue
             if settings_differ(store.faces_settings(entry.video_id), options.settings(options.every_for(entry))):
                 summary.settings_conflicts += 1

@@ -78,6 +78,10 @@ def test_json_is_an_array_for_one_input_and_carries_the_identity_keys():
     assert (record["verdict"], record["probability"]) == (ASTRONAUT_VERDICT,
                                                           pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-9))
     assert record["error"] is None and record["report"] is None
+    band = json.loads((PACKAGED_MODEL / "config.json").read_text())["uncertain"]
+    assert record["uncertain_band"] == pytest.approx(band) and band[1] == record["threshold"]
+    overridden = json.loads(CliRunner().invoke(app, ["predict", str(ASTRONAUT), "--json", "--threshold", "0.5"]).stdout)
+    assert overridden[0]["uncertain_band"] == [] and overridden[0]["verdict"] in ("real", "fake")
 
 
 def test_the_model_digest_is_the_one_sha256sum_gives():

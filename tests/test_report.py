@@ -202,6 +202,14 @@ def test_judged_summary_says_what_the_cli_line_says(result):
     assert f"threshold {ASTRONAUT_THRESHOLD:.3f}, {judged_summary(result)})" in line, line
 
 
+def test_an_uncertain_line_gives_the_band_and_a_call_gives_the_threshold():
+    band = [0.302, ASTRONAUT_THRESHOLD]
+    uncertain = _cli_line(_astronaut_result(verdict="uncertain", probability=0.39, uncertain_band=band))
+    assert f"uncertain (P(fake) = 0.390, between 0.302 and the threshold {ASTRONAUT_THRESHOLD:.3f}, 75 faces" in uncertain
+    called = _cli_line(_astronaut_result(verdict="real", probability=0.25, uncertain_band=band))
+    assert f"real (P(fake) = 0.250, threshold {ASTRONAUT_THRESHOLD:.3f}, 75 faces" in called and "between" not in called
+
+
 def _page(tmp_path, result, aggregation="mean") -> str:
     info = SimpleNamespace(width=360, height=360, fps=25.0, codec="FMP4", duration_s=2.0, rotation=0,
                            frame_count=50, header_frame_count=None)

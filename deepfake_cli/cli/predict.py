@@ -32,8 +32,10 @@ def _print_result(r, out: Console, err: Console) -> None:
         colour = {"fake": "red", "real": "green"}.get(r.verdict, "yellow")
         seen = judged_summary(r)  # the report says it in the same words
         members = "; " + ", ".join(f"{m['model']} {m['probability']:.3f}" for m in r.members) if r.members else ""
+        against = (f"between {r.uncertain_band[0]:.3f} and the threshold {r.threshold:.3f}"
+                   if r.verdict == "uncertain" and r.uncertain_band else f"threshold {r.threshold:.3f}")
         out.print(f"{escape(r.path)}: [bold {colour}]{r.verdict}[/] (P(fake) = {r.probability:.3f}, "
-                  f"threshold {r.threshold:.3f}, {seen}{escape(members)})", highlight=False,
+                  f"{against}, {seen}{escape(members)})", highlight=False,
                   soft_wrap=True)  # one line per clip, whatever the terminal width
     if r.tracks_summary():
         err.print(f"[yellow]note:[/] {escape(r.path)}: {escape(r.tracks_summary())}", highlight=False, soft_wrap=True)

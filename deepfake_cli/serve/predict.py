@@ -169,7 +169,8 @@ class Predictor:
         frames of a frame model). Touches no model but the detector, so it may run in another
         thread while the CNN scores other clips (:func:`predict_many`)."""
         cache = {} if cache is None else cache
-        prepared = Prepared(PredictResult(path=str(path), threshold=self.threshold), is_image(path))
+        prepared = Prepared(PredictResult(path=str(path), threshold=self.threshold,
+                                          uncertain_band=list(self.uncertain)), is_image(path))
         result = prepared.result
         clock = time.perf_counter()
         if path.is_dir():  # expand_inputs keeps a folder only when it holds no media
@@ -348,7 +349,7 @@ class EnsemblePredictor:
         if failed:
             return failed[0]
         shown = next((r for r, m in zip(results, self.members) if not m.frame_model), results[0])
-        result = replace(shown, threshold=self.threshold, warnings=ensemble_warnings(
+        result = replace(shown, threshold=self.threshold, uncertain_band=[], warnings=ensemble_warnings(
             [m.bundle.path.name for m in self.members], [r.warnings for r in results]))
         try:
             result.probability = self.ensemble.probability([r.probability for r in results])

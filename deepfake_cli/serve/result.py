@@ -13,9 +13,10 @@ from deepfake_cli.files import to_jsonable
 @dataclass
 class PredictResult:
     path: str
-    verdict: str = ""  # real | fake | "" on error
+    verdict: str = ""  # real | fake | uncertain | "" on error
     probability: float = float("nan")  # calibrated P(fake)
     threshold: float = float("nan")
+    uncertain_band: list[float] = field(default_factory=list)  # [lo, hi): the model's band, where the verdict is "uncertain"
     cnn_probability: float = float("nan")  # mean CNN frame score of the reported (most suspicious) track
     frames: int = 0
     faces: int = 0

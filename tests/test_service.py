@@ -28,7 +28,7 @@ with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx is what 
 from deepfake_cli.serve.web.app import create_app  # noqa: E402
 from deepfake_cli.serve.web.settings import ServiceSettings  # noqa: E402
 from tests.helpers import (ASTRONAUT, ASTRONAUT_JUDGED, ASTRONAUT_PROBABILITY, ASTRONAUT_THRESHOLD,  # noqa: E402
-                           ASTRONAUT_VERDICT)
+                           ASTRONAUT_VERDICT, ROOT)
 
 MODEL_SHA256 = "8b6de274cb2fbecb734433d20007cd384e1b0e79fa0c93ce1a3212c05ad048e8"
 
@@ -324,7 +324,8 @@ document.getElementById("page").onload = async () => {
   }
   document.title = "verdict: " + doc.getElementById("verdict").textContent + " | " +
     doc.getElementById("numbers").textContent + " | " + doc.getElementById("judged").textContent +
-    " | error: " + doc.getElementById("error").textContent;
+    " | error: " + doc.getElementById("error").textContent + " | band: " +
+    (doc.getElementById("gauge-band").hidden ? "none" : doc.getElementById("gauge-band").style.left);
 };
 </script>"""
 
@@ -361,6 +362,8 @@ def test_the_page_in_headless_chromium_gives_the_verdict_at_phone_width(detector
             in title.group(1))
     assert "Judged frames 0–49 of 50 (0.0–2.0 s)" in title.group(1)  # which part of the clip: its windows
     assert f"({ASTRONAUT_JUDGED})" in title.group(1)  # as the CLI line says it (judged_summary)
+    band = json.loads((ROOT / "deepfake_cli" / "serve" / "default_model" / "config.json").read_text())["uncertain"]
+    assert f"band: {100 * band[0]:.1f}%" in title.group(1)
     import cv2
 
     image = cv2.imread(str(shot))

@@ -5,8 +5,6 @@
   const $ = (id) => document.getElementById(id);
   const drop = $("drop"), input = $("file");
   let current = null;  // the File last sent
-  let band = null;  // the model's uncertainty band [lo, hi), from /v1/model, when it has one
-  let modelThreshold = null;
 
   function show(id, on) { $(id).hidden = !on; }
   function fail(message) { $("error").textContent = message; show("error", true); }
@@ -68,7 +66,8 @@
     $("gauge-fill").style.width = p == null ? "0" : pct(p);
     $("gauge-fill").style.background = r.verdict === "fake" ? "var(--fake)" : (r.verdict === "real" ? "var(--real)" : "#888");
     $("gauge-threshold").style.left = t == null ? "0" : "calc(" + pct(t) + " - 1px)";
-    if (Array.isArray(band) && band.length === 2 && r.threshold === modelThreshold) {  // not under --threshold
+    const band = r.uncertain_band || [];  // [lo, hi): the model's, [] for an ensemble or under --threshold
+    if (band.length === 2) {
       $("gauge-band").style.left = pct(band[0]);
       $("gauge-band").style.width = pct(band[1] - band[0]);
       show("gauge-band", true);
@@ -172,8 +171,6 @@
 
   fetch("/v1/model").then((r) => r.ok ? r.json() : null).then((m) => {
     if (!m) return;
-    band = m.uncertain;
-    modelThreshold = m.threshold;
     let text = "Model " + m.name + ", threshold " + m.threshold.toFixed(3) + "; uploads up to " +
       Math.round(m.limits.max_upload_bytes / 1048576) + " MB.";
     if (m.card && m.card.terms) text += " Terms: " + [].concat(m.card.terms).join("; ");

@@ -183,6 +183,11 @@ def test_clip_rules_are_compared_on_the_same_held_out_videos():
     assert close["best"] == ["spread", "max"] and close["gain_over_folds"] == [0.5, 0.0]
     assert close["chosen"] == ["sequence", "mean"]
     assert result["rules"]["sequence mean"]["mean"] < result["rules"]["spread max"]["mean"]
+    # a store without spread frames: only the sequence rules, not the same figures twice
+    no_spread = {k: {v: {"sequence": row["sequence"]} for v, row in fold.items()} for k, fold in folds.items()}
+    alone = compare_rules(no_spread, label, {v: "x" for v in label})
+    assert set(alone["rules"]) == {f"sequence {a}" for _, a in RULES[:len(RULES) // 2]}
+    assert alone["chosen"][0] == "sequence"
 
 
 @pytest.mark.slow

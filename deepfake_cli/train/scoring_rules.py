@@ -93,15 +93,17 @@ def compare_rules(folds: dict[str, dict[str, dict[str, list[float]]]], label: di
     first of RULES (the --fpv frames and the mean: what bundles did before) only when its gain
     over it, fold by fold, is larger than the spread of that gain over the folds (mean > sample
     sd of the paired per-fold differences): a difference smaller than what the folds move is
-    no evidence."""
+    no evidence. Without spread frames in any held-out video (a store extracted without
+    --spread) the spread rules are left out: they would only repeat the sequence ones."""
+    has_spread = any("spread" in row for fold in folds.values() for row in fold.values())
     table = {}
-    for rule in RULES:
+    for rule in [r for r in RULES if has_spread or r[0] != "spread"]:
         pooled = {v: s for fold in folds.values() for v, s in rule_scores(fold, rule).items()}
         per_dataset, mean = dataset_mean_auc(pooled, label, dataset)
         per_fold = [dataset_mean_auc(rule_scores(fold, rule), label, dataset)[1] for fold in folds.values()]
         table[rule_name(rule)] = {"per_dataset": per_dataset, "mean": mean, "folds": per_fold}
     incumbent = RULES[0]
-    ranked = [r for r in RULES if np.isfinite(table[rule_name(r)]["mean"])]
+    ranked = [r for r in RULES if rule_name(r) in table and np.isfinite(table[rule_name(r)]["mean"])]
     best = max(ranked, key=lambda r: table[rule_name(r)]["mean"]) if ranked else incumbent
     gains = np.array(table[rule_name(best)]["folds"]) - np.array(table[rule_name(incumbent)]["folds"])
     gains = gains[np.isfinite(gains)]

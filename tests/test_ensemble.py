@@ -216,6 +216,10 @@ def test_every_method_builds_an_ensemble_that_predict_and_evaluate_take(workspac
     assert [m["model"] for m in served["members"]] == ["face", "frame"]
     members = [m["probability"] for m in served["members"]]
     assert served["probability"] == pytest.approx(ensemble.probability(members), abs=1e-6)
+    lo, hi = ensemble.config.uncertain  # fitted with the threshold (each dataset's real FPR capped)
+    assert lo <= ensemble.config.threshold == hi and served["uncertain_band"] == pytest.approx([lo, hi])
+    assert served["verdict"] == ("uncertain" if lo <= served["probability"] < hi else
+                                 "fake" if served["probability"] >= hi else "real")
     evaluated = json.loads(dfd("evaluate", "-m", method, "--json", *common))["results"]["overall"]
     assert {f"val / video / {n}" for n in ("face", "frame", name)} <= set(evaluated)
     rows = {r: m for r, m in evaluated.items() if r.startswith("val")}
@@ -226,6 +230,7 @@ def test_every_method_builds_an_ensemble_that_predict_and_evaluate_take(workspac
         fpr = workspace["runner"].invoke(app, ["predict", str(clip), "-m", method, "--max-fpr", "0.1",
                                                "--device", "cpu", *common[2:]])
         assert fpr.exit_code == 0 and f"threshold {ensemble.config.thresholds_at_fpr['0.1']:.3f}" in fpr.stdout
+        assert "uncertain" not in fpr.stdout  # --max-fpr: a call, no band
 
 
 @pytest.mark.slow

@@ -165,8 +165,8 @@ def _print_ensemble_table(out: Console, summary: dict) -> None:
     columns = ("n", "auc", "acc", "logloss", "threshold")  # all of them: --json
     rows = {name: {c: m[c] for c in columns} for name, m in summary["val"].items()}
     print_table_that_fits(out, metrics_table(f"validation ({summary['val_videos']} videos): members and ensemble", rows))
-    out.print(f"wrote {escape(summary['ensemble'])} ({summary['method']}; threshold {summary['threshold']:.3f}, "
-              f"temperature {summary['temperature']:.3f})", highlight=False, soft_wrap=True)
+    out.print(f"wrote {escape(summary['ensemble'])} ({summary['method']}; threshold {summary['threshold']:.3f}, uncertain "
+              "[{:.3f}, {:.3f}), temperature {:.3f})".format(*summary["uncertain"], summary["temperature"]), highlight=False, soft_wrap=True)
 
 
 @handled

@@ -57,6 +57,7 @@ class EnsembleConfig:
     temperature: float = 1.0
     threshold: float = 0.5
     thresholds_at_fpr: dict = field(default_factory=dict)
+    uncertain: list = field(default_factory=list)  # [lo, hi): calibrated P where the verdict is "uncertain" ([] before 2026-12-08)
     split_ids: dict = field(default_factory=dict)  # {"val": [...]}; blend: also "val_fit", "val_calibrate"
     metrics: dict = field(default_factory=dict)
     commands: list = field(default_factory=list)

@@ -336,6 +336,7 @@ class EnsemblePredictor:
         self.members = [Predictor(bundle, device=device, detect_every=detect_every, detectors=detectors,
                                   runtime=runtime, windows=windows) for bundle in ensemble.members]
         self.threshold = choose_threshold(self.config.threshold, self.config.thresholds_at_fpr, threshold, max_fpr)
+        self.uncertain = list(self.config.uncertain) if threshold is None and max_fpr is None else []
 
     def predict(self, path: Path, annotate: Path | None = None, heatmap: Path | None = None,
                 report: Path | None = None, annotate_heatmap: bool = False,
@@ -349,14 +350,14 @@ class EnsemblePredictor:
         if failed:
             return failed[0]
         shown = next((r for r, m in zip(results, self.members) if not m.frame_model), results[0])
-        result = replace(shown, threshold=self.threshold, uncertain_band=[], warnings=ensemble_warnings(
+        result = replace(shown, threshold=self.threshold, uncertain_band=list(self.uncertain), warnings=ensemble_warnings(
             [m.bundle.path.name for m in self.members], [r.warnings for r in results]))
         try:
             result.probability = self.ensemble.probability([r.probability for r in results])
         except NonFiniteScoreError as exc:
             result.error, result.exit_code, result.verdict = f"{path}: {exc}", exc.exit_code, ""
             return result
-        result.verdict = verdict(result.probability, self.threshold)
+        result.verdict = verdict(result.probability, self.threshold, self.uncertain)
         result.members = [{"model": m.bundle.path.name, "probability": round(float(r.probability), 6),
                            "threshold": round(float(m.threshold), 6), "verdict": r.verdict}
                           for m, r in zip(self.members, results)]

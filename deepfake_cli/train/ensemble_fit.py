@@ -118,8 +118,11 @@ def build_ensemble(store: Store, ensemble_dir: Path, member_dirs: list[Path], me
         commands=[{"step": "ensemble", "command": command, "at": now_iso()}], dfd_version=dfd_version(),
         created=now_iso())
     ensemble = Ensemble(path=ensemble_dir, config=config, members=members)
-    fitted = fit_calibration(labels[calibrate_rows], ensemble.raw_scores(probabilities)[calibrate_rows])
+    datasets = np.array([store.entry(v).dataset or "" for v in ids], str)  # the threshold caps each one's real FPR
+    fitted = fit_calibration(labels[calibrate_rows], ensemble.raw_scores(probabilities)[calibrate_rows],
+                             datasets[calibrate_rows])
     config.temperature, config.threshold = fitted["temperature"], fitted["threshold"]
+    config.uncertain = fitted["uncertain"]
     config.thresholds_at_fpr = fitted["thresholds_at_fpr"]
     calibrated = np.array([ensemble.probability(row) for row in probabilities])
     table = validation_table(labels, probabilities, calibrated, members, config, fit_rows, calibrate_rows)
@@ -127,7 +130,8 @@ def build_ensemble(store: Store, ensemble_dir: Path, member_dirs: list[Path], me
     ensemble_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(ensemble_dir / ENSEMBLE_FILE, config.to_json())
     return {"ensemble": str(ensemble_dir), "method": method, "val_videos": len(ids),
-            "temperature": config.temperature, "threshold": config.threshold, "params": config.params, "val": table}
+            "temperature": config.temperature, "threshold": config.threshold, "uncertain": config.uncertain,
+            "params": config.params, "val": table}
 
 
 def validation_table(labels, probabilities, calibrated, members, config, fit_rows, calibrate_rows) -> dict:

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from deepfake_cli.cli.app import app
 from deepfake_cli.cli.common import print_table_that_fits
 from deepfake_cli.nets.bundle import BundleConfig, read_config
-from deepfake_cli.nets.card import (MODEL_CARD_FILE, auc_standard_error, build_card, card_of, validation_warnings,
-                                    write_card)
+from deepfake_cli.nets.card import (MODEL_CARD_FILE, auc_standard_error, build_card, card_of,
+                                    validation_figures, validation_warnings, write_card)
 from deepfake_cli.report.tables import metrics_table
-from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, ROOT
+from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, DEFAULT_MODEL_HELD_OUT, ROOT
 
 DEFAULT = ROOT / "deepfake_cli" / "serve" / "default_model"
 runner = CliRunner()
@@ -33,15 +33,14 @@ def config_with(datasets: list[str], real: int, fake: int, auc: float, **card) -
 
 def test_the_default_bundle_carries_its_card_and_still_scores_the_astronaut():
     config = json.loads((DEFAULT / "config.json").read_text())
-    card, val = config["card"], config["metrics"]["val_video_calibrated"]  # the default's own validation figures
+    card, val = config["card"], validation_figures(read_config(DEFAULT))  # the default's own validation figures
     assert card["training_data"] == ["DFDC (Deepfake Detection Challenge)", "FaceForensics++"]
     assert all("research only" in term for term in card["terms"]) and len(card["terms"]) == 2
     assert "excludes commercial use" in card["landmark_model"]
-    assert card["validation"] == {"level": "video, CNN + LSTM, calibrated", "auc": pytest.approx(val["auc"], abs=1e-4),
-                                  "real": val["n_real"], "fake": val["n_fake"]}
-    assert "0.796" in card["held_out"] and card == card_of(DEFAULT)  # stored as derived, extras kept
+    assert card["validation"] == val and val["auc"] > 0.5 and min(val["real"], val["fake"]) >= 90
+    assert DEFAULT_MODEL_HELD_OUT in card["held_out"] and card == card_of(DEFAULT)  # stored as derived, extras kept
     text = (DEFAULT / MODEL_CARD_FILE).read_text()
-    assert "## Terms" in text and "FaceForensics++: research only" in text and "0.796" in text
+    assert "## Terms" in text and "FaceForensics++: research only" in text and DEFAULT_MODEL_HELD_OUT in text
     shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "default_model/MODEL_CARD.md" in shipped["deepfake_cli.serve"]
     # the card is a config field: the weights' hashes, and so the served model, are unchanged
@@ -55,7 +54,7 @@ def test_dfd_models_lists_the_default_and_the_models_directory(tmp_path):
     config = json.loads((models / "mine" / "config.json").read_text())
     config.pop("card")  # a bundle trained before cards: its card is derived when read
     config["training"]["datasets"] = ["csv"]
-    config["metrics"]["val_video_calibrated"] |= {"n_real": 2, "n_fake": 2, "auc": 0.5}
+    config["metrics"]["val_video_calibrated"] = {"n_real": 2, "n_fake": 2, "auc": 0.5}
     (models / "mine" / "config.json").write_text(json.dumps(config))
     (models / "broken").mkdir()
     (models / "broken" / "config.json").write_text("{")
@@ -63,7 +62,7 @@ def test_dfd_models_lists_the_default_and_the_models_directory(tmp_path):
     assert [r["name"] for r in rows] == ["default", "broken", "mine"]
     default, broken, mine = rows
     assert default["default"] and default["backbone"] == "efficientnet-lite0" and default["warnings"] == []
-    recorded = json.loads((DEFAULT / "config.json").read_text())["metrics"]["val_video_calibrated"]["auc"]
+    recorded = validation_figures(read_config(DEFAULT))["auc"]
     assert 0.5 < recorded and default["validation_auc"] == pytest.approx(recorded, abs=1e-9)  # what its config records
     assert any("FaceForensics++: research only" in t for t in default["terms"])
     assert "not valid JSON" in broken["error"]

@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 from deepfake_cli.cli import app
 from deepfake_cli.serve.model_choice import PACKAGED_MODEL
 from deepfake_cli.serve.schema import CSV_COLUMNS, SCHEMA_VERSION
-from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, ASTRONAUT_THRESHOLD, ASTRONAUT_VERDICT, ROOT
+from tests.helpers import (ASTRONAUT, ASTRONAUT_PROBABILITY, ASTRONAUT_THRESHOLD, ASTRONAUT_VERDICT,
+                           DEFAULT_MODEL_SHA256, DEFAULT_MODEL_WEIGHTS, ROOT)
 
 DOC = ROOT / "docs" / "output.md"
-MODEL_SHA256 = "8b6de274cb2fbecb734433d20007cd384e1b0e79fa0c93ce1a3212c05ad048e8"  # sha256sum *.weights.h5 | sha256sum
 
 
 def documented(section: str) -> list[str]:
@@ -71,7 +71,7 @@ def test_json_is_an_array_for_one_input_and_carries_the_identity_keys():
     assert isinstance(records, list) and len(records) == 1
     record = records[0]
     assert (record["schema_version"], record["model"], record["model_sha256"]) == (SCHEMA_VERSION, "default",
-                                                                                   MODEL_SHA256)
+                                                                                   DEFAULT_MODEL_SHA256)
     from importlib.metadata import version
 
     assert record["dfd_version"] == version("deepfake-cli")
@@ -89,8 +89,8 @@ def test_the_model_digest_is_the_one_sha256sum_gives():
 
     files = sorted(PACKAGED_MODEL.glob("*.weights.h5"))
     lines = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in files)
-    assert [p.name for p in files] == ["cnn.weights.h5", "lstm.weights.h5"]
-    assert hashlib.sha256(lines.encode()).hexdigest() == MODEL_SHA256
+    assert [p.name for p in files] == DEFAULT_MODEL_WEIGHTS
+    assert hashlib.sha256(lines.encode()).hexdigest() == DEFAULT_MODEL_SHA256
 
 
 def test_an_error_record_has_null_for_what_is_missing(two_results):
@@ -100,7 +100,7 @@ def test_an_error_record_has_null_for_what_is_missing(two_results):
     for record in two_results:
         values = list(all_strings_and_floats(record))
         assert "" not in values and not any(isinstance(v, float) and v != v for v in values)
-        assert record["model_sha256"] == MODEL_SHA256
+        assert record["model_sha256"] == DEFAULT_MODEL_SHA256
 
 
 def test_docs_output_lists_every_key_real_output_has_and_no_other(two_results):
@@ -134,7 +134,7 @@ def test_the_csv_rounds_to_6_decimals_keeps_warnings_and_the_identity_columns(tm
     assert list(rows[0]) == CSV_COLUMNS
     assert rows[0]["probability"] == str(round(ASTRONAUT_PROBABILITY, 6))
     assert rows[0]["threshold"] == str(round(ASTRONAUT_THRESHOLD, 6))
-    assert (rows[0]["model_sha256"], rows[0]["schema_version"]) == (MODEL_SHA256, str(SCHEMA_VERSION))
+    assert (rows[0]["model_sha256"], rows[0]["schema_version"]) == (DEFAULT_MODEL_SHA256, str(SCHEMA_VERSION))
     assert rows[1]["probability"] == "" and rows[1]["verdict"] == "" and rows[1]["exit_code"] == "3"
 
 

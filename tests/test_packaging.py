@@ -44,7 +44,7 @@ def test_the_wheel_installs_and_predicts_from_another_directory(tmp_path):
                            cwd=elsewhere, capture_output=True, text=True, timeout=120)
     package = Path(where.stdout.strip())
     assert package.is_relative_to(venv) and (package / "serve" / "default_model" / "cnn.weights.h5").is_file(), where
-    shipped = ["serve/default_model/cnn.onnx", "serve/default_model/lstm.onnx", "serve/default_model/onnx.json",
+    shipped = ["serve/default_model/cnn.onnx", "serve/default_model/cam.onnx", "serve/default_model/onnx.json",
                "serve/default_model/MODEL_CARD.md",  # the model card: its training data's terms
                "faces/mtcnn_nets/pnet.onnx", "faces/mtcnn_nets/rnet.onnx", "faces/mtcnn_nets/onet.onnx"]
     assert [name for name in shipped if not (package / name).is_file()] == []  # what the fast start needs

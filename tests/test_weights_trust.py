@@ -5,7 +5,8 @@ hashes existed, or put together by hand) is refused by `dfd predict` with one li
 bundle and `dfd check-model BUNDLE --trust`; `--trust` loads the files, records their hashes and
 prints them, and never replaces a recorded hash. A weights file that fails to load (a flipped
 lstm.weights.h5 gave h5py's raw `RuntimeError: Unable to synchronously check link existence`)
-is a one-line BundleError naming the file. The shipped default model records its hashes.
+is a one-line BundleError naming the file (each weights file the shipped default serves is flipped
+in turn). The shipped default model records its hashes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from deepfake_cli.nets.bundle import BundleError, load_bundle
 from tests.helpers import ASTRONAUT, ASTRONAUT_PROBABILITY, ROOT
 
 SHIPPED = ROOT / "deepfake_cli" / "serve" / "default_model"
-WEIGHTS = ("cnn.weights.h5", "lstm.weights.h5")
+WEIGHTS = tuple(name for name in ("cnn.weights.h5", "lstm.weights.h5") if (SHIPPED / name).is_file())  # what it serves
 
 
 def unhashed_copy(dest: Path) -> Path:
@@ -66,8 +67,8 @@ def test_predict_refuses_a_bundle_without_hashes_naming_it_and_the_way_to_trust_
     with pytest.raises(BundleError) as caught:
         BatchPrediction([ASTRONAUT], bundle)  # refused before any model is loaded or clip decoded
     message = str(caught.value)
-    assert message == (f"model bundle {bundle}: its config.json records no SHA-256 for cnn.weights.h5 or "
-                       "lstm.weights.h5, so damaged weights would go unnoticed; if you trust these files, record "
+    assert message == (f"model bundle {bundle}: its config.json records no SHA-256 for {' or '.join(WEIGHTS)}, "
+                       "so damaged weights would go unnoticed; if you trust these files, record "
                        f"their hashes with `dfd check-model {bundle} --trust`")
     result = dfd("predict", ASTRONAUT, "--model", bundle, "--csv", tmp_path / "out.csv", expect=1)
     assert result.stdout == "" and result.stderr == f"error: {message}\n"
@@ -99,16 +100,17 @@ def test_trust_records_and_prints_the_hashes_then_predict_serves_the_same_verdic
     dfd("predict", ASTRONAUT, "--model", bundle, "--runtime", "keras", expect=1)
 
 
-def test_a_flipped_lstm_file_is_one_line_naming_it_and_is_not_trusted(tmp_path):
+@pytest.mark.parametrize("name", WEIGHTS)
+def test_a_flipped_weights_file_is_one_line_naming_it_and_is_not_trusted(tmp_path, name):
     bundle = unhashed_copy(tmp_path / "flipped")
-    flip_bits(bundle / "lstm.weights.h5")
-    with pytest.raises(BundleError, match=r"lstm\.weights\.h5") as caught:  # was h5py's raw RuntimeError
-        load_bundle(bundle).build_lstm()
-    assert str(bundle / "lstm.weights.h5") in str(caught.value) and "\n" not in str(caught.value)
+    flip_bits(bundle / name)
+    with pytest.raises(BundleError, match=name.replace(".", r"\.")) as caught:  # was h5py's raw RuntimeError
+        load_bundle(bundle).build_lstm() if name.startswith("lstm") else load_bundle(bundle).build_feature_model()
+    assert str(bundle / name) in str(caught.value) and "\n" not in str(caught.value)
 
     refused = dfd("check-model", bundle, "--trust", expect=1)
     lines = refused.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and str(bundle / "lstm.weights.h5") in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(bundle / name) in lines[0]
     assert "Traceback" not in refused.output and "recorded SHA-256" not in refused.stdout
     assert load_bundle(bundle).config.weights_sha256 == {}  # nothing recorded: it stays refused
     dfd("predict", ASTRONAUT, "--model", bundle, expect=1)

@@ -41,7 +41,7 @@ LIMITS = ("Trained and validated only on the datasets named here: on other media
           "training data's terms forbid it.")
 
 
-def _validation(config: BundleConfig) -> dict:
+def validation_figures(config: BundleConfig) -> dict:
     """The best video-level validation figures the bundle records: calibrated CNN + LSTM, else the
     CNN's video AUC; with the class counts behind them."""
     calibrated = config.metrics.get("val_video_calibrated") or {}
@@ -76,7 +76,7 @@ def build_card(config: BundleConfig) -> dict:
                                             "which this model's training did not use"),
         "intended_use": INTENDED_USE,
         "limits": LIMITS,
-        "validation": _validation(config),
+        "validation": validation_figures(config),
     }
     return derived | {k: v for k, v in config.card.items() if k not in derived}
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from deepfake_cli.report.clip_report import draw_judged, judged_summary, window_positions, write_clip_report
 from deepfake_cli.report.tables import format_metric, metrics_table, to_jsonable, write_report
 from deepfake_cli.serve.result import PredictResult
-from tests.helpers import ASTRONAUT_PROBABILITY, ASTRONAUT_THRESHOLD, ASTRONAUT_VERDICT
+from tests.helpers import ASTRONAUT_PROBABILITY, ASTRONAUT_THRESHOLD, ASTRONAUT_VERDICT, ROOT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -210,12 +210,25 @@ def test_an_uncertain_line_gives_the_band_and_a_call_gives_the_threshold():
     assert f"real (P(fake) = 0.250, threshold {ASTRONAUT_THRESHOLD:.3f}, 75 faces" in called and "between" not in called
 
 
-def _page(tmp_path, result, aggregation="mean") -> str:
+def _page(tmp_path, result, aggregation="mean", config=None) -> str:
     info = SimpleNamespace(width=360, height=360, fps=25.0, codec="FMP4", duration_s=2.0, rotation=0,
                            frame_count=50, header_frame_count=None)
-    config = SimpleNamespace(metrics={}, name="default", backbone="efficientnet-lite0", input_size=160,
-                             uncertain=[], dfd_version="0", video_aggregation=aggregation)
+    config = config or SimpleNamespace(metrics={}, training={}, name="default", backbone="efficientnet-lite0",
+                                       input_size=160, uncertain=[], dfd_version="0", video_aggregation=aggregation)
     return write_clip_report(tmp_path / "r.html", result, info, config, result.frame_indices, None, None).read_text()
+
+
+def test_the_page_gives_the_model_card_s_validation_figure_and_where_p_was_calibrated(tmp_path):
+    from deepfake_cli.nets.bundle import read_config
+    from deepfake_cli.nets.card import validation_figures
+
+    shipped = read_config(ROOT / "deepfake_cli" / "serve" / "default_model")
+    figures = validation_figures(shipped)  # a CNN-only bundle calibrated out of fold: its CNN's video AUC
+    text = _page(tmp_path, _astronaut_result(), config=shipped)
+    assert (f"on its validation videos ({figures['real']} real, {figures['fake']} fake): AUC {figures['auc']:.3f}"
+            in text) and "no validation figures recorded" not in text
+    assert ("calibrated on the out-of-fold scores" in text) == ("crossval" in shipped.metrics)
+    assert "no validation figures recorded" in _page(tmp_path, _astronaut_result())
 
 
 def test_clip_report_verdict_line_is_the_cli_s(tmp_path):

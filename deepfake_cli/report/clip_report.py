@@ -119,7 +119,7 @@ def draw_judged(ax, result, band: list | None, aggregation: str) -> None:
     ax.set_ylim(0, 1)
     ax.set_xlabel("time in the clip (s)" if fps else "frame")
     ax.set_ylabel("P(fake)")
-    ax.legend(loc="upper right", fontsize=7)
+    ax.legend(loc="best", fontsize=7)  # where it hides the fewest points
 
 
 STYLE = """
@@ -143,7 +143,11 @@ def write_clip_report(out: Path, result, info, bundle_config, frame_indices, cro
     """Write the page for one predicted clip (``result``: a PredictResult; ``info``: its VideoInfo)."""
     from deepfake_cli.report.heatmaps import CAM_RANGE, colour_bar, grid, overlay
 
-    validation = bundle_config.metrics.get("val_video_calibrated", {})
+    from deepfake_cli.nets.card import validation_figures
+
+    validation = validation_figures(bundle_config)  # what its model card gives: the best video-level figure
+    calibrated_on = ("the out-of-fold scores of its recipe's cross-validation" if "crossval" in bundle_config.metrics
+                     else "its validation videos")
     verdict = html.escape(result.verdict)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>dfd: {html.escape(Path(result.path).name)}"
              f"</title><style>{STYLE}</style></head><body>",
@@ -152,10 +156,10 @@ def write_clip_report(out: Path, result, info, bundle_config, frame_indices, cro
              f"(threshold {result.threshold:.3f}) &middot; {html.escape(judged_summary(result))}</p>",
              "<p class='small'>Model " + html.escape(bundle_config.name) + " (" + html.escape(bundle_config.backbone)
              + f", {bundle_config.input_size} px)"
-             + (f"; on its validation videos (n = {validation.get('n')}): AUC {validation.get('auc', float('nan')):.3f}, "
-                f"accuracy {validation.get('acc', float('nan')):.3f} at threshold "
-                f"{validation.get('threshold', float('nan')):.3f}" if validation else "; no validation figures recorded")
-             + ". P(fake) is calibrated on those videos; a figure on other media may differ.</p>"]
+             + (f"; on its validation videos ({validation['real']} real, {validation['fake']} fake): AUC "
+                f"{validation['auc']:.3f} ({html.escape(validation['level'])})" if validation
+                else "; no validation figures recorded")
+             + f". P(fake) is calibrated on {calibrated_on}; a figure on other media may differ.</p>"]
     if result.warnings:
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
                                                        for w in result.warnings) + "</ul>")

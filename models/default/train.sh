@@ -39,30 +39,7 @@ dfd extract "$DATA/ffpp" --fpv 25 --windows 3 --store "$RUNS/ffw3.h5"
 dfd crop --store "$RUNS/ffw3.h5" "${CROP[@]}"
 dfd merge "$RUNS/w3.h5" "$RUNS/ffw3.h5" "$RUNS/dfdc2k.h5"
 
-# Three identity-group folds per dataset (an FF++ person, a DFDC source video never on both
-# sides): each fold's model is trained on the other two (on cv.h5) ...
-dfd crossval --recipe "$RECIPE" --store "$RUNS/cv.h5" --out "$CV" --folds 3 --cross-dataset
-# ... and its held-out videos are scored as predict serves them: the fold bundles, copied without
-# their scores, score the three windows of w3.h5 (crossval finds each fold trained and only scores).
-rm -rf "$CV-w3" && cp -r "$CV" "$CV-w3"
-rm -f "$CV"-w3/fold-*/scores.json "$CV"-w3/fold-*/frame_scores.json
-dfd crossval --recipe "$RECIPE" --store "$RUNS/w3.h5" --out "$CV-w3" --folds 3
-# The model users get: the same recipe on every training video.
-dfd train-cnn --recipe "$RECIPE" --store "$RUNS/cv.h5" --model "$MODEL" --models-dir "$MODELS"
-# It judges three windows of the clip, as the folds were scored; temperature, threshold (the lowest
-# that calls at most 10 % of any dataset's real videos fake) and uncertain band fitted on the
-# pooled out-of-fold scores of those windows.
-python - "$MODELS/$MODEL/config.json" <<'PY'
-import json, sys
-config = json.load(open(sys.argv[1]))
-config["windows"] = 3
-json.dump(config, open(sys.argv[1], "w"), indent=1)
-PY
-dfd crossval --recipe "$RECIPE" --store "$RUNS/w3.h5" --out "$CV-w3" --folds 3 \
-    --calibrate-model "$MODEL" --models-dir "$MODELS"
-# The CNN (and its class-activation head) as ONNX, checked against Keras: predict runs them on
-# onnxruntime (no TensorFlow import).
-dfd export-onnx "$MODEL" --models-dir "$MODELS"
-dfd predict examples/astronaut.mp4 --model "$MODEL" --models-dir "$MODELS"
-# To ship it (not done): replace deepfake_cli/serve/default_model/* by "$MODELS/$MODEL"'s
-# config.json, cnn.weights.h5, cnn.onnx, cam.onnx, onnx.json and MODEL_CARD.md.
+# The folds (with the cross-dataset arms), the candidate, its out-of-fold calibration and export.
+STORE=$RUNS/cv.h5 W3STORE=$RUNS/w3.h5 CROSSVAL_FLAGS=--cross-dataset
+. models/default/candidate.sh
+# To ship it (not done for rounds 4 and 5): see train_default.sh's last step.

@@ -34,31 +34,9 @@ dfd extract "$DATA/ffpp" --fpv 25 --windows 3 --store "$RUNS/ffw3.h5"
 dfd crop --store "$RUNS/ffw3.h5" "${CROP[@]}"
 dfd merge "$RUNS/w310k.h5" "$RUNS/ffw3.h5" "$RUNS/dfdc.h5"
 
-# Three identity-group folds (an FF++ person, a DFDC source video never on both sides) ...
-dfd crossval --recipe "$RECIPE" --store "$RUNS/cv10k.h5" --out "$CV" --folds 3
-# ... their held-out videos scored as predict serves them (the fold bundles, copied without their
-# scores, score the three windows of w310k.h5; crossval finds each fold trained and only scores).
-rm -rf "$CV-w3" && cp -r "$CV" "$CV-w3"
-rm -f "$CV"-w3/fold-*/scores.json "$CV"-w3/fold-*/frame_scores.json
-dfd crossval --recipe "$RECIPE" --store "$RUNS/w310k.h5" --out "$CV-w3" --folds 3
-# The model users get: the same recipe on every training video (train-cnn checkpoints each epoch:
-# after a killed run, the same command with --resume continues it).
-dfd train-cnn --recipe "$RECIPE" --store "$RUNS/cv10k.h5" --model "$MODEL" --models-dir "$MODELS"
-# It judges three windows of the clip, as the folds were scored; temperature, threshold (the lowest
-# at or above the balanced one that calls at most 10 % of any dataset's real videos fake) and
-# uncertain band fitted on the pooled out-of-fold scores of those windows.
-python - "$MODELS/$MODEL/config.json" <<'PY'
-import json, sys
-config = json.load(open(sys.argv[1]))
-config["windows"] = 3
-json.dump(config, open(sys.argv[1], "w"), indent=1)
-PY
-dfd crossval --recipe "$RECIPE" --store "$RUNS/w310k.h5" --out "$CV-w3" --folds 3 \
-    --calibrate-model "$MODEL" --models-dir "$MODELS"
-# The CNN and its class-activation head as ONNX, checked against Keras: predict runs them on
-# onnxruntime (no TensorFlow or PyTorch import).
-dfd export-onnx "$MODEL" --models-dir "$MODELS"
-dfd predict examples/astronaut.mp4 --model "$MODEL" --models-dir "$MODELS"
+# The folds, the model on every training video, its out-of-fold calibration and export.
+STORE=$RUNS/cv10k.h5 W3STORE=$RUNS/w310k.h5
+. models/default/candidate.sh
 # What `dfd predict` uses when no --model is given: the bundle inside the package, named "default"
 # (its card's held-out figures and notes, set by hand from models/default/README.md, are in its config.json).
 rm -f deepfake_cli/serve/default_model/*
